@@ -1,0 +1,84 @@
+/* gst-canary — SentencePiece .model pieces, aggregate and unified tokenizers, Canary prompts.
+ * SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <glib.h>
+#include "config.h"
+#include "nemo.h"
+
+G_BEGIN_DECLS
+
+/* SentencePiece ModelProto, only what decoding and prompt lookup need. */
+typedef enum {
+  CANARY_PIECE_NORMAL = 1,
+  CANARY_PIECE_UNKNOWN = 2,
+  CANARY_PIECE_CONTROL = 3,
+  CANARY_PIECE_USER_DEFINED = 4,
+  CANARY_PIECE_UNUSED = 5,
+  CANARY_PIECE_BYTE = 6,
+} canary_piece_type;
+
+typedef struct {
+  guint n_pieces;
+  char **pieces;              /* UTF-8 strings */
+  float *scores;
+  guint8 *types;              /* canary_piece_type */
+  int model_type;             /* trainer_spec.model_type (1 unigram, 2 bpe, ...) */
+  gboolean byte_fallback;
+  gboolean add_dummy_prefix;  /* normalizer_spec, default TRUE */
+  int unk_id;
+  GHashTable *piece_to_id;    /* char* → GINT_TO_POINTER(id + 1) */
+} canary_spm;
+
+/* Parses a SentencePiece ModelProto. Malformed protobuf → CANARY_ERROR_FORMAT. */
+canary_spm *canary_spm_parse (const guint8 *data, gsize len, GError **error);
+void canary_spm_free (canary_spm *spm);
+/* Piece id or -1. */
+int canary_spm_piece_to_id (const canary_spm *spm, const char *piece);
+
+typedef struct _canary_tokenizer canary_tokenizer;
+
+/* Builds the tokenizer the config describes, reading its SentencePiece models from the archive. */
+canary_tokenizer *canary_tokenizer_new (const canary_config *cfg, canary_archive *ar, GError **error);
+void canary_tokenizer_free (canary_tokenizer *tok);
+
+/* Total number of ids (sum of sub-vocabularies); the model's V is this rounded up to 8. */
+int canary_tokenizer_vocab_size (const canary_tokenizer *tok);
+/* Special ids (looked up by string): -1 when absent. */
+int canary_tokenizer_eos (const canary_tokenizer *tok);   /* <|endoftext|> */
+int canary_tokenizer_bos (const canary_tokenizer *tok);   /* <|startoftranscript|> */
+int canary_tokenizer_pad (const canary_tokenizer *tok);   /* <pad> */
+/* Id of a special token string such as "<|en|>", or -1. */
+int canary_tokenizer_special_id (const canary_tokenizer *tok, const char *token);
+
+/* The language codes the model knows, i.e. those with a <|xx|> special token (aggregate: also a
+ * sub-tokenizer). NULL-terminated, owned by the tokenizer. */
+const char *const *canary_tokenizer_languages (const canary_tokenizer *tok);
+
+/* Prompt slots; NULL/negative means "NeMo's default". */
+typedef struct {
+  const char *source_lang;   /* "en" (also accepts "en-US", "<|en|>") */
+  const char *target_lang;   /* defaults to source_lang */
+  const char *task;          /* "asr"/"transcribe" or "ast"/"translate"/"s2t_translation" */
+  int pnc;                   /* 1 yes, 0 no, -1 default (yes) */
+  int itn;                   /* canary2 only, default no */
+  int timestamp;             /* canary2 only, default no */
+  int diarize;               /* canary2 only, default no */
+  const char *emotion;       /* canary2 only: "undefined" (default), "neutral", ... */
+} canary_prompt_options;
+
+/* Decoder input ids for the prompt, exactly as NeMo's prompt formatter builds them for the model's
+ * format and tokenizer kind. Unknown language/task → CANARY_ERROR_INVALID_ARGUMENT naming it. */
+GArray *canary_tokenizer_build_prompt (const canary_tokenizer *tok, canary_prompt_format format,
+    const canary_prompt_options *opts, GError **error);
+
+/* Text for output ids (prompt already stripped) exactly as NeMo's ids_to_text does it for the
+ * tokenizer kind: aggregate = piece concatenation with ▁→space; unified = SentencePiece decoding
+ * (dummy-prefix space dropped, byte pieces reassembled, <unk> as " ⁇ "). Ids out of range render
+ * as nothing. Free with g_free. */
+char *canary_tokenizer_decode (const canary_tokenizer *tok, const gint32 *ids, gsize n);
+
+/* Piece string of an id (for logs and tests), or NULL. */
+const char *canary_tokenizer_id_to_piece (const canary_tokenizer *tok, int id);
+
+G_END_DECLS

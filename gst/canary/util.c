@@ -1,0 +1,47 @@
+/* gst-canary — engine-wide error domain and log routing.
+ * SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "util.h"
+
+#include <stdarg.h>
+
+G_DEFINE_QUARK (canary-error-quark, canary_error)
+
+static GMutex log_lock;
+static canary_log_func log_func;
+static gpointer log_user_data;
+
+void
+canary_set_log_func (canary_log_func func, gpointer user_data)
+{
+  g_mutex_lock (&log_lock);
+  log_func = func;
+  log_user_data = user_data;
+  g_mutex_unlock (&log_lock);
+}
+
+void
+canary_log (canary_log_level level, const char *fmt, ...)
+{
+  canary_log_func func;
+  gpointer user_data;
+
+  g_mutex_lock (&log_lock);
+  func = log_func;
+  user_data = log_user_data;
+  g_mutex_unlock (&log_lock);
+  if (!func)
+    return;
+
+  va_list ap;
+  va_start (ap, fmt);
+  char *msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  func (level, msg, user_data);
+  g_free (msg);
+}
+
+double
+canary_now_ms (void)
+{
+  return g_get_monotonic_time () / 1000.0;
+}

@@ -1,0 +1,32 @@
+/* gst-canary — engine-internal helpers: logging, timing, checked arithmetic.
+ * SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <glib.h>
+#include "canary.h"
+
+G_BEGIN_DECLS
+
+/* Formats a line and passes it to the callback set with canary_set_log_func (if any). */
+void canary_log (canary_log_level level, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
+#define CANARY_WARN(...) canary_log (CANARY_LOG_WARNING, __VA_ARGS__)
+#define CANARY_INFO(...) canary_log (CANARY_LOG_INFO, __VA_ARGS__)
+#define CANARY_DEBUG(...) canary_log (CANARY_LOG_DEBUG, __VA_ARGS__)
+
+/* Monotonic time in milliseconds. */
+double canary_now_ms (void);
+
+/* a*b and a+b without wrapping; FALSE on overflow. */
+static inline gboolean
+canary_mul_size (gsize a, gsize b, gsize *out)
+{
+  return !__builtin_mul_overflow (a, b, out);
+}
+
+static inline gboolean
+canary_add_size (gsize a, gsize b, gsize *out)
+{
+  return !__builtin_add_overflow (a, b, out);
+}
+
+G_END_DECLS
