@@ -26,8 +26,17 @@ typedef struct {
   int model_type;             /* trainer_spec.model_type (1 unigram, 2 bpe, ...) */
   gboolean byte_fallback;
   gboolean add_dummy_prefix;  /* normalizer_spec, default TRUE */
-  int unk_id;
+  int unk_id;                 /* id of the UNKNOWN piece (what sentencepiece uses at run time) */
   GHashTable *piece_to_id;    /* char* → GINT_TO_POINTER(id + 1) */
+  /* The rest of trainer_spec / normalizer_spec that decoding and prompt encoding consult. */
+  int vocab_size;             /* trainer_spec.vocab_size (informational; n_pieces is the truth) */
+  int bos_id, eos_id, pad_id; /* trainer_spec values (-1 = disabled) */
+  char *unk_surface;          /* trainer_spec.unk_surface: how <unk> decodes, default " ⁇ " */
+  gboolean treat_whitespace_as_suffix;
+  gboolean remove_extra_whitespaces;  /* normalizer_spec, default TRUE */
+  gboolean escape_whitespaces;        /* normalizer_spec, default TRUE */
+  gboolean has_denormalizer;  /* denormalizer_spec carries rules: sentencepiece would post-process
+                               * decoded text with them, canary_spm_decode does not */
 } canary_spm;
 
 /* Parses a SentencePiece ModelProto. Malformed protobuf → CANARY_ERROR_FORMAT. */
@@ -35,6 +44,22 @@ canary_spm *canary_spm_parse (const guint8 *data, gsize len, GError **error);
 void canary_spm_free (canary_spm *spm);
 /* Piece id or -1. */
 int canary_spm_piece_to_id (const canary_spm *spm, const char *piece);
+
+/* SentencePiece's decode_ids(): pieces concatenated with ▁ → space; CONTROL pieces dropped;
+ * <unk> → unk_surface; runs of BYTE pieces reassembled into bytes, each byte that does not start
+ * a valid UTF-8 character becoming U+FFFD; the space of the dummy prefix removed from the first
+ * piece. Two deviations, both documented in spm.c: ids out of range are skipped (sentencepiece
+ * raises), and a decoded U+0000 byte is dropped (the result is a C string). Free with g_free. */
+char *canary_spm_decode (const canary_spm *spm, const gint32 *ids, gsize n);
+
+/* SentencePiece's encode() for the one kind of text a Canary prompt is: a string made only of
+ * USER_DEFINED pieces such as "<|startofcontext|><|en|>". Appends the ids to `out` (a GArray of
+ * gint32): the dummy-prefix whitespace piece first when add_dummy_prefix (last with
+ * treat_whitespace_as_suffix), then one id per symbol, symbols matched longest first. Text that is
+ * not such a string → CANARY_ERROR_UNSUPPORTED naming the position (general segmentation is not
+ * implemented). Empty text appends nothing. */
+gboolean canary_spm_encode_symbols (const canary_spm *spm, const char *text, GArray *out,
+    GError **error);
 
 typedef struct _canary_tokenizer canary_tokenizer;
 
@@ -54,6 +79,10 @@ int canary_tokenizer_special_id (const canary_tokenizer *tok, const char *token)
 /* The language codes the model knows, i.e. those with a <|xx|> special token (aggregate: also a
  * sub-tokenizer). NULL-terminated, owned by the tokenizer. */
 const char *const *canary_tokenizer_languages (const canary_tokenizer *tok);
+
+/* The model's code for "en", "en-US", "EN_us" or "<|en|>" (owned by the tokenizer), or NULL when
+ * the model has no such language. */
+const char *canary_tokenizer_lookup_language (const canary_tokenizer *tok, const char *code);
 
 /* Prompt slots; NULL/negative means "NeMo's default". */
 typedef struct {

@@ -15,12 +15,12 @@ say() { # name text
 
 say short "yes"
 say speech4s "The quick brown fox jumps over the lazy dog near the river bank."
-say speech10s "Every morning the old fisherman walked down to the harbour, checked his nets, and waited patiently for the tide to turn before he finally set out to sea with his two loyal dogs."
-say speech13s "In the small village at the foot of the mountains, the children gathered every evening to listen to stories about dragons, lost treasure, and brave travellers who crossed the frozen lakes in the middle of a long and very cold winter."
+say speech10s "Every morning the old fisherman walked down to the harbour, checked his nets, and waited patiently for the tide to turn before he finally set out to sea with his dog."
+say speech13s "In the small village at the foot of the mountains, the children gathered every evening to listen to stories about dragons, lost treasure, and brave travellers who crossed the frozen lakes in the middle of a very cold winter."
 # 2 s of pure digital silence
 sox -D -n -r 16000 -c 1 -b 16 -e signed-integer "$OUT/silence.wav" trim 0 2.0
 # 3 s of digital silence followed by speech
-espeak-ng -v en-us -s 160 -p 50 -a 100 -w "$TMP/lead.raw.wav" "Hello there, this sentence starts after three seconds of silence."
+espeak-ng -v en-us -s 160 -p 50 -a 100 -w "$TMP/lead.raw.wav" "Hello there, good morning."
 sox -D "$TMP/lead.raw.wav" -r 16000 -c 1 -b 16 -e signed-integer "$TMP/lead16.wav" rate -h
 sox -D "$TMP/lead16.wav" "$OUT/lead_silence.wav" pad 3.0 0
 for f in "$OUT"/*.wav; do printf '%s %ss\n' "$(basename "$f")" "$(soxi -D "$f")"; done

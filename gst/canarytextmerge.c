@@ -1,0 +1,148 @@
+/* gst-canary — joining the texts of overlapping transcription windows.
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ * With overlap > 0, consecutive windows share `overlap` of audio, so the words spoken there come out
+ * twice: at the end of the previous window's text and at the start of the next one's. The engine
+ * gives no word timings, so the shared words are found in the text itself:
+ *
+ *   Find the longest run of k words that ends the previous text and starts the next text; the
+ *   next text's words up to and including that run are dropped and the rest is emitted.
+ *
+ * Words are compared case-insensitively with punctuation removed ("Bank." matches "bank"), since
+ * the model capitalises and punctuates a sentence start differently from a sentence middle. Two
+ * tolerances handle the window edges, where audio is cut mid-word:
+ *   - up to SKIP_NEXT_MAX leading words of the next text may be skipped (the next window starts
+ *     inside a word, which the model renders as a fragment or a spurious word);
+ *   - up to SKIP_PREV_MAX trailing words of the previous text may be ignored (the previous window
+ *     ended inside a word).
+ * A match that needs either tolerance must be at least two words long, so one common word such as
+ * "the" cannot delete text by chance. Among the candidates the longest run wins, then the one that
+ * skips the fewest words.
+ *
+ * If nothing matches, the next text is emitted whole: a word may then appear twice, but no word is
+ * ever dropped unless it was matched against text already emitted. A word cut at the previous
+ * window's end was already emitted in its cut form; the next window's complete form follows it.
+ */
+#include "canarytextmerge.h"
+
+#include <string.h>
+
+#define SKIP_NEXT_MAX 2
+#define SKIP_PREV_MAX 1
+
+typedef struct {
+  GPtrArray *keys;     /* normalised words (gchar *) */
+  GArray *offsets;     /* byte offset of each word in the source text (gsize) */
+} WordList;
+
+/* Lower-cases and drops everything but letters and digits; a word made only of punctuation keeps
+ * its case-folded form so that "-" still matches "-". */
+static gchar *
+normalise_word (const gchar *word, gssize len)
+{
+  gchar *folded = g_utf8_casefold (word, len);
+  GString *key = g_string_sized_new (strlen (folded));
+
+  for (const gchar *p = folded; *p; p = g_utf8_next_char (p)) {
+    gunichar c = g_utf8_get_char (p);
+    if (g_unichar_isalnum (c))
+      g_string_append_unichar (key, c);
+  }
+  if (key->len == 0) {
+    g_string_free (key, TRUE);
+    return folded;
+  }
+  g_free (folded);
+  return g_string_free (key, FALSE);
+}
+
+static void
+word_list_init (WordList *wl, const gchar *text)
+{
+  wl->keys = g_ptr_array_new_with_free_func (g_free);
+  wl->offsets = g_array_new (FALSE, FALSE, sizeof (gsize));
+  if (!text || !g_utf8_validate (text, -1, NULL))
+    return;
+
+  const gchar *p = text;
+  while (*p) {
+    while (*p && g_unichar_isspace (g_utf8_get_char (p)))
+      p = g_utf8_next_char (p);
+    if (!*p)
+      break;
+    const gchar *start = p;
+    while (*p && !g_unichar_isspace (g_utf8_get_char (p)))
+      p = g_utf8_next_char (p);
+    gsize offset = start - text;
+    g_ptr_array_add (wl->keys, normalise_word (start, p - start));
+    g_array_append_val (wl->offsets, offset);
+  }
+}
+
+static void
+word_list_clear (WordList *wl)
+{
+  g_ptr_array_unref (wl->keys);
+  g_array_unref (wl->offsets);
+}
+
+static gboolean
+runs_equal (const WordList *a, guint a_start, const WordList *b, guint b_start, guint k)
+{
+  for (guint i = 0; i < k; i++) {
+    if (strcmp (g_ptr_array_index (a->keys, a_start + i), g_ptr_array_index (b->keys, b_start + i)))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+/* Number of leading words of @next that repeat @prev's tail (0 when nothing matches). */
+static guint
+count_repeated_words (const WordList *prev, const WordList *next)
+{
+  guint np = prev->keys->len, nn = next->keys->len;
+  guint best_k = 0, best_skip = G_MAXUINT, best_b = 0;
+
+  for (guint a = 0; a <= SKIP_PREV_MAX && a < np; a++) {
+    for (guint b = 0; b <= SKIP_NEXT_MAX && b < nn; b++) {
+      guint min_k = (a || b) ? 2 : 1;
+      for (guint k = MIN (np - a, nn - b); k >= min_k; k--) {
+        if (!runs_equal (prev, np - a - k, next, b, k))
+          continue;
+        if (k > best_k || (k == best_k && a + b < best_skip)) {
+          best_k = k;
+          best_skip = a + b;
+          best_b = b;
+        }
+        break;                  /* the longest run for this (a, b) is found */
+      }
+    }
+  }
+  return best_k ? best_b + best_k : 0;
+}
+
+gchar *
+canary_text_merge (const gchar *prev, const gchar *next)
+{
+  if (!next)
+    return g_strdup ("");
+  if (!prev || !*prev)
+    return g_strdup (next);
+
+  WordList pw, nw;
+  word_list_init (&pw, prev);
+  word_list_init (&nw, next);
+
+  guint drop = count_repeated_words (&pw, &nw);
+  gchar *out;
+  if (drop == 0)
+    out = g_strdup (next);
+  else if (drop >= nw.keys->len)
+    out = g_strdup ("");
+  else
+    out = g_strdup (next + g_array_index (nw.offsets, gsize, drop));
+
+  word_list_clear (&pw);
+  word_list_clear (&nw);
+  return out;
+}

@@ -1,0 +1,197 @@
+/* gst-canary — CPU benchmark of the engine on a released model's shape with random weights.
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ *   canary-bench [--shape canary-1b-flash] [--tokens 40] [--repeats 3] [--threads N] [--load FILE.nemo]
+ *
+ * Per repeat: the mel frontend + encoder on a 10 s window, then the decoder on a 9-token prompt and
+ * a fixed number of generated tokens (argmax fed back; EOS ignored so every run decodes the same
+ * count). ms_per_token is the whole decoder time (cross K/V, prompt, steps) over the token count,
+ * as bench_nemo.py reports it; step_ms is one incremental step alone. Prints one JSON line, comparable with tests/reference/bench_nemo.py (NeMo's own modules at
+ * the same shape, same window, same token count). --load also times loading a real .nemo file. */
+#include <cblas.h>
+#include <glib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+#include "canary.h"
+#include "decode.h"
+#include "decoder.h"
+#include "encoder.h"
+#include "mel.h"
+#include "synth.h"
+#include "util.h"
+
+static int
+cmp_double (const void *a, const void *b)
+{
+  double x = *(const double *) a, y = *(const double *) b;
+  return (x > y) - (x < y);
+}
+
+static double
+median (double *v, int n)
+{
+  qsort (v, n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int
+argmax (const float *v, int n)
+{
+  int best = 0;
+  for (int i = 1; i < n; i++)
+    if (v[i] > v[best])
+      best = i;
+  return best;
+}
+
+static double
+peak_rss_mb (void)
+{
+  struct rusage ru;
+  getrusage (RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024.0;
+}
+
+int
+main (int argc, char **argv)
+{
+  char *shape = g_strdup ("canary-1b-flash"), *load_path = NULL;
+  int tokens = 40, repeats = 3, threads = 0;
+  GOptionEntry entries[] = {
+    { "shape", 's', 0, G_OPTION_ARG_STRING, &shape, "Model shape (canary-1b, canary-1b-flash, canary-180m-flash, canary-1b-v2, tiny)", "NAME" },
+    { "tokens", 't', 0, G_OPTION_ARG_INT, &tokens, "Decoded tokens per window (default 40)", "N" },
+    { "repeats", 'r', 0, G_OPTION_ARG_INT, &repeats, "Timed windows (default 3)", "N" },
+    { "threads", 'j', 0, G_OPTION_ARG_INT, &threads, "BLAS threads (default: all cores)", "N" },
+    { "load", 'l', 0, G_OPTION_ARG_FILENAME, &load_path, "Also time loading this .nemo file", "FILE" },
+    { NULL }
+  };
+  GError *err = NULL;
+  GOptionContext *ctx = g_option_context_new ("- benchmark the Canary CPU engine");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  if (!g_option_context_parse (ctx, &argc, &argv, &err)) {
+    g_printerr ("%s\n", err->message);
+    return 2;
+  }
+  g_option_context_free (ctx);
+  if (tokens < 1 || repeats < 1) {
+    g_printerr ("--tokens and --repeats must be >= 1\n");
+    return 2;
+  }
+  if (threads > 0)
+    openblas_set_num_threads (threads);
+
+  double load_ms = -1;
+  if (load_path) {
+    double t0 = canary_now_ms ();
+    canary_model *m = canary_model_load (load_path, NULL, &err);
+    if (!m) {
+      g_printerr ("%s\n", err->message);
+      return 1;
+    }
+    load_ms = canary_now_ms () - t0;
+    canary_model_unref (m);
+  }
+
+  double t0 = canary_now_ms ();
+  canary_config *cfg = NULL;
+  canary_ckpt *ck = NULL;
+  if (!canary_synth_build (shape, 1, &cfg, &ck, &err)) {
+    g_printerr ("%s\n", err->message);
+    return 1;
+  }
+  canary_mel *mel = canary_mel_new (cfg, ck, &err);
+  canary_encoder *enc = mel ? canary_encoder_new (cfg, ck, &err) : NULL;
+  canary_decoder *dec = enc ? canary_decoder_new (cfg, ck, &err) : NULL;
+  if (!dec) {
+    g_printerr ("%s\n", err->message);
+    return 1;
+  }
+  double build_ms = canary_now_ms () - t0;
+
+  /* 10 s of a deterministic chirp with a little noise: the values do not matter for speed. */
+  const gsize n = 160000;
+  float *pcm = g_new (float, n);
+  guint32 rng = 1;
+  for (gsize i = 0; i < n; i++) {
+    rng = rng * 1664525u + 1013904223u;
+    pcm[i] = 0.3f * sinf (0.001f * i + 1e-8f * i * i) + 0.01f * ((rng >> 8) / 16777216.0f - 0.5f);
+  }
+  gsize frames = canary_mel_n_frames (mel, n);
+  float *feat = g_new (float, frames * (gsize) canary_mel_n_mels (mel));
+  canary_encoder_work *work = canary_encoder_work_new (enc, (int) frames, &err);
+  int P = 9, V = canary_decoder_vocab (dec);
+  int t_enc_max = canary_encoder_n_out (enc, (int) frames);
+  canary_decoder_state *ds = canary_decoder_state_new (dec, 1, P, t_enc_max, 2, &err);
+  if (!work || !ds) {
+    g_printerr ("%s\n", err->message);
+    return 1;
+  }
+  float *logits = g_new (float, V);
+  gint32 prompt[9] = { 7, 4, 16, 62, 62, 5, 9, 11, 13 };
+
+  double *t_mel = g_new (double, repeats), *t_enc = g_new (double, repeats), *t_dec = g_new (double, repeats);
+  double *t_step = g_new (double, repeats);
+  for (int r = 0; r < repeats; r++) {
+    int n_valid, te, enc_len;
+    const float *enc_out;
+    double a = canary_now_ms ();
+    if (!canary_mel_compute (mel, pcm, n, feat, &n_valid, &err))
+      goto fail;
+    double b = canary_now_ms ();
+    if (!canary_encoder_forward (enc, work, feat, (int) frames, n_valid, &enc_out, &te, &enc_len, &err))
+      goto fail;
+    double c = canary_now_ms ();
+    if (!canary_decoder_set_memory (ds, enc_out, te, enc_len, &err) ||
+        !canary_decoder_step (ds, prompt, 1, P, 0, logits, &err))
+      goto fail;
+    double d = canary_now_ms ();
+    for (int i = 1; i < tokens; i++) {
+      gint32 tok = argmax (logits, V);
+      if (!canary_decoder_step (ds, &tok, 1, 1, P + i - 1, logits, &err))
+        goto fail;
+    }
+    double e = canary_now_ms ();
+    t_mel[r] = b - a;
+    t_enc[r] = c - b;
+    t_dec[r] = e - c;
+    t_step[r] = tokens > 1 ? (e - d) / (tokens - 1) : 0;
+  }
+
+  guint64 weight_bytes = 0;
+  for (guint i = 0; i < canary_ckpt_n_tensors (ck); i++)
+    weight_bytes += canary_ckpt_tensor (ck, i)->numel * 4;
+  double window_ms[64];
+  int nw = MIN (repeats, 64);
+  for (int r = 0; r < nw; r++)
+    window_ms[r] = t_mel[r] + t_enc[r] + t_dec[r];
+  double w50 = median (window_ms, nw);
+  printf ("{\"engine\": \"gst-canary cpu fp32\", \"shape\": \"%s\", \"threads\": %d, \"tokens\": %d, "
+      "\"repeats\": %d, \"build_ms\": %.0f, \"weight_mb\": %.1f, \"mel_ms\": %.1f, \"encoder_ms\": %.1f, "
+      "\"decoder_ms\": %.1f, \"ms_per_token\": %.2f, \"step_ms\": %.2f, \"window_ms_p50\": %.1f, \"rtfx\": %.2f, "
+      "\"peak_rss_mb\": %.1f, \"load_ms\": %.1f}\n",
+      shape, threads > 0 ? threads : openblas_get_num_threads (), tokens, repeats, build_ms,
+      weight_bytes / 1048576.0, median (t_mel, repeats), median (t_enc, repeats), median (t_dec, repeats),
+      median (t_dec, repeats) / tokens, median (t_step, repeats), w50, 10000.0 / w50, peak_rss_mb (), load_ms);
+
+  g_free (t_mel); g_free (t_enc); g_free (t_dec); g_free (t_step);
+  g_free (logits);
+  g_free (feat);
+  g_free (pcm);
+  canary_decoder_state_free (ds);
+  canary_encoder_work_free (work);
+  canary_decoder_free (dec);
+  canary_encoder_free (enc);
+  canary_mel_free (mel);
+  canary_ckpt_free (ck);
+  canary_config_free (cfg);
+  g_free (shape);
+  g_free (load_path);
+  return 0;
+
+fail:
+  g_printerr ("%s\n", err->message);
+  return 1;
+}
