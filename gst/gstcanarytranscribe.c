@@ -711,6 +711,25 @@ resolve_languages (const canary_model *model, const DecodeSettings *s,
   return TRUE;
 }
 
+/* Checks the language properties against the model as soon as it is loaded, so that a wrong
+ * language is reported before any audio arrives. */
+static void
+worker_check_settings (GstCanaryTranscribe *self, const canary_model *model)
+{
+  canary_decode_options opts;
+  DecodeSettings settings;
+  GError *err = NULL;
+
+  canary_decode_options_init (&opts);
+  decode_settings_read (self, &settings);
+  if (!resolve_languages (model, &settings, &opts, &err)) {
+    post_error (self, err->domain, err->code, g_strdup (err->message), NULL);
+    g_error_free (err);
+    set_worker_failed (self);
+  }
+  decode_settings_clear (&settings);
+}
+
 static gboolean
 job_is_current (GstCanaryTranscribe *self, const CanaryJob *job)
 {
@@ -941,8 +960,10 @@ worker_main (gpointer data)
   g_cond_broadcast (&self->cond);
   g_mutex_unlock (&self->lock);
 
-  if (state)
+  if (state) {
+    worker_check_settings (self, model);
     worker_loop (self, model, state);
+  }
 
   /* Stay until told to stop, so that the element's state tells what happened. */
   g_mutex_lock (&self->lock);

@@ -11,8 +11,11 @@
  *    (a wrong mask, shift or layout is an O(0.1–1) difference).
  *  - From our own mel features (instead of NeMo's), the same ENC_TOL: the features agree to
  *    ~1e-5 of their range and the encoder does not amplify that beyond the bound.
- *  - INVARIANCE_TOL = 1e-6 relative: the same computation on the same valid data; only the
- *    GEMM row counts differ, which may change BLAS blocking but not the arithmetic per element.
+ *  - INVARIANCE_TOL = 1e-5 relative: the same computation on the same valid data; only the
+ *    GEMM row counts differ, and OpenBLAS picks other kernels/blocking for other shapes, which
+ *    moves results by a few FP32 ulps per layer (observed up to ~6e-7 of the range with two
+ *    layers). 1e-5 (~80 ulps of the range) keeps random seeds from flaking while any leak of the
+ *    padded frames into valid outputs is orders of magnitude larger.
  */
 #include <math.h>
 #include <string.h>
@@ -26,7 +29,7 @@
 #include "npy.h"
 
 #define ENC_TOL 1e-4
-#define INVARIANCE_TOL 1e-6
+#define INVARIANCE_TOL 1e-5
 
 static const char *const models[] = { "canary1-tiny", "canary2-tiny", "canary2-unified-tiny" };
 
@@ -58,6 +61,17 @@ model_load (const char *name, test_model *m)
   }
   g_free (path);
   return present;
+}
+
+/* The first fixture model present, preferring models[first] (tests that need just one model
+ * still run while the fixtures are being regenerated). */
+static gboolean
+model_load_any (guint first, test_model *m)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (models); i++)
+    if (model_load (models[(first + i) % G_N_ELEMENTS (models)], m))
+      return TRUE;
+  return FALSE;
 }
 
 static void
@@ -135,7 +149,7 @@ encoder_for (const test_model *m)
 
 /* ---------------------------------------------------------------------------------------- */
 
-/* One clip: NeMo's mel → pre_encode and encoder output; our own mel of NeMo's waveform →
+/* One clip: NeMo's mel -> pre_encode and encoder output; our own mel of NeMo's waveform ->
  * encoder output. */
 static void
 check_clip (const test_model *m, const canary_encoder *enc, canary_encoder_work *work,
@@ -239,7 +253,7 @@ static void
 test_invariance (void)
 {
   test_model m;
-  if (!model_load (models[1], &m)) {
+  if (!model_load_any (1, &m)) {
     g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
     return;
   }
@@ -299,7 +313,7 @@ static void
 test_rejects_mismatch (void)
 {
   test_model m;
-  if (!model_load (models[0], &m)) {
+  if (!model_load_any (0, &m)) {
     g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
     return;
   }
@@ -347,7 +361,7 @@ static void
 test_bad_args_and_edges (void)
 {
   test_model m;
-  if (!model_load (models[2], &m)) {
+  if (!model_load_any (2, &m)) {
     g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
     return;
   }

@@ -286,8 +286,10 @@ test_truncated_model (void)
   gsize len;
   g_assert_true (g_file_get_contents (path, &bytes, &len, &err));
   char *tmp = g_build_filename (g_get_tmp_dir (), "canary-truncated.nemo", NULL);
-  /* Cut at a few points: inside the config, inside the checkpoint, just before the end. */
-  gsize cuts[] = { 100, len / 3, len / 2, len - 1024 };
+  /* Cut inside the first header and at points inside the members (the checkpoint is the bulk of
+   * the file). Cutting only the zero blocks at the very end leaves a readable archive, as tar
+   * itself treats it, so that is not tried here. */
+  gsize cuts[] = { 100, len / 3, len / 2, 3 * len / 4 };
   for (guint i = 0; i < G_N_ELEMENTS (cuts); i++) {
     g_assert_true (g_file_set_contents (tmp, bytes, cuts[i], &err));
     canary_model *t = canary_model_load (tmp, NULL, &err);

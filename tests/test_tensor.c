@@ -1,6 +1,7 @@
 /* gst-canary tests — tensor.c: dtype table, contiguity, conversion to float32, zero-copy view.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "tensor.h"
+#include "npy.h"
 
 #include <math.h>
 #include <string.h>
@@ -212,6 +213,102 @@ test_unaligned_and_view (void)
   g_assert_null (canary_tensor_f32_view (&t));
 }
 
+/* --- tests/npy.c, the fixture reader other suites rely on ------------------------------------ */
+
+/* Builds a .npy file image: magic, version, padded header, data. */
+static GByteArray *
+npy_image (int major, const char *dict, const void *data, gsize len)
+{
+  GByteArray *b = g_byte_array_new ();
+  gsize pre = major == 1 ? 10 : 12;
+  GString *h = g_string_new (dict);
+  while ((pre + h->len + 1) % 64)
+    g_string_append_c (h, ' ');
+  g_string_append_c (h, '\n');
+  g_byte_array_append (b, (const guint8 *) "\x93NUMPY", 6);
+  guint8 ver[2] = { (guint8) major, 0 };
+  g_byte_array_append (b, ver, 2);
+  guint8 hl[4] = { h->len & 0xff, (h->len >> 8) & 0xff, 0, 0 };
+  g_byte_array_append (b, hl, major == 1 ? 2 : 4);
+  g_byte_array_append (b, (const guint8 *) h->str, (guint) h->len);
+  g_byte_array_append (b, data, (guint) len);
+  g_string_free (h, TRUE);
+  return b;
+}
+
+static void
+test_npy (void)
+{
+  GError *err = NULL;
+  npy_array a;
+  float f[6] = { 1, 2, 3, 4, 5, 6 };
+  GByteArray *b = npy_image (1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", f, sizeof f);
+  g_assert_true (npy_load_bytes (b->data, b->len, &a, &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (a.dtype, ==, NPY_DTYPE_F32);
+  g_assert_cmpint (a.ndim, ==, 2);
+  g_assert_cmpint (a.shape[0], ==, 2);
+  g_assert_cmpint (a.shape[1], ==, 3);
+  g_assert_cmpuint (a.numel, ==, 6);
+  g_assert_cmpmem (a.data, 24, f, 24);
+  g_assert_cmpfloat (npy_get_f64 (&a, 5), ==, 6.0);
+  npy_array_clear (&a);
+  npy_array_clear (&a);  /* twice is harmless */
+  g_byte_array_unref (b);
+
+  gint64 i8[1] = { -42 };
+  b = npy_image (2, "{'descr': '<i8', 'fortran_order': False, 'shape': (), }", i8, 8);
+  g_assert_true (npy_load_bytes (b->data, b->len, &a, &err));
+  g_assert_cmpint (a.ndim, ==, 0);
+  g_assert_cmpuint (a.numel, ==, 1);
+  g_assert_cmpint (npy_get_i64 (&a, 0), ==, -42);
+  npy_array_clear (&a);
+  g_byte_array_unref (b);
+
+  guint16 h[3] = { 0x3c00, 0xc000, 0x7bff };  /* 1, -2, 65504 */
+  b = npy_image (3, "{'descr': '<f2', 'fortran_order': False, 'shape': (3,), }", h, 6);
+  g_assert_true (npy_load_bytes (b->data, b->len, &a, &err));
+  float *conv = npy_to_f32 (&a);
+  g_assert_cmpfloat (conv[0], ==, 1.0f);
+  g_assert_cmpfloat (conv[1], ==, -2.0f);
+  g_assert_cmpfloat (conv[2], ==, 65504.0f);
+  g_free (conv);
+  npy_array_clear (&a);
+  g_byte_array_unref (b);
+
+  gint32 i4[2] = { 7, -7 };
+  b = npy_image (1, "{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }", i4, 8);
+  g_assert_true (npy_load_bytes (b->data, b->len, &a, &err));
+  g_assert_cmpint (npy_get_i64 (&a, 1), ==, -7);
+  npy_array_clear (&a);
+  g_byte_array_unref (b);
+
+  /* refused: Fortran order, big-endian, unknown dtype, short data, bad magic, truncated header */
+  const char *bad[] = {
+    "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }",
+    "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }",
+    "{'descr': '<c8', 'fortran_order': False, 'shape': (2, 3), }",
+    "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4), }",
+    "{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }",
+    "{'fortran_order': False, 'shape': (2, 3), }",
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    b = npy_image (1, bad[i], f, sizeof f);
+    g_assert_false (npy_load_bytes (b->data, b->len, &a, &err));
+    g_assert_nonnull (err);
+    g_assert_null (a.data);
+    g_clear_error (&err);
+    g_byte_array_unref (b);
+  }
+  g_assert_false (npy_load_bytes ((const guint8 *) "\x93NUMPZ\x01\x00\x00\x00", 10, &a, &err));
+  g_clear_error (&err);
+  g_assert_false (npy_load_bytes ((const guint8 *) "\x93NUMPY\x01\x00\xff\x00{", 11, &a, &err));
+  g_clear_error (&err);
+  g_assert_false (npy_load ("/nonexistent.npy", &a, &err));
+  g_assert_error (err, G_FILE_ERROR, G_FILE_ERROR_NOENT);
+  g_clear_error (&err);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -222,5 +319,6 @@ main (int argc, char **argv)
   g_test_add_func ("/tensor/f16-exhaustive", test_f16_exhaustive);
   g_test_add_func ("/tensor/other-dtypes", test_other_dtypes);
   g_test_add_func ("/tensor/unaligned-and-view", test_unaligned_and_view);
+  g_test_add_func ("/npy/load", test_npy);
   return g_test_run ();
 }

@@ -145,7 +145,7 @@ void canary_state_free (canary_state *state);
 void canary_state_cancel (canary_state *state);
 
 typedef struct {
-  char *text;                /* as NeMo's ids_to_text renders it */
+  char *text;                /* as NeMo's transcribe() returns it: ids_to_text, then str.strip() */
   gint32 *tokens;            /* output ids, prompt and trailing EOS/PAD stripped */
   gsize n_tokens;
   double score;              /* sum of log-probs of the chosen hypothesis */

@@ -179,9 +179,10 @@ check_options (const canary_decoder_state *st, const canary_decoder *dec, int P,
     GError **error)
 {
   const int V = canary_decoder_vocab (dec);
-  if (opt->beam_size < 1 || opt->beam_size > V) {
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT, "beam size %d outside 1..%d", opt->beam_size,
-        V);
+  const int max_beam = MIN (V, canary_decoder_state_max_beam (st));
+  if (opt->beam_size < 1 || opt->beam_size > max_beam) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
+        "beam size %d outside 1..%d (vocabulary and decoder state limits)", opt->beam_size, max_beam);
     return FALSE;
   }
   if (!(opt->length_penalty >= 0.0 && opt->length_penalty <= 100.0)) {

@@ -427,16 +427,19 @@ canary_decoder_state_new (const canary_decoder *dec, int max_beam, int max_token
   st->max_frames = max_frames;
   st->pad_id = pad_id;
 
+  /* Every factor is <= 2^24 (check_config, the limits above), but products of three may not fit
+   * a 32-bit gsize: checked. */
   const gsize H = dec->H, L = dec->n_layers, rows = st->max_rows;
-  gsize cache = 0, cross = 0;
+  gsize cache = 0, cross = 0, act = 0, ff = 0, scores = 0;
   gboolean ok = canary_mul_size (L * H, (gsize) max_beam * dec->max_len, &cache)
-      && canary_mul_size (L * H, (gsize) max_frames, &cross);
+      && canary_mul_size (L * H, (gsize) max_frames, &cross) && canary_mul_size (rows, H, &act)
+      && canary_mul_size (rows, (gsize) dec->inner, &ff)
+      && canary_mul_size (rows, (gsize) MAX (dec->max_len, max_frames), &scores);
   arena_part parts[] = {
     { &st->self_k, cache }, { &st->self_v, cache },
     { &st->cross_k, cross }, { &st->cross_v, cross },
-    { &st->x, rows * H }, { &st->y, rows * H }, { &st->q, rows * H }, { &st->k, rows * H },
-    { &st->v, rows * H }, { &st->ctx, rows * H }, { &st->ff, rows * (gsize) dec->inner },
-    { &st->scores, rows * (gsize) MAX (dec->max_len, max_frames) },
+    { &st->x, act }, { &st->y, act }, { &st->q, act }, { &st->k, act }, { &st->v, act }, { &st->ctx, act },
+    { &st->ff, ff }, { &st->scores, scores },
   };
   if (!ok) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_OUT_OF_MEMORY, "decoder state: size overflows");
@@ -487,6 +490,12 @@ int
 canary_decoder_state_pad (const canary_decoder_state *st)
 {
   return st->pad_id;
+}
+
+int
+canary_decoder_state_max_beam (const canary_decoder_state *st)
+{
+  return st->max_beam;
 }
 
 /* ---------------------------------------------------------------------------------------------

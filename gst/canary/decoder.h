@@ -85,8 +85,9 @@ gboolean canary_decoder_reorder (canary_decoder_state *st, const int *parent, in
 /* Cached positions (the next start_pos of an incremental step) and the current hypothesis count. */
 int canary_decoder_state_length (const canary_decoder_state *st);
 int canary_decoder_state_beams (const canary_decoder_state *st);
-/* The decoder and PAD id the state was created with. */
+/* The decoder, PAD id and hypothesis limit the state was created with. */
 const canary_decoder *canary_decoder_state_decoder (const canary_decoder_state *st);
 int canary_decoder_state_pad (const canary_decoder_state *st);
+int canary_decoder_state_max_beam (const canary_decoder_state *st);
 
 G_END_DECLS

@@ -38,8 +38,7 @@
 #define POS_BASE 10000.0      /* NeMo reuses INF_VAL as the sinusoid base */
 #define SUB_K 3               /* dw_striding: 3x3 kernels, stride 2, padding 1 */
 #define MAX_STAGES 6          /* subsampling factor up to 64 */
-#define SUB_BLOCK 32          /* channels per block of the first conv (bounds its scratch) */
-#define MAX_FRAMES (1 << 22)  /* ~11.6 hours of 10 ms frames: keeps every size in int range */
+#define MAX_FRAMES (1 << 20)  /* ~2.9 hours of 10 ms frames; attention scratch grows as (frames/8)^2 */
 
 typedef struct {
   const float *w;  /* [out][in], torch Linear / 1x1 conv layout */
@@ -243,8 +242,8 @@ check_config (const canary_config *cfg, GError **error)
       || cfg->n_mels <= 0 || cfg->n_mels > 4096) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT,
         "encoder: invalid sizes in model_config.yaml (d_model %d, n_heads %d, ff_expansion_factor "
-        "%d, conv_kernel_size %d (odd), n_layers %d, subsampling_conv_channels %d, "
-        "subsampling_factor %d (power of 2), features %d)", cfg->enc_d_model, cfg->enc_heads,
+        "%d, conv_kernel_size %d (must be odd), n_layers %d, subsampling_conv_channels %d, "
+        "subsampling_factor %d (must be a power of 2), features %d)", cfg->enc_d_model, cfg->enc_heads,
         cfg->enc_ff_expansion, cfg->enc_conv_kernel, cfg->enc_layers, cfg->subsampling_channels,
         f, cfg->n_mels);
     return FALSE;
@@ -370,10 +369,12 @@ load_projection (loader *ld)
 {
   canary_encoder *e = ld->enc;
   const int H = ld->cfg->dec_hidden;
+  if (ld->failed)
+    return;
   if (ckpt_has (ld->ck, "encoder_decoder_proj.weight")) {
-    const gint64 out = H > 0 ? H : -1;
+    /* The decoder's hidden size fixes the rows; without one, the tensor's own. */
     const canary_tensor *t = canary_ckpt_get (ld->ck, "encoder_decoder_proj.weight");
-    const gint64 rows = out > 0 ? out : (t->ndim == 2 ? t->shape[0] : 0);
+    const gint64 rows = H > 0 ? H : (t->ndim == 2 ? t->shape[0] : 0);
     e->proj.w = wt (ld, 2, rows, e->d, 0, 0, "encoder_decoder_proj.weight");
     e->proj.b = wt (ld, 1, rows, 0, 0, 0, "encoder_decoder_proj.bias");
     e->out_dim = (int) rows;
@@ -502,6 +503,16 @@ typedef struct {
   gsize col, sa, sb, td, big, pe, p, scores, bd, out;
 } work_sizes;
 
+/* Channels per block of the first conv when a depthwise stage follows. A quarter of the channels
+ * makes a block's output ([C/4][t1][f1]) about the size of the next stage's full output
+ * ([C][t1/2][f1/2]), which the scratch holds anyway; larger blocks mean fewer repackings of the
+ * im2col matrix by the GEMM. */
+static int
+conv0_block (const canary_encoder *e)
+{
+  return e->n_stages == 1 ? e->chans : MAX (1, (e->chans + 3) / 4);
+}
+
 static void
 work_sizes_for (const canary_encoder *e, int n_frames, work_sizes *z)
 {
@@ -512,7 +523,7 @@ work_sizes_for (const canary_encoder *e, int n_frames, work_sizes *z)
   z->col = plane1 * SUB_K * SUB_K;
   /* sa: conv0 output (a block of channels when a depthwise stage follows), then each stage's
    * pointwise output. sb: each depthwise output, then the flattened [T][C * f_out]. */
-  z->sa = e->n_stages == 1 ? C * plane1 : MIN ((gsize) SUB_BLOCK, C) * plane1;
+  z->sa = (gsize) conv0_block (e) * plane1;
   z->sb = T * C * e->f_out;
   for (int s = 2; s <= e->n_stages; s++) {
     z->sa = MAX (z->sa, C * d.t[s] * d.f[s]);
@@ -726,18 +737,42 @@ conv0_im2col (const canary_encoder *e, const sub_dims *d, const float *mel, floa
   }
 }
 
+/* ReLU without a data-dependent branch (which mispredicts on about half of the inputs and was
+ * the subsampling's largest cost): clear the value when its sign bit is set. */
+static inline float
+relu (float v)
+{
+  guint32 u;
+  memcpy (&u, &v, sizeof u);
+  u &= ~(guint32) ((gint32) u >> 31);
+  memcpy (&v, &u, sizeof v);
+  return v;
+}
+
 /* Adds the per-channel bias and applies ReLU to the first `valid` elements of each channel plane
  * (stride `plane`) and zeros the rest: NeMo's mask → ReLU → mask around each activation. */
 static void
 bias_relu_mask (float *x, int chans, gsize plane, gsize valid, const float *bias)
 {
   for (int c = 0; c < chans; c++) {
-    float *p = x + (gsize) c * plane;
-    for (gsize i = 0; i < valid; i++) {
-      const float v = p[i] + bias[c];
-      p[i] = v > 0.0f ? v : 0.0f;
-    }
+    float *restrict p = x + (gsize) c * plane;
+    const float b = bias[c];
+    for (gsize i = 0; i < valid; i++)
+      p[i] = relu (p[i] + b);
     memset (p + valid, 0, (plane - valid) * sizeof (float));
+  }
+}
+
+/* One output row of a 3x3 stride-2 depthwise conv tap row: o[f] += w_j · r[2f + j − 1] for the
+ * f whose input column is inside [0, f_in) (zero padding elsewhere). */
+static void
+dw_tap_row (float *restrict o, const float *restrict r, const float *w3, int f_in, int f_out)
+{
+  for (int j = 0; j < SUB_K; j++) {
+    const float wj = w3[j];
+    const int f_lo = j == 0 ? 1 : 0, f_hi = MIN (f_out - 1, (f_in - j) / 2);
+    for (int f = f_lo; f <= f_hi; f++)
+      o[f] += wj * r[2 * f + j - 1];
   }
 }
 
@@ -753,19 +788,13 @@ depthwise_s2 (const float *in, int chans, int t_in, int f_in, const float *w, co
     const float *wc = w + (gsize) c * SUB_K * SUB_K;
     float *op = out + (gsize) c * t_out * f_out;
     for (int t = 0; t < len_out; t++) {
-      for (int f = 0; f < f_out; f++) {
-        float acc = 0.0f;
-        for (int i = 0; i < SUB_K; i++) {
-          const int ti = 2 * t + i - 1;
-          if (ti < 0 || ti >= t_in)
-            continue;
-          for (int j = 0; j < SUB_K; j++) {
-            const int fj = 2 * f + j - 1;
-            if (fj >= 0 && fj < f_in)
-              acc += ip[(gsize) ti * f_in + fj] * wc[i * SUB_K + j];
-          }
-        }
-        op[(gsize) t * f_out + f] = acc + b[c];
+      float *o = op + (gsize) t * f_out;
+      for (int f = 0; f < f_out; f++)
+        o[f] = b[c];
+      for (int i = 0; i < SUB_K; i++) {
+        const int ti = 2 * t + i - 1;
+        if (ti >= 0 && ti < t_in)
+          dw_tap_row (o, ip + (gsize) ti * f_in, wc + i * SUB_K, f_in, f_out);
       }
     }
     memset (op + (gsize) len_out * f_out, 0, (gsize) (t_out - len_out) * f_out * sizeof (float));
@@ -780,7 +809,7 @@ subsample_stage1 (const canary_encoder *e, canary_encoder_work *w, const sub_dim
     const float *mel)
 {
   const gsize plane1 = (gsize) d->t[1] * d->f[1], valid1 = (gsize) d->len[1] * d->f[1];
-  const int block = e->n_stages == 1 ? e->chans : MIN (SUB_BLOCK, e->chans);
+  const int block = conv0_block (e);
   conv0_im2col (e, d, mel, w->col);
   for (int c0 = 0; c0 < e->chans; c0 += block) {
     const int nb = MIN (block, e->chans - c0);

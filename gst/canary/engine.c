@@ -478,6 +478,34 @@ build_prompt (const canary_model *m, const canary_decode_options *o, GError **er
   return prompt;
 }
 
+/* Python's str.isspace for one code point: what NeMo's str.strip() removes. */
+static gboolean
+py_isspace (gunichar c)
+{
+  return g_unichar_isspace (c) || (c >= 0x1c && c <= 0x1f) || c == 0x85;
+}
+
+/* NeMo's single-file transcribe() strips the text of each chunk (chunking_utils.merge_all_hypotheses:
+ * hyp.text.strip()), which drops the leading space an aggregate tokenizer's first "▁" piece gives.
+ * Done in place on valid UTF-8 (the tokenizer's output). */
+static char *
+strip_whitespace (char *text)
+{
+  char *start = text;
+  while (*start && py_isspace (g_utf8_get_char (start)))
+    start = g_utf8_next_char (start);
+  char *end = start + strlen (start);
+  while (end > start) {
+    char *prev = g_utf8_prev_char (end);
+    if (!py_isspace (g_utf8_get_char (prev)))
+      break;
+    end = prev;
+  }
+  *end = '\0';
+  memmove (text, start, (gsize) (end - start) + 1);
+  return text;
+}
+
 canary_result *
 canary_transcribe (canary_state *st, const float *samples, gsize n_samples,
     const canary_decode_options *opts, GError **error)
@@ -562,7 +590,7 @@ canary_transcribe (canary_state *st, const float *samples, gsize n_samples,
   res->n_tokens = ids->len;
   res->tokens = (gint32 *) g_array_free (ids, FALSE);
   ids = NULL;
-  res->text = canary_tokenizer_decode (m->tokenizer, res->tokens, res->n_tokens);
+  res->text = strip_whitespace (canary_tokenizer_decode (m->tokenizer, res->tokens, res->n_tokens));
   res->n_samples = n_samples;
   res->mel_ms = t_mel - t_start;
   res->encoder_ms = t_enc_done - t_mel;

@@ -423,28 +423,146 @@ apply_log (const canary_mel *mel, float *out, gsize count)
   }
 }
 
-/* normalize_batch("per_feature"): mean and unbiased std of each feature over the valid frames
- * (std of a single frame is NaN in torch and replaced by 0), std += 1e-5, applied to every
- * frame. Sums in double: torch sums in float32, the difference is rounding noise. */
-static void
-normalize_per_feature (const canary_mel *mel, float *out, gsize n_frames, gsize n_valid)
+/* ---------------------------------------------------------------------------------------- */
+/* torch's FP32 sum, reproduced.                                                            */
+
+/* Why: a feature row that is constant over the valid frames (digital silence: every value is
+ * log(guard)) has a mean that, summed in FP32, is one ulp off the value, and normalize_batch
+ * divides that 4e-6 by a std of ~1e-5: NeMo outputs -0.276 there, not 0, and the encoder and
+ * decoder see it. Reproducing that needs torch's exact summation order: at::native cascade_sum
+ * (ATen/native/cpu/SumKernel.cpp) for a contiguous row of n floats in float accumulators:
+ *  - n >= 8: lanes of 8-float vectors (Vectorized<float> of the AVX2 kernel; the AVX512 build
+ *    of torch 2.x takes the same path, checked against torch itself), summed per lane by
+ *    row_sum, then the n % 8 tail elements in order, then the 8 lanes in order;
+ *  - n < 8: row_sum over single floats.
+ * row_sum splits the items into 4 interleaved accumulators (ILP) fed by a 4-level cascade whose
+ * level i is flushed into level i+1 every 2^(i·p) blocks (p = max(4, ceil(log2(n))/4)).
+ * Other platforms' torch (other vector widths) round differently; this is NeMo on x86-64. */
+
+#define TSUM_LANES 8
+#define TSUM_ILP 4
+#define TSUM_LEVELS 4
+
+/* c10 utils::CeilLog2: 1 for x <= 2, else ceil(log2(x)). */
+static int
+ceil_log2 (gsize x)
 {
+  int bits = 0;
+  if (x <= 2)
+    return 1;
+  for (gsize v = x - 1; v; v >>= 1)
+    bits++;
+  return bits;
+}
+
+/* Item i of a row seen as `lanes`-wide items: x[i * lanes + l]. acc[l] += item, lane-wise. */
+static inline void
+tsum_add (float *acc, const float *x, gsize item, int lanes)
+{
+  for (int l = 0; l < lanes; l++)
+    acc[l] += x[item * lanes + l];
+}
+
+/* multi_row_sum with 4 "rows" (the ILP accumulators): item (i, k) is item 4i + k. */
+static void
+tsum_multi_row (const float *x, gsize size, int lanes, float out[TSUM_ILP][TSUM_LANES])
+{
+  float acc[TSUM_LEVELS][TSUM_ILP][TSUM_LANES] = { { { 0 } } };
+  const int power = MAX (4, ceil_log2 (size) / TSUM_LEVELS);
+  const gsize step = (gsize) 1 << power, mask = step - 1;
+  gsize i = 0;
+  while (i + step <= size) {
+    for (gsize j = 0; j < step; j++, i++)
+      for (int k = 0; k < TSUM_ILP; k++)
+        tsum_add (acc[0][k], x, i * TSUM_ILP + k, lanes);
+    for (int lv = 1; lv < TSUM_LEVELS; lv++) {
+      for (int k = 0; k < TSUM_ILP; k++)
+        for (int l = 0; l < lanes; l++) {
+          acc[lv][k][l] += acc[lv - 1][k][l];
+          acc[lv - 1][k][l] = 0.0f;
+        }
+      if ((i & (mask << (lv * power))) != 0)
+        break;
+    }
+  }
+  for (; i < size; i++)
+    for (int k = 0; k < TSUM_ILP; k++)
+      tsum_add (acc[0][k], x, i * TSUM_ILP + k, lanes);
+  for (int lv = 1; lv < TSUM_LEVELS; lv++)
+    for (int k = 0; k < TSUM_ILP; k++)
+      for (int l = 0; l < lanes; l++)
+        acc[0][k][l] += acc[lv][k][l];
+  memcpy (out, acc[0], sizeof acc[0]);
+}
+
+/* row_sum over `size` items of `lanes` floats; the lane sums go to out[0..lanes). */
+static void
+tsum_row (const float *x, gsize size, int lanes, float *out)
+{
+  float part[TSUM_ILP][TSUM_LANES];
+  const gsize size_ilp = size / TSUM_ILP;
+  tsum_multi_row (x, size_ilp, lanes, part);
+  for (gsize i = size_ilp * TSUM_ILP; i < size; i++)
+    tsum_add (part[0], x, i, lanes);
+  for (int k = 1; k < TSUM_ILP; k++)
+    for (int l = 0; l < lanes; l++)
+      part[0][l] += part[k][l];
+  memcpy (out, part[0], (gsize) lanes * sizeof (float));
+}
+
+/* torch.sum of a contiguous float32 row of n elements, bit for bit (see above). */
+static float
+torch_sum_f32 (const float *x, gsize n)
+{
+  float lanes[TSUM_LANES];
+  if (n < TSUM_LANES) {
+    tsum_row (x, n, 1, lanes);
+    return lanes[0];
+  }
+  const gsize n_vec = n / TSUM_LANES;
+  tsum_row (x, n_vec, TSUM_LANES, lanes);
+  float total = 0.0f;
+  for (gsize i = n_vec * TSUM_LANES; i < n; i++)
+    total += x[i];
+  for (int l = 0; l < TSUM_LANES; l++)
+    total += lanes[l];
+  return total;
+}
+
+/* normalize_batch("per_feature") as NeMo 2.5 writes it, in FP32 with torch's sums over the whole
+ * frame axis of the masked rows (frames >= L contribute 0):
+ *   mean = sum(where(valid, x, 0)) / L
+ *   std  = sqrt(sum(where(valid, x - mean, 0)^2) / (L - 1)), NaN (L == 1) → 0, then += 1e-5
+ *   y    = (x - mean) / std   for every frame (frames >= L are zeroed afterwards). */
+static gboolean
+normalize_per_feature (const canary_mel *mel, float *out, gsize n_frames, gsize n_valid,
+    GError **error)
+{
+  float *tmp = g_try_new (float, n_frames);
+  if (!tmp) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_OUT_OF_MEMORY,
+        "mel: cannot allocate %" G_GSIZE_FORMAT " bytes", n_frames * sizeof (float));
+    return FALSE;
+  }
   for (int m = 0; m < mel->n_mels; m++) {
     float *row = out + (gsize) m * n_frames;
-    double sum = 0.0;
-    for (gsize t = 0; t < n_valid; t++)
-      sum += row[t];
-    const float mean = (float) (sum / (double) n_valid);
-    double ss = 0.0;
+    memcpy (tmp, row, n_valid * sizeof (float));
+    memset (tmp + n_valid, 0, (n_frames - n_valid) * sizeof (float));
+    const float mean = torch_sum_f32 (tmp, n_frames) / (float) n_valid;
     for (gsize t = 0; t < n_valid; t++) {
       const float d = row[t] - mean;
-      ss += (double) d * d;
+      tmp[t] = d * d;
     }
-    float std = n_valid > 1 ? (float) sqrt (ss / (double) (n_valid - 1)) : 0.0f;
+    const float var = torch_sum_f32 (tmp, n_frames) / (float) (n_valid - 1.0);
+    float std = sqrtf (var);
+    if (isnan (std))
+      std = 0.0f;
     std += NORM_STD_EPS;
     for (gsize t = 0; t < n_frames; t++)
       row[t] = (row[t] - mean) / std;
   }
+  g_free (tmp);
+  return TRUE;
 }
 
 static gboolean
@@ -507,8 +625,9 @@ canary_mel_compute (const canary_mel *mel, const float *pcm, gsize n, float *out
   g_free (power);
 
   apply_log (mel, out, count);
-  if (mel->norm == MEL_NORM_PER_FEATURE && valid > 0)
-    normalize_per_feature (mel, out, frames, valid);
+  if (mel->norm == MEL_NORM_PER_FEATURE && valid > 0
+      && !normalize_per_feature (mel, out, frames, valid, error))
+    return FALSE;
   /* Frames >= L are padding: pad_value 0. With L == 0 NeMo's mean is NaN, but every frame is
    * then masked, so the output is all zeros too. */
   for (int m = 0; m < mel->n_mels; m++)

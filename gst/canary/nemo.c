@@ -348,7 +348,9 @@ gunzip (const guint8 *src, gsize len, guint8 **out, gsize *out_len, GError **err
   z_stream zs = { 0 };
   if (inflateInit2 (&zs, 16 + MAX_WBITS) != Z_OK)
     return ar_fail (error, "gzip: zlib init failed");
-  gsize cap = MIN (MAX (len * 4, (gsize) 1 << 16), (gsize) MIN (GZIP_MAX_BYTES, G_MAXSIZE));
+  /* Weights barely compress, so twice the input is a good first guess; grow by doubling. */
+  gsize cap = MIN (MAX (len <= G_MAXSIZE / 2 ? len * 2 : len, (gsize) 1 << 16),
+      (gsize) MIN (GZIP_MAX_BYTES, G_MAXSIZE));
   guint8 *buf = g_try_malloc (cap);
   gsize have = 0, in_off = 0;
   int rc = Z_OK;
@@ -402,7 +404,8 @@ gunzip (const guint8 *src, gsize len, guint8 **out, gsize *out_len, GError **err
     g_free (buf);
     return FALSE;
   }
-  *out = buf;
+  guint8 *shrunk = g_try_realloc (buf, have ? have : 1);  /* give the slack back */
+  *out = shrunk ? shrunk : buf;
   *out_len = have;
   return TRUE;
 }
@@ -415,7 +418,7 @@ parse_bytes (canary_archive *ar, const guint8 *data, gsize len, GError **error)
   if (len == 0)
     return ar_fail (error, "%s is empty", ar->path);
   if (len >= 2 && data[0] == 0x1f && data[1] == 0x8b) {
-    gsize n;
+    gsize n = 0;
     if (!gunzip (data, len, &ar->inflated, &n, error))
       return FALSE;
     return parse_tar (ar, ar->inflated, n, error);

@@ -291,7 +291,7 @@ parse_trainer_spec (const pb_field *outer, canary_spm *spm, GError **error)
       case 4: name = "vocab_size"; int_field = &spm->vocab_size; break;
       case 24: name = "treat_whitespace_as_suffix"; bool_field = &spm->treat_whitespace_as_suffix; break;
       case 35: name = "byte_fallback"; bool_field = &spm->byte_fallback; break;
-      case 40: name = "unk_id"; break;  /* the UNKNOWN piece is authoritative, see validate () */
+      case 40: name = "unk_id"; break;  /* the UNKNOWN piece is authoritative (validate_and_index) */
       case 41: name = "bos_id"; int_field = &spm->bos_id; break;
       case 42: name = "eos_id"; int_field = &spm->eos_id; break;
       case 43: name = "pad_id"; int_field = &spm->pad_id; break;
@@ -431,7 +431,6 @@ spm_new_with_defaults (void)
   /* proto2 defaults from sentencepiece_model.proto */
   spm->model_type = 1;
   spm->vocab_size = 8000;
-  spm->unk_id = 0;
   spm->bos_id = 1;
   spm->eos_id = 2;
   spm->pad_id = -1;
@@ -455,15 +454,17 @@ canary_spm_parse (const guint8 *data, gsize len, GError **error)
   };
   canary_spm *spm = spm_new_with_defaults ();
   pb_field f;
-  int rc;
+  int rc = 0;
   gboolean ok = TRUE;
 
   while (ok && (rc = pb_next (&r, &f, error)) > 0) {
     switch (f.number) {
       case 1:
-        ok = pb_expect (&r, &f, WIRE_LEN, "pieces", error)
-            && (pl.pieces->len < G_MAXINT || pb_fail (&r, f.offset, error, "too many pieces"))
-            && parse_piece (&f, pl.pieces->len, &pl, error);
+        if (pl.pieces->len >= G_MAXINT)  /* ids are ints */
+          ok = pb_fail (&r, f.offset, error, "too many pieces");
+        else
+          ok = pb_expect (&r, &f, WIRE_LEN, "pieces", error)
+              && parse_piece (&f, pl.pieces->len, &pl, error);
         break;
       case 2:
         ok = pb_expect (&r, &f, WIRE_LEN, "trainer_spec", error)

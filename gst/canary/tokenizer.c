@@ -434,13 +434,16 @@ prompt_symbols (const canary_tokenizer *tok, canary_prompt_format format,
   const char *src, *tgt;
   char *emotion = NULL;
 
-  /* NeMo's defaults (_may_be_make_dict_and_fix_paths, canary2 optional slots), except that the
-   * target defaults to the source language (this API's contract, canary.h). */
+  /* NeMo's defaults (_may_be_make_dict_and_fix_paths, canary2 optional slots: source "en",
+   * target "en", task asr, pnc yes), except that for transcription the target defaults to the
+   * source language, this API's contract (canary.h): NeMo's "en" would turn a German
+   * transcription request into a translation. */
+  if (!resolve_task (o->task, &translate, error))
+    return NULL;
   if (!(src = resolve_lang_option (tok, o->source_lang ? o->source_lang : "en", "source", error)))
     return NULL;
-  if (!(tgt = resolve_lang_option (tok, o->target_lang ? o->target_lang : src, "target", error)))
-    return NULL;
-  if (!resolve_task (o->task, &translate, error))
+  if (!(tgt = resolve_lang_option (tok, o->target_lang ? o->target_lang : translate ? "en" : src,
+            "target", error)))
     return NULL;
 
   GPtrArray *symbols = g_ptr_array_new_with_free_func (g_free);
@@ -548,5 +551,6 @@ canary_tokenizer_decode (const canary_tokenizer *tok, const gint32 *ids, gsize n
 const char *
 canary_tokenizer_lookup_language (const canary_tokenizer *tok, const char *code)
 {
+  g_return_val_if_fail (tok != NULL, NULL);
   return lookup_language (tok, code);
 }

@@ -87,7 +87,7 @@ const char *canary_tokenizer_lookup_language (const canary_tokenizer *tok, const
 /* Prompt slots; NULL/negative means "NeMo's default". */
 typedef struct {
   const char *source_lang;   /* "en" (also accepts "en-US", "<|en|>") */
-  const char *target_lang;   /* defaults to source_lang */
+  const char *target_lang;   /* defaults to source_lang; for translation to "en" (NeMo's default) */
   const char *task;          /* "asr"/"transcribe" or "ast"/"translate"/"s2t_translation" */
   int pnc;                   /* 1 yes, 0 no, -1 default (yes) */
   int itn;                   /* canary2 only, default no */

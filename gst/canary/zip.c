@@ -69,21 +69,32 @@ typedef struct {
   gsize eocd_pos;          /* start of the EOCD (or of the zip64 record): the CD must end before */
 } zip_tail;
 
-/* Scans backwards for the EOCD signature; the comment is at most 65535 bytes. The first candidate
- * whose comment length fits the rest of the file wins. */
+/* Scans backwards for the EOCD signature; the comment is at most 65535 bytes. A record whose
+ * comment ends exactly at the end of the file is preferred (a comment may itself contain the
+ * signature); failing that, the last one whose comment fits is taken. */
 static gboolean
 find_eocd (const guint8 *d, gsize len, gsize *pos, GError **error)
 {
   if (len < EOCD_LEN)
     return zip_fail (error, "file of %" G_GSIZE_FORMAT " bytes is too short to be a zip", len);
   gsize lowest = len - EOCD_LEN > 65535 ? len - EOCD_LEN - 65535 : 0;
+  gboolean found = FALSE;
   for (gsize p = len - EOCD_LEN + 1; p-- > lowest;) {
-    if (rd32 (d + p) == SIG_EOCD && rd16 (d + p + 20) <= len - p - EOCD_LEN) {
+    if (rd32 (d + p) != SIG_EOCD)
+      continue;
+    gsize comment = rd16 (d + p + 20);
+    if (comment == len - p - EOCD_LEN) {
       *pos = p;
       return TRUE;
     }
+    if (!found && comment <= len - p - EOCD_LEN) {
+      *pos = p;
+      found = TRUE;
+    }
   }
-  return zip_fail (error, "end of central directory record not found (not a zip, or truncated)");
+  if (!found)
+    return zip_fail (error, "end of central directory record not found (not a zip, or truncated)");
+  return TRUE;
 }
 
 /* Reads the zip64 EOCD locator and record that precede the EOCD, when present. */

@@ -71,6 +71,7 @@ def zip_records(ckpt: bytes):
             ids.append([hex(hid), hl])
             p += 4 + hl
         recs.append({"name": zi.filename, "method": method, "flag": flag, "version_needed": ver,
+                     "local_crc": crc, "local_compress_size": csize, "local_file_size": usize,
                      "compress_size": zi.compress_size, "file_size": zi.file_size, "data_offset": data_off,
                      "data_offset_mod_64": data_off % 64, "local_extra_len": xlen, "local_extra_fields": ids,
                      "date_time": list(zi.date_time), "zip64_local": any(i[0] == "0x1" for i in ids)})
@@ -117,9 +118,11 @@ def persid_storage_keys(pkl: bytes):
     """Map state-dict key -> (storage key, storage type, location, numel) from the pickle itself."""
     class U(__import__("pickle").Unpickler):
         def persistent_load(self, pid):
-            return ("PID",) + tuple(str(x) if not isinstance(x, (int, str)) else x for x in pid)
+            return tuple(pid)  # ('storage', storage_type, key, location, numel)
 
         def find_class(self, mod, name):
+            if mod == "torch" and name.endswith("Storage"):
+                return f"{mod}.{name}"
             if mod == "torch._utils" and name == "_rebuild_tensor_v2":
                 return lambda st, off, size, stride, *rest: {"storage": st, "offset": off, "size": list(size),
                                                               "stride": list(stride), "n_args": 4 + len(rest)}
@@ -152,9 +155,12 @@ def inspect_nemo(path):
     stor = {}
     for k, v in sd.items():
         stor.setdefault(v["storage"][2], []).append(k)
+    facts["pickle_persid_tuple_example"] = [str(x) for x in next(iter(sd.values()))["storage"]]
     facts["pickle_tied_storage_keys"] = {sk: ks for sk, ks in stor.items() if len(ks) > 1}
     facts["pickle_storage_types"] = sorted({v["storage"][1] for v in sd.values()})
     facts["pickle_locations"] = sorted({v["storage"][3] for v in sd.values()})
+    facts["pickle_storage_keys_in_first_use_order"] = list(dict.fromkeys(v["storage"][2] for v in sd.values()))[:12]
+    facts["zip_data_record_order"] = [r["name"] for r in recs if "/data/" in r["name"]][:12]
     facts["pickle_rebuild_n_args"] = sorted({v["n_args"] for v in sd.values()})
     facts["storages"] = storage_facts(ckpt)
     for extra in ("version", "byteorder", ".data/version", ".data/serialization_id"):
