@@ -736,6 +736,12 @@ def dump_model(name, spec, out_root: Path, work: Path, audio_dir: Path, tf_max_s
     info = {"seed": seed, "eos_bias": b, "seed_tries": tries, "config": config_summary(model),
             "save_to_determinism": det, "clips": {}}
     prompts = make_prompts(model)
+    base, _ = prompt_variants(model.prompt_format)
+    info["transcribe_prompt"] = {
+        "how": "model.transcribe([wav], batch_size=1) without prompt arguments; NeMo fills source_lang=en, "
+               "target_lang=en, taskname=asr, pnc=yes, context='', timestamp=notimestamp into the cut; the "
+               "canary2 prompt function adds emotion <|emo:undefined|>, itn <|noitn|>, diarize <|nodiarize|>",
+        "settings": base, "ids": prompts["default"]["ids"], "pieces": prompts["default"]["pieces"]}
     (mdir / "prompts.json").write_text(json.dumps(prompts, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     for c, w in wavs.items():
         r = run_clip(model, w, with_beam4=True)
@@ -776,6 +782,8 @@ def dump_model(name, spec, out_root: Path, work: Path, audio_dir: Path, tf_max_s
         }
         print(f"[{name}] {c}: n1={len(r['ids1'])} ({r['term']}) n4={len(r['ids4'])} "
               f"margin={info['clips'][c]['min_logit_margin_beam1']} tf_ok={r['argmax_ok']}", flush=True)
+    info["min_logit_margin_beam1"] = min(v["min_logit_margin_beam1"] for v in info["clips"].values()
+                                         if v["min_logit_margin_beam1"] is not None)
     return info
 
 

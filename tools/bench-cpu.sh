@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# CPU benchmark: our engine and NeMo, same shape, same 10 s window, same token count, same machine,
+# run back to back (alternating) so the table reports ratios measured side by side.
+#
+#   tools/bench-cpu.sh [BUILD_DIR] [NEMO_PYTHON]
+#
+# NEMO_PYTHON is a Python with nemo_toolkit (tests/reference/requirements.txt). OpenBLAS 0.3.21
+# (Debian 12) does not recognise recent Xeons and falls back to its generic SSE3 "Prescott"
+# kernels; set OPENBLAS_CORETYPE (e.g. SkylakeX, Haswell) in the environment to name the core.
+set -euo pipefail
+build=${1:-build}
+py=${2:-/work/nemo-venv/bin/python}
+here=$(cd "$(dirname "$0")/.." && pwd)
+threads=$(nproc)
+largest=$(ls -S "$here"/tests/fixtures/*/model.nemo | head -n 1)
+
+echo "# $(date -u +%FT%TZ) commit $(git -C "$here" rev-parse --short HEAD) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "# OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset>}"
+for shape in canary-1b-flash canary-1b; do
+  for round in 1 2; do
+    "$build/tools/canary-bench" --shape "$shape" --tokens 40 --repeats 3 --threads "$threads" --load "$largest"
+    "$py" "$here/tests/reference/bench_nemo.py" --shape "$shape" --tokens 40 --repeats 3 --threads "$threads" 2>/dev/null | tail -n 1
+  done
+done
