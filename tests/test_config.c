@@ -389,7 +389,7 @@ test_defaults (void)
   g_assert_cmpint (c->vocab_size, ==, -1);
   g_assert_cmpint (c->beam_size, ==, 1);
   g_assert_cmpfloat (c->length_penalty, ==, 0.0);
-  g_assert_cmpint (c->max_generation_delta, ==, 50);
+  g_assert_cmpint (c->max_generation_delta, ==, -1);  /* NeMo AEDBeamInferConfig default: no cap */
   g_assert_cmpint (c->prompt_format, ==, CANARY_PROMPT_CANARY);  /* canary-1b configs predate the key */
   g_assert_cmpint (c->tokenizer_kind, ==, CANARY_TOKENIZER_UNIFIED);
   g_assert_cmpstr (c->tokenizer_model_path, ==, "tok.model");

@@ -314,10 +314,22 @@ clip_beam (const fixture_model *m, const clip_data *c, const char *model, int be
     .eos_id = m->eos,
     .pad_id = m->pad,
   };
+  /* The generator's cap as NeMo computed it for this clip (manifest max_tokens = cap − P + 1). */
+  char *mpath = tu_fixture_path ("manifest.json"), *key = g_strdup_printf ("models.%s.clips.%s.max_tokens", model,
+      c->name);
+  GError *err = NULL;
+  tu_json *manifest = tu_json_load (mpath, &err);
+  g_assert_no_error (err);
+  const tu_json *max_tokens = tu_json_path (manifest, key);
+  if (max_tokens)
+    g_assert_cmpint (tu_json_int (max_tokens), ==, o.max_len_total - (int) c->prompt->len + 1);
+  tu_json_free (manifest);
+  g_free (key);
+  g_free (mpath);
+
   GArray *ids = g_array_new (FALSE, FALSE, sizeof (gint32));
   double score = 0.0;
   int steps = 0;
-  GError *err = NULL;
   g_assert_true (canary_beam_search (st, (const gint32 *) c->prompt->data, (int) c->prompt->len, &o, ids, &score,
       &steps, &err));
   g_assert_no_error (err);

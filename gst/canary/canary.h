@@ -132,8 +132,12 @@ typedef struct {
   gboolean diarize;          /* canary2 only, default FALSE */
   int beam_size;             /* default 1 (NeMo's default path) */
   double length_penalty;     /* default 0 (what NeMo effectively uses) */
-  int max_generation_delta;  /* default 50: cap = min(max_seq_len, T_enc + delta) */
+  int max_generation_delta;  /* cap = min(max_seq_len, T_enc + delta) when delta >= 0; default
+                              * CANARY_DELTA_FROM_MODEL: the model config's value (50 in the
+                              * released models, -1 = no cap when absent, as NeMo) */
 } canary_decode_options;
+
+#define CANARY_DELTA_FROM_MODEL G_MININT
 
 void canary_decode_options_init (canary_decode_options *opts);
 

@@ -595,10 +595,11 @@ parse_decoding (const ynode *root, canary_config *c, GError **error)
   section s;
   if (!get_section (root, "decoding.beam", OPTIONAL, &s, error))
     return FALSE;
-  /* NeMo reads beam.length_penalty (the configs' len_pen is never read): default 0. */
+  /* NeMo reads beam.length_penalty (the configs' len_pen is never read): default 0. An absent
+   * max_generation_delta is -1 in NeMo (AEDBeamInferConfig): no cap beyond max_sequence_length. */
   return get_int (&s, "beam_size", OPTIONAL, 1, 1, 1024, &c->beam_size, error) &&
       get_double (&s, "length_penalty", 0.0, -100.0, 100.0, &c->length_penalty, error) &&
-      get_int (&s, "max_generation_delta", OPTIONAL, 50, -1, 1 << 20, &c->max_generation_delta, error);
+      get_int (&s, "max_generation_delta", OPTIONAL, -1, -1, 1 << 20, &c->max_generation_delta, error);
 }
 
 static void

@@ -66,7 +66,7 @@ typedef struct {
   /* decoding defaults */
   int beam_size;
   double length_penalty;    /* beam.length_penalty (NeMo ignores len_pen), 0 when absent */
-  int max_generation_delta; /* beam.max_generation_delta, 50 default */
+  int max_generation_delta; /* beam.max_generation_delta; -1 (no cap) when absent, as in NeMo */
 
   /* prompt / tokenizer */
   canary_prompt_format prompt_format;

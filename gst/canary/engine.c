@@ -79,7 +79,7 @@ canary_decode_options_init (canary_decode_options *opts)
   opts->pnc = TRUE;
   opts->beam_size = 1;
   opts->length_penalty = 0.0;
-  opts->max_generation_delta = 50;
+  opts->max_generation_delta = CANARY_DELTA_FROM_MODEL;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -577,7 +577,9 @@ canary_transcribe (canary_state *st, const float *samples, gsize n_samples,
   canary_beam_options bo = {
     .beam_size = opts->beam_size,
     .length_penalty = opts->length_penalty,
-    .max_len_total = canary_beam_max_len_total (m->info.max_seq_len, t_enc, opts->max_generation_delta),
+    .max_len_total = canary_beam_max_len_total (m->info.max_seq_len, t_enc,
+        opts->max_generation_delta == CANARY_DELTA_FROM_MODEL ? m->config->max_generation_delta
+                                                              : opts->max_generation_delta),
     .eos_id = m->eos_id,
     .pad_id = m->pad_id,
     .cancel = &st->cancel,

@@ -696,7 +696,8 @@ static GPtrArray *
 export_state_dict (vm *m, const obj *dict)
 {
   GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) canary_pickle_tensor_free);
-  GHashTable *seen = g_hash_table_new (g_str_hash, g_str_equal);
+  /* owns its keys: a replaced entry's name is freed with it */
+  GHashTable *seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   for (guint i = 0; i + 1 < dict->items->len; i += 2) {
     const obj *k = g_ptr_array_index (dict->items, i);
     const obj *v = g_ptr_array_index (dict->items, i + 1);
@@ -717,7 +718,7 @@ export_state_dict (vm *m, const obj *dict)
       canary_pickle_tensor_free (g_ptr_array_index (out, at));
       g_ptr_array_index (out, at) = pt;
     } else {
-      g_hash_table_insert (seen, pt->name, GUINT_TO_POINTER (out->len));
+      g_hash_table_insert (seen, g_strdup (pt->name), GUINT_TO_POINTER (out->len));
       g_ptr_array_add (out, pt);
     }
   }
