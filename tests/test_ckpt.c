@@ -1413,6 +1413,35 @@ test_pickle_malformed (void)
   g_byte_array_unref (b);
 }
 
+/* A key set three times keeps its first position and its last value (a regression: the name the
+ * lookup table held was freed with the replaced entry; found by fuzz_pickle). */
+static void
+test_pickle_duplicate_keys (void)
+{
+  GByteArray *b = g_byte_array_new ();
+  pk_begin (b);
+  const char *keys[] = { "a", "dup", "b", "dup", "c", "dup", "b" };
+  for (gsize i = 0; i < G_N_ELEMENTS (keys); i++) {
+    char *storage = g_strdup_printf ("%zu", i);
+    pk_str (b, keys[i]);
+    pk_tensor (b, "FloatStorage", storage, 4, 0, 1, (gint64[]) { 4 }, (gint64[]) { 1 });
+    g_free (storage);
+  }
+  pk_end (b);
+  GError *err = NULL;
+  GPtrArray *sd = run_pickle (b, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (sd->len, ==, 4);
+  const char *want_names[] = { "a", "dup", "b", "c" }, *want_keys[] = { "0", "5", "6", "4" };
+  for (guint i = 0; i < 4; i++) {
+    const canary_pickle_tensor *t = g_ptr_array_index (sd, i);
+    g_assert_cmpstr (t->name, ==, want_names[i]);
+    g_assert_cmpstr (t->storage_key, ==, want_keys[i]);
+  }
+  g_ptr_array_unref (sd);
+  g_byte_array_unref (b);
+}
+
 /* Every prefix and many single-byte mutations of a real torch pickle: errors, never crashes. */
 static void
 test_pickle_mutations (void)
@@ -1455,6 +1484,7 @@ main (int argc, char **argv)
   g_test_add_func ("/ckpt/structure", test_ckpt_structure);
   g_test_add_func ("/ckpt/pickle/valid", test_pickle_valid);
   g_test_add_func ("/ckpt/pickle/malformed", test_pickle_malformed);
+  g_test_add_func ("/ckpt/pickle/duplicate-keys", test_pickle_duplicate_keys);
   g_test_add_func ("/ckpt/pickle/mutations", test_pickle_mutations);
   return g_test_run ();
 }

@@ -108,7 +108,9 @@ typedef struct {
   int max_seq_len;
   canary_device device;           /* resolved */
   canary_precision precision;     /* resolved */
-  guint64 weight_bytes;           /* bytes the backend holds for weights (beyond the mapping) */
+  guint64 weight_bytes;           /* bytes of weights the model reads (shared tensors once) */
+  guint64 copied_weight_bytes;    /* of which held as copies beyond the file mapping (converted
+                                   * dtypes, BatchNorm folded into the depthwise conv) */
   double load_ms;
 } canary_model_info;
 

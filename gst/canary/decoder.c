@@ -48,6 +48,7 @@ struct _canary_decoder {
   dec_block *blocks;
   GPtrArray *owned;        /* converted copies of tensors that could not be used in place */
   gsize weight_bytes;
+  gsize owned_bytes;       /* the part of weight_bytes held in `owned` */
 };
 
 struct _canary_decoder_state {
@@ -99,6 +100,7 @@ tensor_as_f32 (canary_decoder *dec, GHashTable *converted, const canary_tensor *
   if (!p) {
     float *copy = canary_tensor_to_f32 (t);
     g_ptr_array_add (dec->owned, copy);
+    dec->owned_bytes += (gsize) t->numel * sizeof (float);
     p = copy;
   }
   g_hash_table_insert (converted, (gpointer) t->data, (gpointer) p);
@@ -361,6 +363,12 @@ gsize
 canary_decoder_weight_bytes (const canary_decoder *dec)
 {
   return dec->weight_bytes;
+}
+
+gsize
+canary_decoder_owned_bytes (const canary_decoder *dec)
+{
+  return dec->owned_bytes;
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ int canary_decoder_hidden (const canary_decoder *dec);       /* H */
 int canary_decoder_max_seq_len (const canary_decoder *dec);  /* rows of the position table */
 /* Bytes of weights the decoder reads (each shared tensor counted once). */
 gsize canary_decoder_weight_bytes (const canary_decoder *dec);
+/* Bytes of converted copies the decoder holds beyond the checkpoint mapping. */
+gsize canary_decoder_owned_bytes (const canary_decoder *dec);
 
 /* Allocates a state for up to `max_beam` hypotheses, `max_tokens` tokens per hypothesis in one step
  * (the longest prompt or teacher-forced sequence; <= 0 means max_seq_len) and `max_frames` encoder

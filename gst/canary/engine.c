@@ -140,6 +140,20 @@ find_member (canary_archive *ar, const char *name, const guint8 **data, gsize *l
   return FALSE;
 }
 
+/* Bytes of the encoder's tensors (and the projection) in the checkpoint, as FP32. */
+static guint64
+encoder_weight_bytes (const canary_ckpt *ck)
+{
+  guint64 total = 0;
+  for (guint i = 0; i < canary_ckpt_n_tensors (ck); i++) {
+    const canary_tensor *t = canary_ckpt_tensor (ck, i);
+    if ((g_str_has_prefix (t->name, "encoder.") || g_str_has_prefix (t->name, "encoder_decoder_proj.")) &&
+        !g_str_has_suffix (t->name, "num_batches_tracked"))
+      total += (guint64) t->numel * sizeof (float);
+  }
+  return total;
+}
+
 /* Opens and binds everything; `m->path` and options are set by the caller. */
 static gboolean
 model_build (canary_model *m, GError **error)
@@ -211,7 +225,8 @@ model_build (canary_model *m, GError **error)
   info->dec_hidden = cfg->dec_hidden;
   info->vocab_size = V;
   info->max_seq_len = canary_decoder_max_seq_len (m->decoder);
-  info->weight_bytes = canary_encoder_weight_bytes (m->encoder) + canary_decoder_weight_bytes (m->decoder);
+  info->weight_bytes = encoder_weight_bytes (m->ckpt) + canary_decoder_weight_bytes (m->decoder);
+  info->copied_weight_bytes = canary_encoder_weight_bytes (m->encoder) + canary_decoder_owned_bytes (m->decoder);
   info->load_ms = canary_now_ms () - t0;
   return TRUE;
 

@@ -10,7 +10,6 @@ import gzip
 import io
 import shutil
 import tarfile
-import time
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -49,23 +48,29 @@ target: nemo.collections.asr.models.aed_multitask_models.EncDecMultiTaskModel
 """
 
 
+# A float mtime makes Python write a PAX 'x' header, as NeMo's archives have; fixed, so the seeds
+# are reproducible.
+MTIME = 1700000000.25
+
+
 def tar_bytes(members, fmt=tarfile.PAX_FORMAT, mode="w:"):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode=mode, format=fmt) as tar:
         d = tarfile.TarInfo("./")
         d.type = tarfile.DIRTYPE
-        d.mtime = time.time()  # a float: Python then writes a PAX 'x' header, as NeMo's archives have
+        d.mtime = MTIME
         tar.addfile(d)
         for name, data in members:
             ti = tarfile.TarInfo(name)
             ti.size = len(data)
-            ti.mtime = time.time()
+            ti.mtime = MTIME
             tar.addfile(ti, io.BytesIO(data))
     return buf.getvalue()
 
 
 def small_ckpt(path_in_zip_name="model_weights"):
     import torch
+    torch.manual_seed(0)
     emb = torch.nn.Embedding(6, 4)
     sd = OrderedDict()
     sd["emb.weight"] = emb.weight.detach()

@@ -25,4 +25,10 @@ rm -rf "$FIX/audio" "$FIX"/canary*-tiny "$FIX/manifest.json"
 "$HERE/make_audio.sh" "$FIX/audio"
 CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=1 PYTHONHASHSEED=0 \
   "$VENV/bin/python" "$HERE/make_fixtures.py" --out "$FIX"
+# Checks that read the new models with torch / NeMo (tests/test_ckpt.c, tests/test_tokenizer.c),
+# the sentencepiece decode cases, and the fuzzers' seed corpus.
+"$VENV/bin/python" "$HERE/dump_ckpt_checks.py" --fixtures "$FIX"
+"$VENV/bin/python" "$HERE/make_tokenizer_checks.py" "$FIX"
+"$VENV/bin/python" "$HERE/make_spm_checks.py"
+"$VENV/bin/python" "$REPO/tests/fuzz/make-corpus.py"
 echo "regenerated in $(( $(date +%s) - start )) s; total size: $(du -sh "$FIX" | cut -f1)"
