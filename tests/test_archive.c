@@ -3,35 +3,13 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "canary.h"
 #include "config.h"
+#include "fixture.h"
 #include "nemo.h"
+#include "testutil.h"
 
 #include <glib/gstdio.h>
 #include <string.h>
 #include <zlib.h>
-
-static const char *const models[] = { "canary1-tiny", "canary2-tiny", "canary2-unified-tiny" };
-
-static const char *
-fixtures_dir (void)
-{
-  const char *env = g_getenv ("CANARY_TEST_FIXTURES");  /* to try other fixture sets by hand */
-  return env ? env : FIXTURES_DIR;
-}
-
-/* The fixture's path, or NULL (test skipped) while it has not been generated. */
-static char *
-fixture_nemo (const char *model)
-{
-  char *p = g_build_filename (fixtures_dir (), model, "model.nemo", NULL);
-  if (!g_file_test (p, G_FILE_TEST_IS_REGULAR)) {
-    char *msg = g_strdup_printf ("fixture %s not generated yet", p);
-    g_test_skip (msg);
-    g_free (msg);
-    g_free (p);
-    return NULL;
-  }
-  return p;
-}
 
 /* --- a small tar writer for synthetic archives --------------------------------------------------- */
 
@@ -202,8 +180,8 @@ check_fixture_archive (canary_archive *ar, gboolean mapped_in_place)
 static void
 test_fixture_open (void)
 {
-  for (gsize m = 0; m < G_N_ELEMENTS (models); m++) {
-    char *path = fixture_nemo (models[m]);
+  for (gsize m = 0; m < G_N_ELEMENTS (fixture_models); m++) {
+    char *path = fixture_model_nemo_or_skip (fixture_models[m]);
     if (!path)
       continue;
     GError *err = NULL;
@@ -213,9 +191,8 @@ test_fixture_open (void)
     check_fixture_archive (ar, TRUE);
 
     /* open_bytes over the same bytes gives the same members and contents */
-    gchar *bytes;
     gsize len;
-    g_assert_true (g_file_get_contents (path, &bytes, &len, NULL));
+    char *bytes = tu_read_file (path, &len);
     canary_archive *ar2 = canary_archive_open_bytes ((guint8 *) bytes, len, &err);
     g_assert_no_error (err);
     g_assert_cmpstr (canary_archive_path (ar2), ==, "<memory>");
@@ -258,12 +235,11 @@ gzip_bytes (const guint8 *src, gsize len, gsize *out_len)
 static void
 test_fixture_gzip (void)
 {
-  char *path = fixture_nemo ("canary2-tiny");
+  char *path = fixture_model_nemo_or_skip ("canary2-tiny");
   if (!path)
     return;
-  gchar *bytes;
   gsize len, zlen;
-  g_assert_true (g_file_get_contents (path, &bytes, &len, NULL));
+  char *bytes = tu_read_file (path, &len);
   guint8 *gz = gzip_bytes ((guint8 *) bytes, len, &zlen);
   GError *err = NULL;
   canary_archive *ar = canary_archive_open_bytes (gz, zlen, &err);
@@ -319,7 +295,7 @@ remove_tree (const char *dir)
 static void
 test_fixture_directory (void)
 {
-  char *path = fixture_nemo ("canary1-tiny");
+  char *path = fixture_model_nemo_or_skip ("canary1-tiny");
   if (!path)
     return;
   GError *err = NULL;
@@ -374,12 +350,11 @@ test_fixture_directory (void)
 static void
 test_fixture_truncated (void)
 {
-  char *path = fixture_nemo ("canary2-unified-tiny");
+  char *path = fixture_model_nemo_or_skip ("canary2-unified-tiny");
   if (!path)
     return;
-  gchar *bytes;
   gsize len;
-  g_assert_true (g_file_get_contents (path, &bytes, &len, NULL));
+  char *bytes = tu_read_file (path, &len);
   const guint8 *b = (const guint8 *) bytes;
   gsize last = len;
   while (last > 0 && b[last - 1] == 0)

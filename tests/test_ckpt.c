@@ -5,36 +5,14 @@
 #include "canary.h"
 #include "ckpt.h"
 #include "config.h"
+#include "fixture.h"
 #include "nemo.h"
 #include "pickle.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <string.h>
-#include <yaml.h>
 #include <zlib.h>
-
-static const char *const models[] = { "canary1-tiny", "canary2-tiny", "canary2-unified-tiny" };
-
-static const char *
-fixtures_dir (void)
-{
-  const char *env = g_getenv ("CANARY_TEST_FIXTURES");
-  return env ? env : FIXTURES_DIR;
-}
-
-static char *
-fixture_nemo (const char *model)
-{
-  char *p = g_build_filename (fixtures_dir (), model, "model.nemo", NULL);
-  if (!g_file_test (p, G_FILE_TEST_IS_REGULAR)) {
-    char *msg = g_strdup_printf ("fixture %s not generated yet", p);
-    g_test_skip (msg);
-    g_free (msg);
-    g_free (p);
-    return NULL;
-  }
-  return p;
-}
 
 /* Asserts `err` has `code` and (when given) mentions `needle`, then clears it. */
 static void
@@ -388,119 +366,36 @@ check_good_ckpt (canary_ckpt *ck)
 }
 
 /* =============================================================================================
- * JSON (ckpt_checks.json) through libyaml: JSON is valid YAML flow syntax.
+ * ckpt_checks.json through tu_json
  * ============================================================================================= */
 
-typedef struct {
-  yaml_document_t doc;
-  gboolean loaded;
-} jdoc;
-
-static gboolean
-jdoc_load (jdoc *j, const char *path)
-{
-  gchar *text;
-  gsize len;
-  memset (j, 0, sizeof *j);
-  if (!g_file_get_contents (path, &text, &len, NULL))
-    return FALSE;
-  yaml_parser_t p;
-  yaml_parser_initialize (&p);
-  yaml_parser_set_input_string (&p, (const unsigned char *) text, len);
-  j->loaded = yaml_parser_load (&p, &j->doc) && yaml_document_get_root_node (&j->doc);
-  yaml_parser_delete (&p);
-  g_free (text);
-  return j->loaded;
-}
-
-static void
-jdoc_free (jdoc *j)
-{
-  if (j->loaded)
-    yaml_document_delete (&j->doc);
-}
-
-static yaml_node_t *
-jget (jdoc *j, yaml_node_t *map, const char *key)
-{
-  if (!map || map->type != YAML_MAPPING_NODE)
-    return NULL;
-  for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-    yaml_node_t *k = yaml_document_get_node (&j->doc, p->key);
-    if (k->type == YAML_SCALAR_NODE && !strcmp ((const char *) k->data.scalar.value, key))
-      return yaml_document_get_node (&j->doc, p->value);
-  }
-  return NULL;
-}
-
+/* An array's length, -1 for anything else (absent included). */
 static int
-jlen (yaml_node_t *seq)
+jlen (const tu_json *seq)
 {
-  return seq && seq->type == YAML_SEQUENCE_NODE ? (int) (seq->data.sequence.items.top - seq->data.sequence.items.start) : -1;
+  return tu_json_is (seq, TU_JSON_ARRAY) ? (int) tu_json_length (seq) : -1;
 }
 
-static yaml_node_t *
-jat (jdoc *j, yaml_node_t *seq, int i)
-{
-  return yaml_document_get_node (&j->doc, seq->data.sequence.items.start[i]);
-}
-
+/* A string's value; asserts it is one. */
 static const char *
-jstr (yaml_node_t *n)
+jstr (const tu_json *n)
 {
-  g_assert_nonnull (n);
-  g_assert_cmpint (n->type, ==, YAML_SCALAR_NODE);
-  return (const char *) n->data.scalar.value;
+  const char *s = tu_json_string (n);
+  g_assert_nonnull (s);
+  return s;
 }
 
+/* A number's value; asserts it is one. */
 static double
-jnum (yaml_node_t *n)
+jnum (const tu_json *n)
 {
-  return g_ascii_strtod (jstr (n), NULL);
+  g_assert_true (tu_json_is (n, TU_JSON_NUMBER));
+  return tu_json_number (n);
 }
 
 /* =============================================================================================
  * Real fixtures
  * ============================================================================================= */
-
-typedef struct {
-  char *path;
-  canary_archive *ar;
-  canary_config *cfg;
-  canary_ckpt *ck;
-  const guint8 *bytes;
-  gsize len;
-} fixture;
-
-static gboolean
-fixture_open (const char *model, fixture *fx)
-{
-  memset (fx, 0, sizeof *fx);
-  fx->path = fixture_nemo (model);
-  if (!fx->path)
-    return FALSE;
-  GError *err = NULL;
-  fx->ar = canary_archive_open (fx->path, &err);
-  g_assert_no_error (err);
-  const guint8 *y;
-  gsize yn;
-  g_assert_true (canary_archive_find (fx->ar, "model_config.yaml", &y, &yn));
-  fx->cfg = canary_config_parse ((const char *) y, yn, &err);
-  g_assert_no_error (err);
-  g_assert_true (canary_archive_find (fx->ar, "model_weights.ckpt", &fx->bytes, &fx->len));
-  fx->ck = canary_ckpt_parse (fx->bytes, fx->len, &err);
-  g_assert_no_error (err);
-  return TRUE;
-}
-
-static void
-fixture_close (fixture *fx)
-{
-  canary_ckpt_free (fx->ck);
-  canary_config_free (fx->cfg);
-  canary_archive_free (fx->ar);
-  g_free (fx->path);
-}
 
 /* Asserts `name` exists, is float32 and has the given shape (-1 terminates). */
 static void
@@ -612,9 +507,9 @@ check_expected_keys (const canary_config *c, const canary_ckpt *ck)
 static void
 test_fixture_keys (void)
 {
-  for (gsize m = 0; m < G_N_ELEMENTS (models); m++) {
-    fixture fx;
-    if (!fixture_open (models[m], &fx))
+  for (gsize m = 0; m < G_N_ELEMENTS (fixture_models); m++) {
+    fixture_model fx;
+    if (!fixture_model_open_or_skip (fixture_models[m], &fx))
       continue;
     g_assert_cmpint (fx.cfg->vocab_size, >, 0);
     check_expected_keys (fx.cfg, fx.ck);
@@ -629,13 +524,13 @@ test_fixture_keys (void)
      * to 64 and the tar member starts on a 512-byte block of a page-aligned mapping) */
     for (guint i = 0; i < canary_ckpt_n_tensors (fx.ck); i++) {
       const canary_tensor *t = canary_ckpt_tensor (fx.ck, i);
-      g_assert_true (t->data >= fx.bytes && t->data < fx.bytes + fx.len);
+      g_assert_true (t->data >= fx.ckpt_data && t->data < fx.ckpt_data + fx.ckpt_len);
       g_assert_cmpuint ((guintptr) t->data % 64, ==, 0);
       g_assert_true (canary_tensor_is_contiguous (t));
       if (t->dtype == CANARY_DTYPE_F32)
         g_assert_true (canary_tensor_f32_view (t) == (const float *) t->data);
     }
-    fixture_close (&fx);
+    fixture_model_close (&fx);
   }
 }
 
@@ -643,34 +538,35 @@ test_fixture_keys (void)
 static void
 test_fixture_torch_checks (void)
 {
-  char *path = g_build_filename (fixtures_dir (), "ckpt_checks.json", NULL);
-  jdoc j;
+  char *path = fixture_path ("ckpt_checks.json", NULL);
   if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
     g_test_skip ("ckpt_checks.json not generated yet (tests/reference/dump_ckpt_checks.py)");
     g_free (path);
     return;
   }
-  g_assert_true (jdoc_load (&j, path));
-  yaml_node_t *jmodels = jget (&j, yaml_document_get_root_node (&j.doc), "models");
+  GError *err = NULL;
+  tu_json *doc = tu_json_load (path, &err);
+  g_assert_no_error (err);
+  const tu_json *jmodels = tu_json_get (doc, "models");
   guint checked = 0;
-  for (gsize m = 0; m < G_N_ELEMENTS (models); m++) {
-    yaml_node_t *jm = jget (&j, jmodels, models[m]);
-    fixture fx;
-    if (!jm || !fixture_open (models[m], &fx))
+  for (gsize m = 0; m < G_N_ELEMENTS (fixture_models); m++) {
+    const tu_json *jm = tu_json_get (jmodels, fixture_models[m]);
+    fixture_model fx;
+    if (!jm || !fixture_model_open_or_skip (fixture_models[m], &fx))
       continue;
-    yaml_node_t *jt = jget (&j, jm, "tensors");
+    const tu_json *jt = tu_json_get (jm, "tensors");
     g_assert_cmpint (jlen (jt), ==, (int) canary_ckpt_n_tensors (fx.ck));
-    g_assert_cmpint ((int) jnum (jget (&j, jm, "n_tensors")), ==, (int) canary_ckpt_n_tensors (fx.ck));
+    g_assert_cmpint ((int) jnum (tu_json_get (jm, "n_tensors")), ==, (int) canary_ckpt_n_tensors (fx.ck));
     for (int i = 0; i < jlen (jt); i++) {
-      yaml_node_t *e = jat (&j, jt, i);
+      const tu_json *e = tu_json_at (jt, (guint) i);
       const canary_tensor *t = canary_ckpt_tensor (fx.ck, (guint) i);
-      g_assert_cmpstr (t->name, ==, jstr (jget (&j, e, "name")));  /* state-dict order */
-      g_assert_cmpstr (canary_dtype_name (t->dtype), ==, jstr (jget (&j, e, "dtype")));
-      yaml_node_t *shape = jget (&j, e, "shape"), *stride = jget (&j, e, "stride");
+      g_assert_cmpstr (t->name, ==, jstr (tu_json_get (e, "name")));  /* state-dict order */
+      g_assert_cmpstr (canary_dtype_name (t->dtype), ==, jstr (tu_json_get (e, "dtype")));
+      const tu_json *shape = tu_json_get (e, "shape"), *stride = tu_json_get (e, "stride");
       g_assert_cmpint (t->ndim, ==, jlen (shape));
       for (int d = 0; d < t->ndim; d++) {
-        g_assert_cmpint (t->shape[d], ==, (gint64) jnum (jat (&j, shape, d)));
-        g_assert_cmpint (t->stride[d], ==, (gint64) jnum (jat (&j, stride, d)));
+        g_assert_cmpint (t->shape[d], ==, (gint64) jnum (tu_json_at (shape, (guint) d)));
+        g_assert_cmpint (t->stride[d], ==, (gint64) jnum (tu_json_at (stride, (guint) d)));
       }
       if (t->numel == 0)
         continue;
@@ -680,24 +576,24 @@ test_fixture_torch_checks (void)
         sum += f[k];
         asum += fabs (f[k]);
       }
-      double want = jnum (jget (&j, e, "sum")), awant = jnum (jget (&j, e, "abs_sum"));
+      double want = jnum (tu_json_get (e, "sum")), awant = jnum (tu_json_get (e, "abs_sum"));
       /* both are float64 sums of the same float32 values; only the summation order differs */
       g_assert_cmpfloat_with_epsilon (sum, want, 1e-9 * awant + 1e-12);
       g_assert_cmpfloat_with_epsilon (asum, awant, 1e-9 * awant + 1e-12);
-      yaml_node_t *first = jget (&j, e, "first");
+      const tu_json *first = tu_json_get (e, "first");
       for (int k = 0; k < jlen (first); k++)
-        g_assert_cmpfloat (f[k], ==, (float) jnum (jat (&j, first, k)));
-      g_assert_cmpfloat (f[t->numel - 1], ==, (float) jnum (jget (&j, e, "last")));
+        g_assert_cmpfloat (f[k], ==, (float) jnum (tu_json_at (first, (guint) k)));
+      g_assert_cmpfloat (f[t->numel - 1], ==, (float) jnum (tu_json_get (e, "last")));
       g_free (f);
     }
     /* every group torch saw sharing a storage shares it here too */
-    yaml_node_t *shared = jget (&j, jm, "shared");
+    const tu_json *shared = tu_json_get (jm, "shared");
     guint n_shared = 0;
     for (int s = 0; s < jlen (shared); s++) {
-      yaml_node_t *grp = jat (&j, shared, s);
-      const canary_tensor *t0 = canary_ckpt_get (fx.ck, jstr (jat (&j, grp, 0)));
+      const tu_json *grp = tu_json_at (shared, (guint) s);
+      const canary_tensor *t0 = canary_ckpt_get (fx.ck, jstr (tu_json_at (grp, 0)));
       for (int k = 1; k < jlen (grp); k++) {
-        const canary_tensor *tk = canary_ckpt_get (fx.ck, jstr (jat (&j, grp, k)));
+        const canary_tensor *tk = canary_ckpt_get (fx.ck, jstr (tu_json_at (grp, (guint) k)));
         g_assert_cmpstr (t0->storage_key, ==, tk->storage_key);
         n_shared++;
       }
@@ -711,12 +607,12 @@ test_fixture_torch_checks (void)
         dups++;
     g_assert_cmpuint (dups, ==, n_shared);
     g_hash_table_unref (keys);
-    fixture_close (&fx);
+    fixture_model_close (&fx);
     checked++;
   }
   if (!checked)
     g_test_skip ("no fixture listed in ckpt_checks.json is present");
-  jdoc_free (&j);
+  tu_json_free (doc);
   g_free (path);
 }
 
@@ -724,11 +620,11 @@ test_fixture_torch_checks (void)
 static void
 test_fixture_damaged (void)
 {
-  fixture fx;
-  if (!fixture_open ("canary2-tiny", &fx))
+  fixture_model fx;
+  if (!fixture_model_open_or_skip ("canary2-tiny", &fx))
     return;
-  gsize len = fx.len;
-  guint8 *z = g_memdup2 (fx.bytes, len);
+  gsize len = fx.ckpt_len;
+  guint8 *z = g_memdup2 (fx.ckpt_data, len);
   GError *err = NULL;
 
   /* Truncation anywhere must fail cleanly: every byte of the last 4 KiB (the directory and end
@@ -813,7 +709,7 @@ test_fixture_damaged (void)
   canary_ckpt_free (again);
   g_array_unref (dir);
   g_free (z);
-  fixture_close (&fx);
+  fixture_model_close (&fx);
 }
 
 /* =============================================================================================

@@ -4,20 +4,12 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "canary.h"
 #include "config.h"
+#include "fixture.h"
 #include "nemo.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <string.h>
-#include <yaml.h>
-
-static const char *const models[] = { "canary1-tiny", "canary2-tiny", "canary2-unified-tiny" };
-
-static const char *
-fixtures_dir (void)
-{
-  const char *env = g_getenv ("CANARY_TEST_FIXTURES");
-  return env ? env : FIXTURES_DIR;
-}
 
 /* A Canary-2 style config shaped like the fixtures', trimmed to what the parser reads plus some
  * keys it must ignore. */
@@ -117,68 +109,31 @@ edit (const char *old, const char *new)
  * Fixtures
  * ============================================================================================= */
 
-/* manifest.json read through libyaml (JSON is YAML flow syntax). */
-typedef struct {
-  yaml_document_t doc;
-  gboolean loaded;
-} jdoc;
-
-static gboolean
-jdoc_load (jdoc *j, const char *path)
-{
-  gchar *text;
-  gsize len;
-  memset (j, 0, sizeof *j);
-  if (!g_file_get_contents (path, &text, &len, NULL))
-    return FALSE;
-  yaml_parser_t p;
-  yaml_parser_initialize (&p);
-  yaml_parser_set_input_string (&p, (const unsigned char *) text, len);
-  j->loaded = yaml_parser_load (&p, &j->doc) && yaml_document_get_root_node (&j->doc);
-  yaml_parser_delete (&p);
-  g_free (text);
-  return j->loaded;
-}
-
-/* Follows a dotted path; NULL when any part is missing. */
-static yaml_node_t *
-jpath (jdoc *j, yaml_node_t *n, const char *path)
-{
-  char **parts = g_strsplit (path, ".", -1);
-  for (int i = 0; n && parts[i]; i++) {
-    yaml_node_t *next = NULL;
-    if (n->type == YAML_MAPPING_NODE)
-      for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
-        yaml_node_t *k = yaml_document_get_node (&j->doc, p->key);
-        if (k->type == YAML_SCALAR_NODE && !strcmp ((const char *) k->data.scalar.value, parts[i]))
-          next = yaml_document_get_node (&j->doc, p->value);
-      }
-    n = next;
-  }
-  g_strfreev (parts);
-  return n;
-}
-
 /* Compares an int field when the manifest has it. */
 static void
-check_int (jdoc *j, yaml_node_t *cfg, const char *path, int got, guint *n_checked)
+check_int (const tu_json *cfg, const char *path, int got, guint *n_checked)
 {
-  yaml_node_t *n = jpath (j, cfg, path);
-  if (!n || n->type != YAML_SCALAR_NODE)
+  const tu_json *n = tu_json_path (cfg, path);
+  if (!n || tu_json_is (n, TU_JSON_ARRAY) || tu_json_is (n, TU_JSON_OBJECT))
     return;
-  int want = (int) g_ascii_strtod ((const char *) n->data.scalar.value, NULL);
+  if (!tu_json_is (n, TU_JSON_NUMBER))
+    g_error ("%s: manifest value is not a number", path);
+  int want = (int) tu_json_number (n);
   if (want != got)
     g_error ("%s: config.c read %d, NeMo says %d", path, got, want);
   (*n_checked)++;
 }
 
+/* Compares a string field (or a boolean, as its JSON spelling) when the manifest has it. */
 static void
-check_str (jdoc *j, yaml_node_t *cfg, const char *path, const char *got, guint *n_checked)
+check_str (const tu_json *cfg, const char *path, const char *got, guint *n_checked)
 {
-  yaml_node_t *n = jpath (j, cfg, path);
-  if (!n || n->type != YAML_SCALAR_NODE)
+  const tu_json *n = tu_json_path (cfg, path);
+  if (!n || tu_json_is (n, TU_JSON_ARRAY) || tu_json_is (n, TU_JSON_OBJECT))
     return;
-  g_assert_cmpstr (got, ==, (const char *) n->data.scalar.value);
+  const char *want = tu_json_is (n, TU_JSON_BOOL) ? (tu_json_bool (n) ? "true" : "false") : tu_json_string (n);
+  g_assert_nonnull (want);
+  g_assert_cmpstr (got, ==, want);
   (*n_checked)++;
 }
 
@@ -215,30 +170,21 @@ check_fixture_defaults (const canary_config *c)
 static void
 test_fixtures (void)
 {
-  char *mpath = g_build_filename (fixtures_dir (), "manifest.json", NULL);
-  jdoc j;
-  gboolean have_manifest = jdoc_load (&j, mpath);
+  char *mpath = fixture_path ("manifest.json", NULL);
+  tu_json *manifest = g_file_test (mpath, G_FILE_TEST_EXISTS) ? tu_json_load (mpath, NULL) : NULL;
   guint n_models = 0, n_checked = 0;
-  for (gsize m = 0; m < G_N_ELEMENTS (models); m++) {
-    char *path = g_build_filename (fixtures_dir (), models[m], "model.nemo", NULL);
-    if (!g_file_test (path, G_FILE_TEST_IS_REGULAR)) {
-      g_free (path);
+  for (gsize m = 0; m < G_N_ELEMENTS (fixture_models); m++) {
+    const char *name = fixture_models[m];
+    fixture_model fm;
+    if (!fixture_model_open (name, &fm))
       continue;
-    }
-    GError *err = NULL;
-    canary_archive *ar = canary_archive_open (path, &err);
-    g_assert_no_error (err);
-    const guint8 *y;
-    gsize yn;
-    g_assert_true (canary_archive_find (ar, "model_config.yaml", &y, &yn));
-    canary_config *c = canary_config_parse ((const char *) y, yn, &err);
-    g_assert_no_error (err);
+    const canary_config *c = fm.cfg;
     check_fixture_defaults (c);
     n_models++;
 
     /* prompt format and tokenizer kind follow the model's name */
-    gboolean unified = strstr (models[m], "unified") != NULL;
-    g_assert_cmpint (c->prompt_format, ==, g_str_has_prefix (models[m], "canary2") ? CANARY_PROMPT_CANARY2 : CANARY_PROMPT_CANARY);
+    gboolean unified = strstr (name, "unified") != NULL;
+    g_assert_cmpint (c->prompt_format, ==, g_str_has_prefix (name, "canary2") ? CANARY_PROMPT_CANARY2 : CANARY_PROMPT_CANARY);
     g_assert_cmpint (c->tokenizer_kind, ==, unified ? CANARY_TOKENIZER_UNIFIED : CANARY_TOKENIZER_AGGREGATE);
     if (!unified) {
       const canary_tokenizer_lang *l0 = g_ptr_array_index (c->tokenizer_langs, 0);
@@ -251,55 +197,49 @@ test_fixtures (void)
       g_assert_nonnull (c->tokenizer_model_path);
     }
 
-    yaml_node_t *mc = have_manifest ? jpath (&j, yaml_document_get_root_node (&j.doc), "models") : NULL;
-    mc = mc ? jpath (&j, mc, models[m]) : NULL;
-    mc = mc ? jpath (&j, mc, "config") : NULL;
+    const tu_json *mc = tu_json_get (tu_json_get (tu_json_get (manifest, "models"), name), "config");
     if (mc) {
-      check_str (&j, mc, "prompt_format", c->prompt_format == CANARY_PROMPT_CANARY2 ? "canary2" : "canary", &n_checked);
-      check_int (&j, mc, "encoder.n_layers", c->enc_layers, &n_checked);
-      check_int (&j, mc, "encoder.d_model", c->enc_d_model, &n_checked);
-      check_int (&j, mc, "encoder.n_heads", c->enc_heads, &n_checked);
-      check_int (&j, mc, "encoder.subsampling_factor", c->subsampling_factor, &n_checked);
-      check_int (&j, mc, "encoder.subsampling_conv_channels", c->subsampling_channels, &n_checked);
-      check_int (&j, mc, "encoder.ff_expansion_factor", c->enc_ff_expansion, &n_checked);
-      check_int (&j, mc, "encoder.conv_kernel_size", c->enc_conv_kernel, &n_checked);
-      check_str (&j, mc, "encoder.subsampling", c->subsampling, &n_checked);
-      check_str (&j, mc, "encoder.self_attention_model", c->self_attention_model, &n_checked);
-      check_str (&j, mc, "encoder.conv_norm_type", c->conv_norm_type, &n_checked);
-      check_str (&j, mc, "encoder.xscaling", c->xscaling ? "true" : "false", &n_checked);
-      check_str (&j, mc, "encoder.untie_biases", c->untie_biases ? "true" : "false", &n_checked);
-      check_int (&j, mc, "decoder.hidden_size", c->dec_hidden, &n_checked);
-      check_int (&j, mc, "decoder.inner_size", c->dec_inner, &n_checked);
-      check_int (&j, mc, "decoder.num_layers", c->dec_layers, &n_checked);
-      check_int (&j, mc, "decoder.num_attention_heads", c->dec_heads, &n_checked);
-      check_int (&j, mc, "decoder.max_sequence_length", c->dec_max_seq_len, &n_checked);
-      check_str (&j, mc, "decoder.hidden_act", c->dec_hidden_act, &n_checked);
-      check_int (&j, mc, "preprocessor.features", c->n_mels, &n_checked);
-      check_int (&j, mc, "preprocessor.n_fft", c->n_fft, &n_checked);
-      check_str (&j, mc, "preprocessor.window", c->window, &n_checked);
-      check_str (&j, mc, "preprocessor.normalize", c->normalize, &n_checked);
-      check_int (&j, mc, "decoding.beam.beam_size", c->beam_size, &n_checked);
-      check_int (&j, mc, "decoding.beam.max_generation_delta", c->max_generation_delta, &n_checked);
-      check_str (&j, mc, "tokenizer_type", unified ? "bpe" : "agg", &n_checked);
-      check_int (&j, mc, "head_num_classes", c->vocab_size, &n_checked);
-      yaml_node_t *langs = jpath (&j, mc, "tokenizer_langs");
-      if (langs && langs->type == YAML_SEQUENCE_NODE) {
-        int n = (int) (langs->data.sequence.items.top - langs->data.sequence.items.start);
+      check_str (mc, "prompt_format", c->prompt_format == CANARY_PROMPT_CANARY2 ? "canary2" : "canary", &n_checked);
+      check_int (mc, "encoder.n_layers", c->enc_layers, &n_checked);
+      check_int (mc, "encoder.d_model", c->enc_d_model, &n_checked);
+      check_int (mc, "encoder.n_heads", c->enc_heads, &n_checked);
+      check_int (mc, "encoder.subsampling_factor", c->subsampling_factor, &n_checked);
+      check_int (mc, "encoder.subsampling_conv_channels", c->subsampling_channels, &n_checked);
+      check_int (mc, "encoder.ff_expansion_factor", c->enc_ff_expansion, &n_checked);
+      check_int (mc, "encoder.conv_kernel_size", c->enc_conv_kernel, &n_checked);
+      check_str (mc, "encoder.subsampling", c->subsampling, &n_checked);
+      check_str (mc, "encoder.self_attention_model", c->self_attention_model, &n_checked);
+      check_str (mc, "encoder.conv_norm_type", c->conv_norm_type, &n_checked);
+      check_str (mc, "encoder.xscaling", c->xscaling ? "true" : "false", &n_checked);
+      check_str (mc, "encoder.untie_biases", c->untie_biases ? "true" : "false", &n_checked);
+      check_int (mc, "decoder.hidden_size", c->dec_hidden, &n_checked);
+      check_int (mc, "decoder.inner_size", c->dec_inner, &n_checked);
+      check_int (mc, "decoder.num_layers", c->dec_layers, &n_checked);
+      check_int (mc, "decoder.num_attention_heads", c->dec_heads, &n_checked);
+      check_int (mc, "decoder.max_sequence_length", c->dec_max_seq_len, &n_checked);
+      check_str (mc, "decoder.hidden_act", c->dec_hidden_act, &n_checked);
+      check_int (mc, "preprocessor.features", c->n_mels, &n_checked);
+      check_int (mc, "preprocessor.n_fft", c->n_fft, &n_checked);
+      check_str (mc, "preprocessor.window", c->window, &n_checked);
+      check_str (mc, "preprocessor.normalize", c->normalize, &n_checked);
+      check_int (mc, "decoding.beam.beam_size", c->beam_size, &n_checked);
+      check_int (mc, "decoding.beam.max_generation_delta", c->max_generation_delta, &n_checked);
+      check_str (mc, "tokenizer_type", unified ? "bpe" : "agg", &n_checked);
+      check_int (mc, "head_num_classes", c->vocab_size, &n_checked);
+      const tu_json *langs = tu_json_get (mc, "tokenizer_langs");
+      if (tu_json_is (langs, TU_JSON_ARRAY)) {
+        int n = (int) tu_json_length (langs);
         g_assert_cmpint (n, ==, (int) c->tokenizer_langs->len);
         for (int i = 0; i < n; i++) {
-          yaml_node_t *e = yaml_document_get_node (&j.doc, langs->data.sequence.items.start[i]);
-          g_assert_cmpstr ((const char *) e->data.scalar.value, ==,
+          g_assert_cmpstr (tu_json_string (tu_json_at (langs, (guint) i)), ==,
               ((canary_tokenizer_lang *) g_ptr_array_index (c->tokenizer_langs, i))->lang);
           n_checked++;
         }
       }
     }
-    canary_config_free (c);
-    canary_archive_free (ar);
-    g_free (path);
+    fixture_model_close (&fm);
   }
-  if (have_manifest)
-    yaml_document_delete (&j.doc);
+  tu_json_free (manifest);
   g_free (mpath);
   if (n_models == 0)
     g_test_skip ("fixtures not generated yet");

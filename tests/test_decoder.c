@@ -18,6 +18,7 @@
 #include "config.h"
 #include "decode.h"
 #include "decoder.h"
+#include "fixture.h"
 #include "nemo.h"
 #include "npy.h"
 #include "synth.h"
@@ -35,98 +36,49 @@
  * Observed: at most 6.1e-5. */
 #define INCR_TOL 1e-4
 
-static const char *const fixture_models[] = { "canary1-tiny", "canary2-tiny", "canary2-unified-tiny" };
-
 /* ----------------------------------------------------------------------------------------------
  * Fixture models
  * ---------------------------------------------------------------------------------------------- */
 
+/* A fixture model with what the decoder tests need on top: tokenizer, decoder, special ids. */
 typedef struct {
-  canary_archive *ar;
-  canary_ckpt *ck;
-  canary_config *cfg;
+  fixture_model model;
   canary_tokenizer *tok;
   canary_decoder *dec;
   int eos, pad;
-} fixture_model;
+} decoder_fixture;
 
 static void
-fixture_model_free (fixture_model *m)
+decoder_fixture_free (decoder_fixture *m)
 {
   if (!m)
     return;
   canary_decoder_free (m->dec);
   canary_tokenizer_free (m->tok);
-  canary_config_free (m->cfg);
-  canary_ckpt_free (m->ck);
-  canary_archive_free (m->ar);
+  fixture_model_close (&m->model);
   g_free (m);
 }
 
 /* The model as the engine would load it: archive → checkpoint + config → tokenizer → decoder.
  * NULL (test skipped) when the fixture has not been generated. */
-static fixture_model *
-fixture_model_load (const char *name)
+static decoder_fixture *
+decoder_fixture_load (const char *name)
 {
-  char *rel = g_build_filename (name, "model.nemo", NULL);
-  char *path = tu_fixture_path (rel);
-  g_free (rel);
-  if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
-    char *msg = g_strdup_printf ("fixture %s missing (run tests/reference/make_fixtures.py)", path);
-    g_test_skip (msg);
-    g_free (msg);
-    g_free (path);
+  decoder_fixture *m = g_new0 (decoder_fixture, 1);
+  if (!fixture_model_open_or_skip (name, &m->model)) {
+    g_free (m);
     return NULL;
   }
   GError *err = NULL;
-  fixture_model *m = g_new0 (fixture_model, 1);
-  m->ar = canary_archive_open (path, &err);
+  m->tok = canary_tokenizer_new (m->model.cfg, m->model.ar, &err);
   g_assert_no_error (err);
-  const guint8 *data;
-  gsize len;
-  g_assert_true (canary_archive_find (m->ar, "model_weights.ckpt", &data, &len));
-  m->ck = canary_ckpt_parse (data, len, &err);
-  g_assert_no_error (err);
-  g_assert_true (canary_archive_find (m->ar, "model_config.yaml", &data, &len));
-  m->cfg = canary_config_parse ((const char *) data, len, &err);
-  g_assert_no_error (err);
-  m->tok = canary_tokenizer_new (m->cfg, m->ar, &err);
-  g_assert_no_error (err);
-  m->dec = canary_decoder_new (m->cfg, m->ck, &err);
+  m->dec = canary_decoder_new (m->model.cfg, m->model.ck, &err);
   g_assert_no_error (err);
   m->eos = canary_tokenizer_eos (m->tok);
   m->pad = canary_tokenizer_pad (m->tok);
   g_assert_cmpint (m->eos, >=, 0);
   g_assert_cmpint (m->pad, >=, 0);
-  g_free (path);
   return m;
-}
-
-static gint
-compare_names (gconstpointer a, gconstpointer b)
-{
-  return g_strcmp0 (*(char *const *) a, *(char *const *) b);
-}
-
-/* Clip directories of a fixture model (those holding enc.npy), sorted. */
-static GPtrArray *
-fixture_clips (const char *model)
-{
-  char *dir = tu_fixture_path (model);
-  GPtrArray *clips = g_ptr_array_new_with_free_func (g_free);
-  GDir *d = g_dir_open (dir, 0, NULL);
-  const char *e;
-  while (d && (e = g_dir_read_name (d))) {
-    char *enc = g_build_filename (dir, e, "enc.npy", NULL);
-    if (g_file_test (enc, G_FILE_TEST_IS_REGULAR))
-      g_ptr_array_add (clips, g_strdup (e));
-    g_free (enc);
-  }
-  if (d)
-    g_dir_close (d);
-  g_free (dir);
-  g_ptr_array_sort (clips, compare_names);
-  return clips;
 }
 
 /* One clip's inputs and NeMo's outputs. */
@@ -138,39 +90,13 @@ typedef struct {
   npy_array tf;     /* [S, V] */
 } clip_data;
 
-static npy_array
-load_npy (const char *model, const char *clip, const char *file)
-{
-  char *rel = g_build_filename (model, clip, file, NULL);
-  char *path = tu_fixture_path (rel);
-  npy_array a;
-  GError *err = NULL;
-  if (!npy_load (path, &a, &err))
-    g_error ("%s: %s", path, err->message);
-  g_free (rel);
-  g_free (path);
-  return a;
-}
-
-static GArray *
-load_ids (const char *model, const char *clip, const char *file)
-{
-  npy_array a = load_npy (model, clip, file);
-  GArray *ids = g_array_sized_new (FALSE, FALSE, sizeof (gint32), (guint) a.numel);
-  for (gsize i = 0; i < a.numel; i++) {
-    gint32 id = (gint32) npy_get_i64 (&a, i);
-    g_array_append_val (ids, id);
-  }
-  npy_array_clear (&a);
-  return ids;
-}
-
 static clip_data *
 clip_load (const char *model, const char *clip, int H)
 {
   clip_data *c = g_new0 (clip_data, 1);
   c->name = g_strdup (clip);
-  npy_array enc = load_npy (model, clip, "enc.npy");
+  npy_array enc;
+  fixture_load_npy (model, clip, "enc.npy", &enc);
   /* [T, H] (also accepts a leading batch dimension of 1). */
   g_assert_cmpint (enc.ndim, >=, 2);
   g_assert_cmpint (enc.shape[enc.ndim - 1], ==, H);
@@ -178,13 +104,14 @@ clip_load (const char *model, const char *clip, int H)
   g_assert_cmpuint (enc.numel, ==, (gsize) c->T * H);
   c->enc = npy_to_f32 (&enc);
   npy_array_clear (&enc);
-  npy_array el = load_npy (model, clip, "enc_len.npy");
+  npy_array el;
+  fixture_load_npy (model, clip, "enc_len.npy", &el);
   c->enc_len = (int) npy_get_i64 (&el, 0);
   npy_array_clear (&el);
-  c->prompt = load_ids (model, clip, "prompt_ids.npy");
-  c->beam1 = load_ids (model, clip, "beam1_ids.npy");
-  c->beam4 = load_ids (model, clip, "beam4_ids.npy");
-  c->tf = load_npy (model, clip, "tf_logprobs.npy");
+  c->prompt = fixture_load_ids (model, clip, "prompt_ids.npy");
+  c->beam1 = fixture_load_ids (model, clip, "beam1_ids.npy");
+  c->beam4 = fixture_load_ids (model, clip, "beam4_ids.npy");
+  fixture_load_npy (model, clip, "tf_logprobs.npy", &c->tf);
   return c;
 }
 
@@ -201,7 +128,7 @@ clip_free (clip_data *c)
 }
 
 static canary_decoder_state *
-state_for_clip (const fixture_model *m, const clip_data *c, int max_beam)
+state_for_clip (const decoder_fixture *m, const clip_data *c, int max_beam)
 {
   GError *err = NULL;
   canary_decoder_state *st = canary_decoder_state_new (m->dec, max_beam, 0, c->T, m->pad, &err);
@@ -213,7 +140,7 @@ state_for_clip (const fixture_model *m, const clip_data *c, int max_beam)
 
 /* prompt + beam1 ids, cut at max_sequence_length: the teacher-forcing input. */
 static GArray *
-teacher_sequence (const fixture_model *m, const clip_data *c)
+teacher_sequence (const decoder_fixture *m, const clip_data *c)
 {
   GArray *seq = g_array_new (FALSE, FALSE, sizeof (gint32));
   g_array_append_vals (seq, c->prompt->data, c->prompt->len);
@@ -222,37 +149,16 @@ teacher_sequence (const fixture_model *m, const clip_data *c)
   return seq;
 }
 
-static void
-assert_ids_equal (const GArray *got, const GArray *want, const char *what)
-{
-  gboolean same = got->len == want->len;
-  for (guint i = 0; same && i < got->len; i++)
-    same = g_array_index (got, gint32, i) == g_array_index (want, gint32, i);
-  if (!same) {
-    GString *s = g_string_new (NULL);
-    g_string_append_printf (s, "%s: got [", what);
-    for (guint i = 0; i < got->len; i++)
-      g_string_append_printf (s, "%s%d", i ? " " : "", g_array_index (got, gint32, i));
-    g_string_append (s, "], want [");
-    for (guint i = 0; i < want->len; i++)
-      g_string_append_printf (s, "%s%d", i ? " " : "", g_array_index (want, gint32, i));
-    g_string_append (s, "]");
-    g_test_message ("%s", s->str);
-    g_string_free (s, TRUE);
-  }
-  g_assert_true (same);
-}
-
-typedef void (*clip_test_func) (const fixture_model *m, const clip_data *c, const char *model);
+typedef void (*clip_test_func) (const decoder_fixture *m, const clip_data *c, const char *model);
 
 /* Runs `fn` on every clip of the model named by `data`. */
 static void
 for_each_clip (const char *model, clip_test_func fn)
 {
-  fixture_model *m = fixture_model_load (model);
+  decoder_fixture *m = decoder_fixture_load (model);
   if (!m)
     return;
-  GPtrArray *clips = fixture_clips (model);
+  GPtrArray *clips = fixture_list_clips (model, "enc.npy");
   g_assert_cmpuint (clips->len, >, 0);
   for (guint i = 0; i < clips->len; i++) {
     clip_data *c = clip_load (model, g_ptr_array_index (clips, i), canary_decoder_hidden (m->dec));
@@ -260,7 +166,7 @@ for_each_clip (const char *model, clip_test_func fn)
     clip_free (c);
   }
   g_ptr_array_unref (clips);
-  fixture_model_free (m);
+  decoder_fixture_free (m);
 }
 
 /* ----------------------------------------------------------------------------------------------
@@ -268,7 +174,7 @@ for_each_clip (const char *model, clip_test_func fn)
  * ---------------------------------------------------------------------------------------------- */
 
 static void
-clip_teacher_forcing (const fixture_model *m, const clip_data *c, const char *model)
+clip_teacher_forcing (const decoder_fixture *m, const clip_data *c, const char *model)
 {
   const int V = canary_decoder_vocab (m->dec), P = (int) c->prompt->len;
   g_assert_cmpint (c->tf.ndim, ==, 2);
@@ -303,20 +209,20 @@ clip_teacher_forcing (const fixture_model *m, const clip_data *c, const char *mo
 }
 
 static void
-clip_beam (const fixture_model *m, const clip_data *c, const char *model, int beam, const GArray *want)
+clip_beam (const decoder_fixture *m, const clip_data *c, const char *model, int beam, const GArray *want)
 {
   canary_decoder_state *st = state_for_clip (m, c, beam);
   canary_beam_options o = {
     .beam_size = beam,
-    .length_penalty = m->cfg->length_penalty,
+    .length_penalty = m->model.cfg->length_penalty,
     .max_len_total = canary_beam_max_len_total (canary_decoder_max_seq_len (m->dec), c->T,
-        m->cfg->max_generation_delta),
+        m->model.cfg->max_generation_delta),
     .eos_id = m->eos,
     .pad_id = m->pad,
   };
   /* The generator's cap as NeMo computed it for this clip (manifest max_tokens = cap − P + 1). */
-  char *mpath = tu_fixture_path ("manifest.json"), *key = g_strdup_printf ("models.%s.clips.%s.max_tokens", model,
-      c->name);
+  char *mpath = fixture_path ("manifest.json", NULL);
+  char *key = g_strdup_printf ("models.%s.clips.%s.max_tokens", model, c->name);
   GError *err = NULL;
   tu_json *manifest = tu_json_load (mpath, &err);
   g_assert_no_error (err);
@@ -342,20 +248,20 @@ clip_beam (const fixture_model *m, const clip_data *c, const char *model, int be
 }
 
 static void
-clip_beam1 (const fixture_model *m, const clip_data *c, const char *model)
+clip_beam1 (const decoder_fixture *m, const clip_data *c, const char *model)
 {
   clip_beam (m, c, model, 1, c->beam1);
 }
 
 static void
-clip_beam4 (const fixture_model *m, const clip_data *c, const char *model)
+clip_beam4 (const decoder_fixture *m, const clip_data *c, const char *model)
 {
   clip_beam (m, c, model, 4, c->beam4);
 }
 
 /* The prompt in one step, then one token per step from the cache, against one full pass. */
 static void
-clip_incremental (const fixture_model *m, const clip_data *c, const char *model)
+clip_incremental (const decoder_fixture *m, const clip_data *c, const char *model)
 {
   const int V = canary_decoder_vocab (m->dec), P = (int) c->prompt->len;
   GArray *seq = teacher_sequence (m, c);
@@ -464,15 +370,6 @@ synth_state (const synth_model *s, int max_beam, int enc_len)
   return st;
 }
 
-static double
-max_abs_diff (const float *a, const float *b, int n)
-{
-  double m = 0.0;
-  for (int i = 0; i < n; i++)
-    m = MAX (m, fabs ((double) a[i] - b[i]));
-  return m;
-}
-
 /* Hypotheses forked and regrouped by canary_decoder_reorder (shared parents, swaps, a hypothesis
  * dropped) must score exactly like their token histories recomputed from scratch. */
 static void
@@ -507,7 +404,7 @@ test_reorder (void)
     g_assert_no_error (err);
     for (int b = 0; b < K; b++) {
       g_assert_true (canary_decoder_step_all (ref, hist[b], len, 0, full, &err));
-      double d = max_abs_diff (logits + (gsize) b * V, full + (gsize) (len - 1) * V, V);
+      double d = max_abs_diff (logits + (gsize) b * V, full + (gsize) (len - 1) * V, V, NULL);
       g_assert_cmpfloat (d, <=, INCR_TOL);
     }
   }
@@ -518,7 +415,7 @@ test_reorder (void)
   hist[2][len] = last;
   g_assert_true (canary_decoder_step (st, &last, 1, 1, len, logits, &err));
   g_assert_true (canary_decoder_step_all (ref, hist[2], len + 1, 0, full, &err));
-  g_assert_cmpfloat (max_abs_diff (logits, full + (gsize) len * V, V), <=, INCR_TOL);
+  g_assert_cmpfloat (max_abs_diff (logits, full + (gsize) len * V, V, NULL), <=, INCR_TOL);
 
   g_free (logits);
   g_free (full);
@@ -750,7 +647,7 @@ test_encoder_mask (void)
   g_assert_true (canary_decoder_set_memory (st, s->enc, SYN_T, valid, &err));
   g_assert_true (canary_decoder_step_all (st, tok, 5, 0, b, &err));
   g_assert_no_error (err);
-  g_assert_cmpfloat (max_abs_diff (a, b, 5 * V), ==, 0.0);
+  g_assert_cmpfloat (max_abs_diff (a, b, (gsize) 5 * V, NULL), ==, 0.0);
   g_free (a);
   g_free (b);
   canary_decoder_state_free (st);

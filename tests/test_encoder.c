@@ -24,6 +24,7 @@
 #include "ckpt.h"
 #include "config.h"
 #include "encoder.h"
+#include "fixture.h"
 #include "mel.h"
 #include "nemo.h"
 #include "npy.h"
@@ -31,114 +32,21 @@
 #define ENC_TOL 1e-4
 #define INVARIANCE_TOL 1e-5
 
-static const char *const models[] = { "canary1-tiny", "canary2-tiny", "canary2-unified-tiny" };
-
-typedef struct {
-  canary_archive *ar;
-  canary_ckpt *ck;
-  canary_config *cfg;
-} test_model;
-
-/* Opens tests/fixtures/<name>/model.nemo; FALSE (nothing set) when the fixture is absent. */
-static gboolean
-model_load (const char *name, test_model *m)
-{
-  memset (m, 0, sizeof *m);
-  char *path = g_build_filename (FIXTURES_DIR, name, "model.nemo", NULL);
-  gboolean present = g_file_test (path, G_FILE_TEST_IS_REGULAR);
-  if (present) {
-    GError *err = NULL;
-    const guint8 *data;
-    gsize len;
-    m->ar = canary_archive_open (path, &err);
-    g_assert_no_error (err);
-    g_assert_true (canary_archive_find (m->ar, "model_weights.ckpt", &data, &len));
-    m->ck = canary_ckpt_parse (data, len, &err);
-    g_assert_no_error (err);
-    g_assert_true (canary_archive_find (m->ar, "model_config.yaml", &data, &len));
-    m->cfg = canary_config_parse ((const char *) data, len, &err);
-    g_assert_no_error (err);
-  }
-  g_free (path);
-  return present;
-}
-
-/* The first fixture model present, preferring models[first] (tests that need just one model
- * still run while the fixtures are being regenerated). */
-static gboolean
-model_load_any (guint first, test_model *m)
-{
-  for (guint i = 0; i < G_N_ELEMENTS (models); i++)
-    if (model_load (models[(first + i) % G_N_ELEMENTS (models)], m))
-      return TRUE;
-  return FALSE;
-}
-
-static void
-model_clear (test_model *m)
-{
-  canary_config_free (m->cfg);
-  canary_ckpt_free (m->ck);
-  canary_archive_free (m->ar);
-  memset (m, 0, sizeof *m);
-}
-
-/* g_ptr_array_sort passes pointers to the elements. */
-static int
-cmp_str_ptr (gconstpointer a, gconstpointer b)
-{
-  return g_strcmp0 (*(const char *const *) a, *(const char *const *) b);
-}
-
-/* Clip directories of a model fixture (those holding enc.npy), sorted. */
-static GPtrArray *
-list_clips (const char *model)
-{
-  GPtrArray *clips = g_ptr_array_new_with_free_func (g_free);
-  char *dir = g_build_filename (FIXTURES_DIR, model, NULL);
-  GDir *d = g_dir_open (dir, 0, NULL);
-  const char *name;
-  while (d && (name = g_dir_read_name (d))) {
-    char *probe = g_build_filename (dir, name, "enc.npy", NULL);
-    if (g_file_test (probe, G_FILE_TEST_IS_REGULAR))
-      g_ptr_array_add (clips, g_strdup (name));
-    g_free (probe);
-  }
-  if (d)
-    g_dir_close (d);
-  g_free (dir);
-  g_ptr_array_sort (clips, cmp_str_ptr);
-  return clips;
-}
-
-static void
-npy_load_fixture (const char *model, const char *clip, const char *file, npy_array *a)
-{
-  GError *err = NULL;
-  char *path = g_build_filename (FIXTURES_DIR, model, clip, file, NULL);
-  gboolean ok = npy_load (path, a, &err);
-  g_assert_no_error (err);
-  g_assert_true (ok);
-  g_free (path);
-}
-
-/* max|a − b| / max(1, max|b|) over n elements; *err_abs gets max|a − b|. */
+/* max|a − b| / max(1, max|b|) over n elements, all of `a` finite; *err_abs gets max|a − b|. */
 static double
 rel_error (const float *a, const float *b, gsize n, double *err_abs)
 {
-  double e = 0.0, rmax = 0.0;
-  for (gsize i = 0; i < n; i++) {
+  for (gsize i = 0; i < n; i++)
     g_assert_true (isfinite (a[i]));
-    e = MAX (e, fabs ((double) a[i] - b[i]));
-    rmax = MAX (rmax, fabs ((double) b[i]));
-  }
+  double rmax;
+  const double e = max_abs_diff (a, b, n, &rmax);
   if (err_abs)
     *err_abs = e;
   return e / MAX (1.0, rmax);
 }
 
 static canary_encoder *
-encoder_for (const test_model *m)
+encoder_for (const fixture_model *m)
 {
   GError *err = NULL;
   canary_encoder *enc = canary_encoder_new (m->cfg, m->ck, &err);
@@ -152,16 +60,16 @@ encoder_for (const test_model *m)
 /* One clip: NeMo's mel -> pre_encode and encoder output; our own mel of NeMo's waveform ->
  * encoder output. */
 static void
-check_clip (const test_model *m, const canary_encoder *enc, canary_encoder_work *work,
+check_clip (const fixture_model *m, const canary_encoder *enc, canary_encoder_work *work,
     const canary_mel *mel, const char *model, const char *clip)
 {
   npy_array a_mel, a_len, a_pre, a_enc, a_elen, a_wav;
-  npy_load_fixture (model, clip, "mel.npy", &a_mel);
-  npy_load_fixture (model, clip, "mel_len.npy", &a_len);
-  npy_load_fixture (model, clip, "pre_encode.npy", &a_pre);
-  npy_load_fixture (model, clip, "enc.npy", &a_enc);
-  npy_load_fixture (model, clip, "enc_len.npy", &a_elen);
-  npy_load_fixture (model, clip, "waveform.npy", &a_wav);
+  fixture_load_npy (model, clip, "mel.npy", &a_mel);
+  fixture_load_npy (model, clip, "mel_len.npy", &a_len);
+  fixture_load_npy (model, clip, "pre_encode.npy", &a_pre);
+  fixture_load_npy (model, clip, "enc.npy", &a_enc);
+  fixture_load_npy (model, clip, "enc_len.npy", &a_elen);
+  fixture_load_npy (model, clip, "waveform.npy", &a_wav);
   const int frames = (int) a_mel.shape[1], valid = (int) npy_get_i64 (&a_len, 0);
   float *fmel = npy_to_f32 (&a_mel), *fpre = npy_to_f32 (&a_pre), *fenc = npy_to_f32 (&a_enc);
   const int D = canary_encoder_d_model (enc), H = canary_encoder_out_dim (enc);
@@ -220,9 +128,9 @@ static void
 test_fixtures (void)
 {
   int checked = 0;
-  for (guint mi = 0; mi < G_N_ELEMENTS (models); mi++) {
-    test_model m;
-    if (!model_load (models[mi], &m))
+  for (guint mi = 0; mi < G_N_ELEMENTS (fixture_models); mi++) {
+    fixture_model m;
+    if (!fixture_model_open (fixture_models[mi], &m))
       continue;
     GError *err = NULL;
     canary_encoder *enc = encoder_for (&m);
@@ -231,20 +139,20 @@ test_fixtures (void)
     /* Deliberately small: the work must grow when a longer clip arrives. */
     canary_encoder_work *work = canary_encoder_work_new (enc, 50, &err);
     g_assert_no_error (err);
-    GPtrArray *clips = list_clips (models[mi]);
+    GPtrArray *clips = fixture_list_clips (fixture_models[mi], "enc.npy");
     for (guint ci = 0; ci < clips->len; ci++, checked++)
-      check_clip (&m, enc, work, mel, models[mi], clips->pdata[ci]);
+      check_clip (&m, enc, work, mel, fixture_models[mi], clips->pdata[ci]);
     g_test_message ("%s: encoder holds %" G_GSIZE_FORMAT " bytes of own weights, work %"
-        G_GSIZE_FORMAT " bytes", models[mi], canary_encoder_weight_bytes (enc),
+        G_GSIZE_FORMAT " bytes", fixture_models[mi], canary_encoder_weight_bytes (enc),
         canary_encoder_work_bytes (work));
     g_ptr_array_unref (clips);
     canary_encoder_work_free (work);
     canary_mel_free (mel);
     canary_encoder_free (enc);
-    model_clear (&m);
+    fixture_model_close (&m);
   }
   if (checked == 0)
-    g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
+    fixture_skip_no_models ();
 }
 
 /* Valid outputs do not depend on anything past the valid length: extra frames (random values,
@@ -252,11 +160,9 @@ test_fixtures (void)
 static void
 test_invariance (void)
 {
-  test_model m;
-  if (!model_load_any (1, &m)) {
-    g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
+  fixture_model m;
+  if (!fixture_model_open_any_or_skip (1, &m))
     return;
-  }
   GError *err = NULL;
   canary_encoder *enc = encoder_for (&m);
   canary_encoder_work *w = canary_encoder_work_new (enc, 400, &err);
@@ -293,7 +199,7 @@ test_invariance (void)
   g_rand_free (rng);
   canary_encoder_work_free (w);
   canary_encoder_free (enc);
-  model_clear (&m);
+  fixture_model_close (&m);
 }
 
 /* A config that disagrees with the checkpoint is refused with an error naming the key. */
@@ -312,11 +218,9 @@ expect_rejected (const canary_config *cfg, const canary_ckpt *ck, int code, cons
 static void
 test_rejects_mismatch (void)
 {
-  test_model m;
-  if (!model_load_any (0, &m)) {
-    g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
+  fixture_model m;
+  if (!fixture_model_open_any_or_skip (0, &m))
     return;
-  }
   canary_config c = *m.cfg;
   c.enc_d_model = m.cfg->enc_d_model * 2;
   expect_rejected (&c, m.ck, CANARY_ERROR_FORMAT, "encoder.pre_encode.out.weight");
@@ -353,18 +257,16 @@ test_rejects_mismatch (void)
   c = *m.cfg;
   c.dec_hidden = m.cfg->enc_d_model + 32;   /* a projection would be needed but is absent */
   expect_rejected (&c, m.ck, CANARY_ERROR_NOT_FOUND, "encoder_decoder_proj");
-  model_clear (&m);
+  fixture_model_close (&m);
 }
 
 /* Bad arguments are errors; edge lengths (no valid frame, one frame) run and stay finite. */
 static void
 test_bad_args_and_edges (void)
 {
-  test_model m;
-  if (!model_load_any (2, &m)) {
-    g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
+  fixture_model m;
+  if (!fixture_model_open_any_or_skip (2, &m))
     return;
-  }
   GError *err = NULL;
   canary_encoder *enc = encoder_for (&m);
   canary_encoder_work *w = canary_encoder_work_new (enc, 16, &err);
@@ -404,7 +306,7 @@ test_bad_args_and_edges (void)
   g_free (mel);
   canary_encoder_work_free (w);
   canary_encoder_free (enc);
-  model_clear (&m);
+  fixture_model_close (&m);
 }
 
 int

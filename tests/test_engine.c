@@ -12,69 +12,23 @@
 #include <string.h>
 
 #include "canary.h"
+#include "fixture.h"
 #include "npy.h"
+#include "testutil.h"
 #include "wav.h"
-
-static int
-cmp_str_ptr (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
-static GPtrArray *
-list_models (void)
-{
-  GPtrArray *models = g_ptr_array_new_with_free_func (g_free);
-  GDir *dir = g_dir_open (FIXTURES_DIR, 0, NULL);
-  const char *name;
-  while (dir && (name = g_dir_read_name (dir))) {
-    char *nemo = g_build_filename (FIXTURES_DIR, name, "model.nemo", NULL);
-    if (g_file_test (nemo, G_FILE_TEST_IS_REGULAR))
-      g_ptr_array_add (models, g_strdup (name));
-    g_free (nemo);
-  }
-  if (dir)
-    g_dir_close (dir);
-  g_ptr_array_sort (models, cmp_str_ptr);
-  return models;
-}
-
-static GPtrArray *
-list_clips (const char *model)
-{
-  GPtrArray *clips = g_ptr_array_new_with_free_func (g_free);
-  char *mdir = g_build_filename (FIXTURES_DIR, model, NULL);
-  GDir *dir = g_dir_open (mdir, 0, NULL);
-  const char *name;
-  while (dir && (name = g_dir_read_name (dir))) {
-    char *ids = g_build_filename (mdir, name, "beam1_ids.npy", NULL);
-    if (g_file_test (ids, G_FILE_TEST_IS_REGULAR))
-      g_ptr_array_add (clips, g_strdup (name));
-    g_free (ids);
-  }
-  if (dir)
-    g_dir_close (dir);
-  g_free (mdir);
-  g_ptr_array_sort (clips, cmp_str_ptr);
-  return clips;
-}
-
-static char *
-model_path (const char *model)
-{
-  return g_build_filename (FIXTURES_DIR, model, "model.nemo", NULL);
-}
 
 static float *
 read_clip (const char *clip, gsize *n)
 {
   GError *err = NULL;
   int rate = 0;
-  char *path = g_strdup_printf ("%s/audio/%s.wav", FIXTURES_DIR, clip);
+  char *name = g_strdup_printf ("%s.wav", clip);
+  char *path = fixture_path ("audio", name, NULL);
   float *pcm = wav_read_mono (path, n, &rate, &err);
   g_assert_no_error (err);
   g_assert_cmpint (rate, ==, 16000);
   g_free (path);
+  g_free (name);
   return pcm;
 }
 
@@ -82,16 +36,12 @@ read_clip (const char *clip, gsize *n)
 static void
 assert_matches_nemo (const canary_result *r, const char *model, const char *clip, const char *prefix)
 {
-  GError *err = NULL;
   npy_array ids;
-  char *ids_path = g_strdup_printf ("%s/%s/%s/%s_ids.npy", FIXTURES_DIR, model, clip, prefix);
-  char *text_path = g_strdup_printf ("%s/%s/%s/%s_text.txt", FIXTURES_DIR, model, clip, prefix);
-  char *text = NULL;
-
-  g_assert_true (npy_load (ids_path, &ids, &err));
-  g_assert_no_error (err);
-  g_assert_true (g_file_get_contents (text_path, &text, NULL, &err));
-  g_assert_no_error (err);
+  char *ids_name = g_strdup_printf ("%s_ids.npy", prefix);
+  char *text_name = g_strdup_printf ("%s_text.txt", prefix);
+  char *text_path = fixture_path (model, clip, text_name, NULL);
+  fixture_load_npy (model, clip, ids_name, &ids);
+  char *text = tu_read_file (text_path, NULL);
 
   gsize first_diff = 0;
   while (first_diff < ids.numel && first_diff < r->n_tokens &&
@@ -105,29 +55,30 @@ assert_matches_nemo (const canary_result *r, const char *model, const char *clip
   g_assert_cmpstr (r->text, ==, text);
 
   g_free (text);
-  g_free (ids_path);
   g_free (text_path);
+  g_free (text_name);
+  g_free (ids_name);
   npy_array_clear (&ids);
 }
 
 static void
 test_fixtures_match_nemo (void)
 {
-  g_autoptr (GPtrArray) models = list_models ();
+  g_autoptr (GPtrArray) models = fixture_list_models ();
   if (models->len == 0) {
-    g_test_skip ("no fixture models in " FIXTURES_DIR);
+    fixture_skip_no_models ();
     return;
   }
   for (guint i = 0; i < models->len; i++) {
     const char *model = models->pdata[i];
     GError *err = NULL;
-    char *path = model_path (model);
+    char *path = fixture_model_nemo (model);
     canary_model *m = canary_model_load (path, NULL, &err);
     g_assert_no_error (err);
     canary_state *st = canary_state_new (m, &err);
     g_assert_no_error (err);
 
-    g_autoptr (GPtrArray) clips = list_clips (model);
+    g_autoptr (GPtrArray) clips = fixture_list_clips (model, "beam1_ids.npy");
     g_assert_cmpuint (clips->len, >, 0);
     for (guint c = 0; c < clips->len; c++) {
       const char *clip = clips->pdata[c];
@@ -155,11 +106,11 @@ test_fixtures_match_nemo (void)
 static canary_model *
 load_first_model (char **name_out)
 {
-  g_autoptr (GPtrArray) models = list_models ();
+  g_autoptr (GPtrArray) models = fixture_list_models ();
   if (models->len == 0)
     return NULL;
   GError *err = NULL;
-  char *path = model_path (models->pdata[0]);
+  char *path = fixture_model_nemo (models->pdata[0]);
   canary_model *m = canary_model_load (path, NULL, &err);
   g_assert_no_error (err);
   g_free (path);
@@ -174,12 +125,13 @@ test_cache_shares_models (void)
   char *name = NULL;
   canary_model *a = load_first_model (&name);
   if (!a) {
-    g_test_skip ("no fixture models");
+    fixture_skip_no_models ();
     return;
   }
   GError *err = NULL;
   /* A different spelling of the same file hits the same cache entry. */
-  char *other = g_strdup_printf ("%s/../fixtures/%s/./model.nemo", FIXTURES_DIR, name);
+  char *dir_name = g_path_get_basename (fixture_dir ());
+  char *other = g_strdup_printf ("%s/../%s/%s/./model.nemo", fixture_dir (), dir_name, name);
   canary_model *b = canary_model_load (other, NULL, &err);
   g_assert_no_error (err);
   g_assert_true (a == b);
@@ -191,6 +143,7 @@ test_cache_shares_models (void)
   g_assert_nonnull (canary_model_get_info (c));
   canary_model_unref (c);
   g_free (other);
+  g_free (dir_name);
   g_free (name);
 }
 
@@ -200,13 +153,13 @@ test_extracted_directory (void)
   char *name = NULL;
   canary_model *m = load_first_model (&name);
   if (!m) {
-    g_test_skip ("no fixture models");
+    fixture_skip_no_models ();
     return;
   }
   GError *err = NULL;
   char *tmp = g_dir_make_tmp ("canary-XXXXXX", &err);
   g_assert_no_error (err);
-  char *nemo = model_path (name);
+  char *nemo = fixture_model_nemo (name);
   const char *argv[] = { "tar", "-xf", nemo, "-C", tmp, NULL };
   int status = 0;
   g_assert_true (g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL,
@@ -246,13 +199,15 @@ static void
 test_bad_model_files (void)
 {
   GError *err = NULL;
-  g_assert_null (canary_model_load (FIXTURES_DIR "/no-such-model.nemo", NULL, &err));
+  char *missing = fixture_path ("no-such-model.nemo", NULL);
+  g_assert_null (canary_model_load (missing, NULL, &err));
   g_assert_error (err, CANARY_ERROR, CANARY_ERROR_NOT_FOUND);
   g_assert_nonnull (strstr (err->message, "no-such-model.nemo"));
   g_clear_error (&err);
 
   /* A foreign file (a WAV) is not a model: a format error, never a crash. */
-  g_assert_null (canary_model_load (FIXTURES_DIR "/audio/speech4s.wav", NULL, &err));
+  char *wav = fixture_path ("audio", "speech4s.wav", NULL);
+  g_assert_null (canary_model_load (wav, NULL, &err));
   g_assert_error (err, CANARY_ERROR, CANARY_ERROR_FORMAT);
   g_test_message ("foreign file: %s", err->message);
   g_clear_error (&err);
@@ -265,9 +220,13 @@ test_bad_model_files (void)
   canary_model_options o;
   canary_model_options_init (&o);
   o.device = CANARY_DEVICE_CUDA;
-  g_assert_null (canary_model_load (FIXTURES_DIR "/x.nemo", &o, &err));
+  char *any = fixture_path ("x.nemo", NULL);
+  g_assert_null (canary_model_load (any, &o, &err));
   g_assert_error (err, CANARY_ERROR, CANARY_ERROR_DEVICE);
   g_clear_error (&err);
+  g_free (any);
+  g_free (wav);
+  g_free (missing);
 }
 
 static void
@@ -276,15 +235,14 @@ test_truncated_model (void)
   char *name = NULL;
   canary_model *m = load_first_model (&name);
   if (!m) {
-    g_test_skip ("no fixture models");
+    fixture_skip_no_models ();
     return;
   }
   canary_model_unref (m);
   GError *err = NULL;
-  char *path = model_path (name);
-  gchar *bytes;
+  char *path = fixture_model_nemo (name);
   gsize len;
-  g_assert_true (g_file_get_contents (path, &bytes, &len, &err));
+  char *bytes = tu_read_file (path, &len);
   char *tmp = g_build_filename (g_get_tmp_dir (), "canary-truncated.nemo", NULL);
   /* Cut inside the first header and at points inside the members (the checkpoint is the bulk of
    * the file). Cutting only the zero blocks at the very end leaves a readable archive, as tar
@@ -311,7 +269,7 @@ test_bad_audio_and_options (void)
 {
   canary_model *m = load_first_model (NULL);
   if (!m) {
-    g_test_skip ("no fixture models");
+    fixture_skip_no_models ();
     return;
   }
   GError *err = NULL;
@@ -377,7 +335,7 @@ test_language_lookup (void)
 {
   canary_model *m = load_first_model (NULL);
   if (!m) {
-    g_test_skip ("no fixture models");
+    fixture_skip_no_models ();
     return;
   }
   const canary_model_info *info = canary_model_get_info (m);
@@ -411,7 +369,7 @@ test_log_callback (void)
   canary_model *m = load_first_model (NULL);
   canary_set_log_func (NULL, NULL);
   if (!m) {
-    g_test_skip ("no fixture models");
+    fixture_skip_no_models ();
     return;
   }
   g_assert_cmpint (lines, >, 0);

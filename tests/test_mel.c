@@ -20,6 +20,7 @@
 #include "canary.h"
 #include "ckpt.h"
 #include "config.h"
+#include "fixture.h"
 #include "mel.h"
 #include "nemo.h"
 #include "npy.h"
@@ -27,111 +28,8 @@
 
 #define FEATURE_TOL 1e-4
 
-static const char *const models[] = { "canary1-tiny", "canary2-tiny", "canary2-unified-tiny" };
-
-typedef struct {
-  canary_archive *ar;
-  canary_ckpt *ck;
-  canary_config *cfg;
-} test_model;
-
-/* Opens tests/fixtures/<name>/model.nemo; FALSE (nothing set) when the fixture is absent. */
-static gboolean
-model_load (const char *name, test_model *m)
-{
-  memset (m, 0, sizeof *m);
-  char *path = g_build_filename (FIXTURES_DIR, name, "model.nemo", NULL);
-  gboolean present = g_file_test (path, G_FILE_TEST_IS_REGULAR);
-  if (present) {
-    GError *err = NULL;
-    const guint8 *data;
-    gsize len;
-    m->ar = canary_archive_open (path, &err);
-    g_assert_no_error (err);
-    g_assert_true (canary_archive_find (m->ar, "model_weights.ckpt", &data, &len));
-    m->ck = canary_ckpt_parse (data, len, &err);
-    g_assert_no_error (err);
-    g_assert_true (canary_archive_find (m->ar, "model_config.yaml", &data, &len));
-    m->cfg = canary_config_parse ((const char *) data, len, &err);
-    g_assert_no_error (err);
-  }
-  g_free (path);
-  return present;
-}
-
-/* The first fixture model present, preferring models[first] (tests that need just one model
- * still run while the fixtures are being regenerated). */
-static gboolean
-model_load_any (guint first, test_model *m)
-{
-  for (guint i = 0; i < G_N_ELEMENTS (models); i++)
-    if (model_load (models[(first + i) % G_N_ELEMENTS (models)], m))
-      return TRUE;
-  return FALSE;
-}
-
-static void
-model_clear (test_model *m)
-{
-  canary_config_free (m->cfg);
-  canary_ckpt_free (m->ck);
-  canary_archive_free (m->ar);
-  memset (m, 0, sizeof *m);
-}
-
-/* g_ptr_array_sort passes pointers to the elements. */
-static int
-cmp_str_ptr (gconstpointer a, gconstpointer b)
-{
-  return g_strcmp0 (*(const char *const *) a, *(const char *const *) b);
-}
-
-/* Clip directories of a model fixture (those holding mel.npy), sorted. */
-static GPtrArray *
-list_clips (const char *model)
-{
-  GPtrArray *clips = g_ptr_array_new_with_free_func (g_free);
-  char *dir = g_build_filename (FIXTURES_DIR, model, NULL);
-  GDir *d = g_dir_open (dir, 0, NULL);
-  const char *name;
-  while (d && (name = g_dir_read_name (d))) {
-    char *probe = g_build_filename (dir, name, "mel.npy", NULL);
-    if (g_file_test (probe, G_FILE_TEST_IS_REGULAR))
-      g_ptr_array_add (clips, g_strdup (name));
-    g_free (probe);
-  }
-  if (d)
-    g_dir_close (d);
-  g_free (dir);
-  g_ptr_array_sort (clips, cmp_str_ptr);
-  return clips;
-}
-
-static void
-npy_load_fixture (const char *model, const char *clip, const char *file, npy_array *a)
-{
-  GError *err = NULL;
-  char *path = g_build_filename (FIXTURES_DIR, model, clip, file, NULL);
-  gboolean ok = npy_load (path, a, &err);
-  g_assert_no_error (err);
-  g_assert_true (ok);
-  g_free (path);
-}
-
-/* max|a − b| and max|b| over n elements. */
-static void
-max_errors (const float *a, const float *b, gsize n, double *err, double *ref_max)
-{
-  *err = 0.0;
-  *ref_max = 0.0;
-  for (gsize i = 0; i < n; i++) {
-    *err = MAX (*err, fabs ((double) a[i] - b[i]));
-    *ref_max = MAX (*ref_max, fabs ((double) b[i]));
-  }
-}
-
 static canary_mel *
-mel_for (const test_model *m)
+mel_for (const fixture_model *m)
 {
   GError *err = NULL;
   canary_mel *mel = canary_mel_new (m->cfg, m->ck, &err);
@@ -146,19 +44,19 @@ static void
 test_fixtures (void)
 {
   int checked = 0;
-  for (guint mi = 0; mi < G_N_ELEMENTS (models); mi++) {
-    test_model m;
-    if (!model_load (models[mi], &m))
+  for (guint mi = 0; mi < G_N_ELEMENTS (fixture_models); mi++) {
+    fixture_model m;
+    if (!fixture_model_open (fixture_models[mi], &m))
       continue;
     canary_mel *mel = mel_for (&m);
     const int n_mels = canary_mel_n_mels (mel);
-    GPtrArray *clips = list_clips (models[mi]);
+    GPtrArray *clips = fixture_list_clips (fixture_models[mi], "mel.npy");
     for (guint ci = 0; ci < clips->len; ci++) {
       const char *clip = clips->pdata[ci];
       npy_array wav, ref, ref_len;
-      npy_load_fixture (models[mi], clip, "waveform.npy", &wav);
-      npy_load_fixture (models[mi], clip, "mel.npy", &ref);
-      npy_load_fixture (models[mi], clip, "mel_len.npy", &ref_len);
+      fixture_load_npy (fixture_models[mi], clip, "waveform.npy", &wav);
+      fixture_load_npy (fixture_models[mi], clip, "mel.npy", &ref);
+      fixture_load_npy (fixture_models[mi], clip, "mel_len.npy", &ref_len);
       g_assert_cmpint (wav.ndim, ==, 1);
       g_assert_cmpint (ref.ndim, ==, 2);
       float *pcm = npy_to_f32 (&wav), *want = npy_to_f32 (&ref);
@@ -174,9 +72,9 @@ test_fixtures (void)
       g_assert_cmpint (n_valid, ==, npy_get_i64 (&ref_len, 0));
 
       double e, rmax;
-      max_errors (got, want, frames * n_mels, &e, &rmax);
+      e = max_abs_diff (got, want, frames * n_mels, &rmax);
       g_test_message ("%s/%s: %" G_GSIZE_FORMAT " samples, %" G_GSIZE_FORMAT " frames (%d valid): "
-          "max|err| %.3g, max|ref| %.3g, rel %.3g", models[mi], clip, wav.numel, frames, n_valid,
+          "max|err| %.3g, max|ref| %.3g, rel %.3g", fixture_models[mi], clip, wav.numel, frames, n_valid,
           e, rmax, e / MAX (1.0, rmax));
       g_assert_cmpfloat (e, <=, FEATURE_TOL * MAX (1.0, rmax));
       checked++;
@@ -189,10 +87,10 @@ test_fixtures (void)
     }
     g_ptr_array_unref (clips);
     canary_mel_free (mel);
-    model_clear (&m);
+    fixture_model_close (&m);
   }
   if (checked == 0)
-    g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
+    fixture_skip_no_models ();
 }
 
 /* The raw clip padded by canary_pad_short_audio must be exactly NeMo's waveform. */
@@ -200,15 +98,15 @@ static void
 test_padding_matches_nemo (void)
 {
   int checked = 0;
-  for (guint mi = 0; mi < G_N_ELEMENTS (models); mi++) {
-    test_model m;
-    if (!model_load (models[mi], &m))
+  for (guint mi = 0; mi < G_N_ELEMENTS (fixture_models); mi++) {
+    fixture_model m;
+    if (!fixture_model_open (fixture_models[mi], &m))
       continue;
-    GPtrArray *clips = list_clips (models[mi]);
+    GPtrArray *clips = fixture_list_clips (fixture_models[mi], "mel.npy");
     for (guint ci = 0; ci < clips->len; ci++) {
       const char *clip = clips->pdata[ci];
       char *wname = g_strdup_printf ("%s.wav", clip);
-      char *wpath = g_build_filename (FIXTURES_DIR, "audio", wname, NULL);
+      char *wpath = fixture_path ("audio", wname, NULL);
       GError *err = NULL;
       gsize n;
       int rate;
@@ -220,10 +118,10 @@ test_padding_matches_nemo (void)
       const float *mine = padded ? padded : raw;
 
       npy_array ref;
-      npy_load_fixture (models[mi], clip, "waveform.npy", &ref);
+      fixture_load_npy (fixture_models[mi], clip, "waveform.npy", &ref);
       g_assert_cmpint (ref.dtype, ==, NPY_DTYPE_F32);
       g_test_message ("%s/%s: %" G_GSIZE_FORMAT " raw samples -> %" G_GSIZE_FORMAT " (NeMo %"
-          G_GSIZE_FORMAT ")", models[mi], clip, n, np, ref.numel);
+          G_GSIZE_FORMAT ")", fixture_models[mi], clip, n, np, ref.numel);
       g_assert_cmpuint (np, ==, ref.numel);
       g_assert_true (memcmp (mine, ref.data, np * sizeof (float)) == 0);
       checked++;
@@ -234,10 +132,10 @@ test_padding_matches_nemo (void)
       g_free (wname);
     }
     g_ptr_array_unref (clips);
-    model_clear (&m);
+    fixture_model_close (&m);
   }
   if (checked == 0)
-    g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
+    fixture_skip_no_models ();
 }
 
 /* The split rule itself on lengths around the edge cases (odd/even padding, 0, 1 s). */
@@ -274,11 +172,9 @@ test_padding_rule (void)
 static void
 test_valid_mask (void)
 {
-  test_model m;
-  if (!model_load_any (0, &m)) {
-    g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
+  fixture_model m;
+  if (!fixture_model_open_any_or_skip (0, &m))
     return;
-  }
   canary_mel *mel = mel_for (&m);
   const int n_mels = canary_mel_n_mels (mel);
   GRand *rng = g_rand_new ();   /* fresh seed per run */
@@ -309,14 +205,14 @@ test_valid_mask (void)
   }
   g_rand_free (rng);
   canary_mel_free (mel);
-  model_clear (&m);
+  fixture_model_close (&m);
 }
 
 /* An independent, naive implementation of the same pipeline (DFT by definition in double,
  * explicit framing) on random audio of random lengths: checks the framing/centring/padding
  * arithmetic on lengths the fixtures do not cover. Same FEATURE_TOL criterion. */
 static void
-naive_features (const canary_mel *mel, const test_model *m, const float *x, gsize n, double *out)
+naive_features (const canary_mel *mel, const fixture_model *m, const float *x, gsize n, double *out)
 {
   int n_fft, n_mels, n_bins;
   const float *win = canary_mel_window (mel, &n_fft);
@@ -360,11 +256,9 @@ naive_features (const canary_mel *mel, const test_model *m, const float *x, gsiz
 static void
 test_random_vs_naive (void)
 {
-  test_model m;
-  if (!model_load_any (1, &m)) {
-    g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
+  fixture_model m;
+  if (!fixture_model_open_any_or_skip (1, &m))
     return;
-  }
   canary_mel *mel = mel_for (&m);
   const int n_mels = canary_mel_n_mels (mel);
   GRand *rng = g_rand_new ();
@@ -393,7 +287,7 @@ test_random_vs_naive (void)
   }
   g_rand_free (rng);
   canary_mel_free (mel);
-  model_clear (&m);
+  fixture_model_close (&m);
 }
 
 /* The computed window/filterbank (used when a checkpoint lacks the buffers) equal NeMo's stored
@@ -402,11 +296,9 @@ test_random_vs_naive (void)
 static void
 test_computed_buffers (void)
 {
-  test_model m;
-  if (!model_load_any (0, &m)) {
-    g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
+  fixture_model m;
+  if (!fixture_model_open_any_or_skip (0, &m))
     return;
-  }
   GError *err = NULL;
   const canary_tensor *tw = canary_ckpt_get (m.ck, "preprocessor.featurizer.window");
   const canary_tensor *tf = canary_ckpt_get (m.ck, "preprocessor.featurizer.fb");
@@ -422,7 +314,7 @@ test_computed_buffers (void)
       m.cfg->sample_rate / 2.0, &err);
   g_assert_no_error (err);
   double e, rmax;
-  max_errors (fb, sf, (gsize) tf->numel, &e, &rmax);
+  e = max_abs_diff (fb, sf, (gsize) tf->numel, &rmax);
   g_test_message ("filterbank: max|err| %.3g of max %.3g", e, rmax);
   g_assert_cmpfloat (e, <=, 1e-6 * rmax);
 
@@ -438,7 +330,7 @@ test_computed_buffers (void)
   float *oa = g_new (float, frames * m.cfg->n_mels), *ob = g_new (float, frames * m.cfg->n_mels);
   g_assert_true (canary_mel_compute (a, pcm, n, oa, NULL, &err));
   g_assert_true (canary_mel_compute (b, pcm, n, ob, NULL, &err));
-  max_errors (ob, oa, frames * m.cfg->n_mels, &e, &rmax);
+  e = max_abs_diff (ob, oa, frames * m.cfg->n_mels, &rmax);
   g_assert_cmpfloat (e, <=, FEATURE_TOL * MAX (1.0, rmax));
   g_free (oa);
   g_free (ob);
@@ -450,18 +342,16 @@ test_computed_buffers (void)
   g_free (fb);
   g_free (sw);
   g_free (sf);
-  model_clear (&m);
+  fixture_model_close (&m);
 }
 
 /* Bad input is an error, never a crash; the clamp guard type is honoured. */
 static void
 test_errors_and_clamp (void)
 {
-  test_model m;
-  if (!model_load_any (0, &m)) {
-    g_test_skip ("no NeMo fixtures under " FIXTURES_DIR);
+  fixture_model m;
+  if (!fixture_model_open_any_or_skip (0, &m))
     return;
-  }
   GError *err = NULL;
   canary_mel *mel = mel_for (&m);
   float pcm[400], out[3 * 512];
@@ -494,7 +384,7 @@ test_errors_and_clamp (void)
   g_assert_null (canary_mel_new (&cfg, m.ck, &err));
   g_assert_error (err, CANARY_ERROR, CANARY_ERROR_FORMAT);
   g_clear_error (&err);
-  model_clear (&m);
+  fixture_model_close (&m);
 }
 
 int

@@ -11,8 +11,8 @@
 
 #include "canary.h"
 #include "config.h"
+#include "fixture.h"
 #include "nemo.h"
-#include "npy.h"
 #include "testutil.h"
 #include "tokenizer.h"
 
@@ -35,50 +35,12 @@ json_ids (const tu_json *v)
   return ids;
 }
 
-static GArray *
-npy_ids (const char *path)
-{
-  npy_array a;
-  GError *err = NULL;
-  g_assert_true (npy_load (path, &a, &err));
-  g_assert_no_error (err);
-  GArray *ids = g_array_sized_new (FALSE, FALSE, sizeof (gint32), (guint) a.numel);
-  for (gsize i = 0; i < a.numel; i++) {
-    const gint32 id = (gint32) npy_get_i64 (&a, i);
-    g_array_append_val (ids, id);
-  }
-  npy_array_clear (&a);
-  return ids;
-}
-
-static void
-assert_ids_equal (const GArray *got, const GArray *want, const char *what)
-{
-  gboolean same = got->len == want->len;
-  for (guint i = 0; same && i < got->len; i++)
-    same = g_array_index (got, gint32, i) == g_array_index (want, gint32, i);
-  if (!same) {
-    GString *s = g_string_new (NULL);
-    g_string_append_printf (s, "%s: got [", what);
-    for (guint i = 0; i < got->len; i++)
-      g_string_append_printf (s, "%s%d", i ? " " : "", g_array_index (got, gint32, i));
-    g_string_append (s, "], want [");
-    for (guint i = 0; i < want->len; i++)
-      g_string_append_printf (s, "%s%d", i ? " " : "", g_array_index (want, gint32, i));
-    g_string_append (s, "]");
-    g_test_message ("%s", s->str);
-    g_string_free (s, TRUE);
-  }
-  g_assert_true (same);
-}
-
 static tu_json *spm_expect;  /* loaded once in main */
 
 static canary_spm *
 load_spm_fixture (const char *file)
 {
-  char *rel = g_build_filename ("spm", file, NULL);
-  char *path = tu_fixture_path (rel);
+  char *path = fixture_path ("spm", file, NULL);
   gsize len;
   char *data = tu_read_file (path, &len);
   GError *err = NULL;
@@ -87,7 +49,6 @@ load_spm_fixture (const char *file)
   g_assert_nonnull (spm);
   g_free (data);
   g_free (path);
-  g_free (rel);
   return spm;
 }
 
@@ -674,8 +635,7 @@ test_spm_truncated (void)
 {
   static const char *const files[] = { "bpe_bf.model", "unigram_keepws.model" };
   for (guint f = 0; f < G_N_ELEMENTS (files); f++) {
-    char *rel = g_build_filename ("spm", files[f], NULL);
-    char *path = tu_fixture_path (rel);
+    char *path = fixture_path ("spm", files[f], NULL);
     gsize len;
     char *data = tu_read_file (path, &len);
     guint n_ok = 0;
@@ -696,7 +656,6 @@ test_spm_truncated (void)
     g_assert_cmpuint (n_ok, <, len / 4);
     g_free (data);
     g_free (path);
-    g_free (rel);
   }
 }
 
@@ -704,7 +663,7 @@ test_spm_truncated (void)
 static void
 test_spm_mutated (void)
 {
-  char *path = tu_fixture_path ("spm/bpe_nodummy.model");
+  char *path = fixture_path ("spm", "bpe_nodummy.model", NULL);
   gsize len;
   char *data = tu_read_file (path, &len);
   GRand *rng = g_rand_new_with_seed (1234);
@@ -754,7 +713,7 @@ test_spm_mutated (void)
 
 /* ----------------------------------------------------------------------------------------------
  * Tokenizers over the sentencepiece test models (no NeMo fixture needed): the directory
- * FIXTURES_DIR/spm serves as an extracted archive, the config is written by hand.
+ * fixture_dir()/spm serves as an extracted archive, the config is written by hand.
  * ---------------------------------------------------------------------------------------------- */
 
 static const tu_json *
@@ -801,7 +760,7 @@ static void
 test_synthetic_unified (void)
 {
   static const char *const model[] = { "unified", "nemo:bpe_bf.model", NULL };
-  char *dir = tu_fixture_path ("spm");
+  char *dir = fixture_path ("spm", NULL);
   GError *err = NULL;
   canary_archive *ar = canary_archive_open (dir, &err);
   g_assert_no_error (err);
@@ -879,7 +838,7 @@ test_synthetic_aggregate (void)
     tu_json_get (spm_expect_model ("unigram_keepws.model"), "pieces"),
     tu_json_get (spm_expect_model ("unigram_bf.model"), "pieces") };
   const int offsets[] = { 0, 120, 230 };
-  char *dir = tu_fixture_path ("spm");
+  char *dir = fixture_path ("spm", NULL);
   GError *err = NULL;
   canary_archive *ar = canary_archive_open (dir, &err);
   g_assert_no_error (err);
@@ -939,47 +898,31 @@ test_synthetic_aggregate (void)
  * NeMo fixture models: prompts and detokenisation
  * ---------------------------------------------------------------------------------------------- */
 
+/* A fixture model and its tokenizer. */
 typedef struct {
-  canary_archive *ar;
-  canary_config *cfg;
+  fixture_model model;
   canary_tokenizer *tok;
-} fixture;
+} tok_fixture;
 
-/* Loads FIXTURES_DIR/<name>/model.nemo, or skips the test (FALSE) when it is not there. */
+/* Opens fixture model `name` and its tokenizer, or skips the test (FALSE) when it is not there. */
 static gboolean
-fixture_open (const char *name, fixture *fx)
+tok_fixture_open (const char *name, tok_fixture *fx)
 {
-  char *path = g_build_filename (FIXTURES_DIR, name, "model.nemo", NULL);
-  GError *err = NULL;
-  const guint8 *yaml;
-  gsize yaml_len;
-
   memset (fx, 0, sizeof *fx);
-  if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
-    char *msg = g_strdup_printf ("fixture %s not generated yet", path);
-    g_test_skip (msg);
-    g_free (msg);
-    g_free (path);
+  if (!fixture_model_open_or_skip (name, &fx->model))
     return FALSE;
-  }
-  fx->ar = canary_archive_open (path, &err);
-  g_assert_no_error (err);
-  g_assert_true (canary_archive_find (fx->ar, "model_config.yaml", &yaml, &yaml_len));
-  fx->cfg = canary_config_parse ((const char *) yaml, yaml_len, &err);
-  g_assert_no_error (err);
-  fx->tok = canary_tokenizer_new (fx->cfg, fx->ar, &err);
+  GError *err = NULL;
+  fx->tok = canary_tokenizer_new (fx->model.cfg, fx->model.ar, &err);
   g_assert_no_error (err);
   g_assert_nonnull (fx->tok);
-  g_free (path);
   return TRUE;
 }
 
 static void
-fixture_close (fixture *fx)
+tok_fixture_close (tok_fixture *fx)
 {
   canary_tokenizer_free (fx->tok);
-  canary_config_free (fx->cfg);
-  canary_archive_free (fx->ar);
+  fixture_model_close (&fx->model);
 }
 
 /* NeMo's slot value → our tri-state: map_manifest_values_to_special_tokens treats "yes", "1",
@@ -1026,11 +969,11 @@ static void
 test_fixture_prompts (gconstpointer data)
 {
   const char *name = data;
-  fixture fx;
-  if (!fixture_open (name, &fx))
+  tok_fixture fx;
+  if (!tok_fixture_open (name, &fx))
     return;
 
-  char *path = g_build_filename (FIXTURES_DIR, name, "prompts.json", NULL);
+  char *path = fixture_path (name, "prompts.json", NULL);
   GError *err = NULL;
   tu_json *prompts = tu_json_load (path, &err);
   g_assert_no_error (err);
@@ -1045,7 +988,7 @@ test_fixture_prompts (gconstpointer data)
       continue;
     }
     GArray *want = json_ids (tu_json_get (v, "ids"));
-    GArray *got = canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &o, &err);
+    GArray *got = canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &o, &err);
     g_assert_no_error (err);
     char *what = g_strdup_printf ("%s/%s", name, variant);
     assert_ids_equal (got, want, what);
@@ -1061,7 +1004,7 @@ test_fixture_prompts (gconstpointer data)
   }
   tu_json_free (prompts);
   g_free (path);
-  fixture_close (&fx);
+  tok_fixture_close (&fx);
 }
 
 /* Python's str.strip(): Unicode whitespace at both ends. */
@@ -1083,17 +1026,19 @@ python_strip (const char *s)
 /* decode(ids) must equal NeMo's ids_to_text (the manifest's *_text_before_merge) byte for byte;
  * the clip's *_text.txt is what transcribe() returned after merging chunks, i.e. stripped. */
 static void
-check_clip_text (const fixture *fx, const char *dir, const char *beam, const tu_json *clip_info)
+check_clip_text (const tok_fixture *fx, const char *model, const char *clip, const char *beam,
+    const tu_json *clip_info)
 {
-  char *ids_path = g_strdup_printf ("%s/%s_ids.npy", dir, beam);
-  char *txt_path = g_strdup_printf ("%s/%s_text.txt", dir, beam);
+  char *ids_file = g_strdup_printf ("%s_ids.npy", beam);
+  char *txt_file = g_strdup_printf ("%s_text.txt", beam);
+  char *txt_path = fixture_path (model, clip, txt_file, NULL);
   char *raw_key = g_strdup_printf ("%s_text_before_merge", beam);
-  GArray *ids = npy_ids (ids_path);
+  GArray *ids = fixture_load_ids (model, clip, ids_file);
   char *txt = tu_read_file (txt_path, NULL);
   char *got = canary_tokenizer_decode (fx->tok, (const gint32 *) (void *) ids->data, ids->len);
   const char *raw = tu_json_string (tu_json_get (clip_info, raw_key));
 
-  g_test_message ("%s: %u ids → \"%s\"", ids_path, ids->len, got);
+  g_test_message ("%s/%s/%s: %u ids → \"%s\"", model, clip, ids_file, ids->len, got);
   if (raw)
     g_assert_cmpstr (got, ==, raw);
   char *stripped = python_strip (got);
@@ -1104,67 +1049,40 @@ check_clip_text (const fixture *fx, const char *dir, const char *beam, const tu_
   g_array_unref (ids);
   g_free (raw_key);
   g_free (txt_path);
-  g_free (ids_path);
-}
-
-static gint
-compare_strings (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(const char *const *) a, *(const char *const *) b);
-}
-
-/* The clip directories of a fixture model (those holding beam outputs), sorted. */
-static GPtrArray *
-fixture_clips (const char *name)
-{
-  char *mdir = g_build_filename (FIXTURES_DIR, name, NULL);
-  GPtrArray *clips = g_ptr_array_new_with_free_func (g_free);
-  GDir *d = g_dir_open (mdir, 0, NULL);
-  g_assert_nonnull (d);
-  for (const char *e; (e = g_dir_read_name (d)) != NULL;) {
-    char *probe = g_build_filename (mdir, e, "beam1_ids.npy", NULL);
-    if (g_file_test (probe, G_FILE_TEST_IS_REGULAR))
-      g_ptr_array_add (clips, g_strdup (e));
-    g_free (probe);
-  }
-  g_dir_close (d);
-  g_ptr_array_sort (clips, compare_strings);
-  g_free (mdir);
-  return clips;
+  g_free (txt_file);
+  g_free (ids_file);
 }
 
 static void
 test_fixture_decode (gconstpointer data)
 {
   const char *name = data;
-  fixture fx;
-  if (!fixture_open (name, &fx))
+  tok_fixture fx;
+  if (!tok_fixture_open (name, &fx))
     return;
 
   /* manifest.json (written last by make_fixtures.py) adds the raw ids_to_text and special ids. */
-  char *mpath = tu_fixture_path ("manifest.json");
+  char *mpath = fixture_path ("manifest.json", NULL);
   tu_json *manifest = g_file_test (mpath, G_FILE_TEST_EXISTS) ? tu_json_load (mpath, NULL) : NULL;
   const tu_json *model_info = tu_json_get (tu_json_get (manifest, "models"), name);
   if (!model_info)
     g_test_message ("%s: no manifest entry, checking the stripped texts only", name);
 
   GError *err = NULL;
-  GPtrArray *clips = fixture_clips (name);
+  GPtrArray *clips = fixture_list_clips (name, "beam1_ids.npy");
   g_assert_cmpuint (clips->len, >, 0);
-  GArray *default_prompt = canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, NULL, &err);
+  GArray *default_prompt = canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, NULL, &err);
   g_assert_no_error (err);
   for (guint c = 0; c < clips->len; c++) {
     const char *clip = clips->pdata[c];
     const tu_json *clip_info = tu_json_get (tu_json_get (model_info, "clips"), clip);
-    char *dir = g_build_filename (FIXTURES_DIR, name, clip, NULL);
-    char *ppath = g_build_filename (dir, "prompt_ids.npy", NULL);
-    GArray *prompt = npy_ids (ppath);
-    assert_ids_equal (default_prompt, prompt, ppath);
-    check_clip_text (&fx, dir, "beam1", clip_info);
-    check_clip_text (&fx, dir, "beam4", clip_info);
+    GArray *prompt = fixture_load_ids (name, clip, "prompt_ids.npy");
+    char *what = g_strdup_printf ("%s/%s/prompt_ids.npy", name, clip);
+    assert_ids_equal (default_prompt, prompt, what);
+    check_clip_text (&fx, name, clip, "beam1", clip_info);
+    check_clip_text (&fx, name, clip, "beam4", clip_info);
     g_array_unref (prompt);
-    g_free (ppath);
-    g_free (dir);
+    g_free (what);
   }
   g_array_unref (default_prompt);
   g_ptr_array_unref (clips);
@@ -1180,7 +1098,7 @@ test_fixture_decode (gconstpointer data)
   }
   tu_json_free (manifest);
   g_free (mpath);
-  fixture_close (&fx);
+  tok_fixture_close (&fx);
 }
 
 /* Language code normalisation and refusal of unknown languages, tasks and emotions. */
@@ -1188,8 +1106,8 @@ static void
 test_fixture_languages (gconstpointer data)
 {
   const char *name = data;
-  fixture fx;
-  if (!fixture_open (name, &fx))
+  tok_fixture fx;
+  if (!tok_fixture_open (name, &fx))
     return;
 
   const char *const *langs = canary_tokenizer_languages (fx.tok);
@@ -1205,12 +1123,12 @@ test_fixture_languages (gconstpointer data)
 
   GError *err = NULL;
   canary_prompt_options o = { "en", NULL, NULL, -1, -1, -1, -1, NULL };
-  GArray *ref = canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &o, &err);
+  GArray *ref = canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &o, &err);
   g_assert_no_error (err);
   static const char *const spellings[] = { "en-US", "EN_us", "<|en|>", "En", NULL };
   for (const char *const *s = spellings; *s; s++) {
     o.source_lang = *s;
-    GArray *got = canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &o, &err);
+    GArray *got = canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &o, &err);
     g_assert_no_error (err);
     assert_ids_equal (got, ref, *s);
     g_array_unref (got);
@@ -1220,12 +1138,12 @@ test_fixture_languages (gconstpointer data)
   static const char *const unknown[] = { "xx", "e", "", "e1", "<|pnc|>", "klingon-KL", "<|xx|>", NULL };
   for (const char *const *s = unknown; *s; s++) {
     o.source_lang = *s;
-    g_assert_null (canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &o, &err));
+    g_assert_null (canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &o, &err));
     g_assert_error (err, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT);
     g_clear_error (&err);
     o.source_lang = "en";
     o.target_lang = *s;
-    g_assert_null (canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &o, &err));
+    g_assert_null (canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &o, &err));
     g_assert_error (err, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT);
     g_clear_error (&err);
     o.target_lang = NULL;
@@ -1236,32 +1154,32 @@ test_fixture_languages (gconstpointer data)
   canary_prompt_options implicit_en = { "de", NULL, "translate", -1, -1, -1, -1, NULL };
   canary_prompt_options explicit_de = { "de", "de", NULL, -1, -1, -1, -1, NULL };
   canary_prompt_options implicit_de = { "de-DE", NULL, NULL, -1, -1, -1, -1, NULL };
-  GArray *a = canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &explicit_en, &err);
-  GArray *b = canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &implicit_en, &err);
+  GArray *a = canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &explicit_en, &err);
+  GArray *b = canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &implicit_en, &err);
   g_assert_no_error (err);
   assert_ids_equal (b, a, "translation default target");
   g_array_unref (a);
   g_array_unref (b);
-  a = canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &explicit_de, &err);
-  b = canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &implicit_de, &err);
+  a = canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &explicit_de, &err);
+  b = canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &implicit_de, &err);
   g_assert_no_error (err);
   assert_ids_equal (b, a, "transcription default target");
   g_array_unref (a);
   g_array_unref (b);
 
   o.task = "summarize";
-  g_assert_null (canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &o, &err));
+  g_assert_null (canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &o, &err));
   g_assert_error (err, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT);
   g_clear_error (&err);
   o.task = NULL;
-  if (fx.cfg->prompt_format == CANARY_PROMPT_CANARY2) {
+  if (fx.model.cfg->prompt_format == CANARY_PROMPT_CANARY2) {
     o.emotion = "furious";
-    g_assert_null (canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &o, &err));
+    g_assert_null (canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &o, &err));
     g_assert_error (err, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT);
     g_clear_error (&err);
   } else {
     o.timestamp = 1;  /* NeMo refuses timestamps with the "canary" format */
-    g_assert_null (canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &o, &err));
+    g_assert_null (canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &o, &err));
     g_assert_error (err, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT);
     g_clear_error (&err);
   }
@@ -1275,21 +1193,21 @@ test_fixture_languages (gconstpointer data)
   char *text = canary_tokenizer_decode (fx.tok, odd, G_N_ELEMENTS (odd));
   g_assert_cmpstr (text, ==, "");
   g_free (text);
-  fixture_close (&fx);
+  tok_fixture_close (&fx);
 }
 
 /* Digest of sub-tokenizer `i`'s vocabulary (unified: i = 0), as make_tokenizer_checks.py computes
  * it: sha256 over "piece\ttype\n" per id, USER_DEFINED counted as NORMAL. */
 static char *
-vocab_sha256 (const fixture *fx, guint i)
+vocab_sha256 (const tok_fixture *fx, guint i)
 {
-  const char *path = fx->cfg->tokenizer_kind == CANARY_TOKENIZER_AGGREGATE
-      ? ((const canary_tokenizer_lang *) fx->cfg->tokenizer_langs->pdata[i])->model_path
-      : fx->cfg->tokenizer_model_path;
+  const char *path = fx->model.cfg->tokenizer_kind == CANARY_TOKENIZER_AGGREGATE
+      ? ((const canary_tokenizer_lang *) fx->model.cfg->tokenizer_langs->pdata[i])->model_path
+      : fx->model.cfg->tokenizer_model_path;
   const guint8 *data;
   gsize len;
   GError *err = NULL;
-  g_assert_true (canary_archive_resolve (fx->ar, path, &data, &len, &err));
+  g_assert_true (canary_archive_resolve (fx->model.ar, path, &data, &len, &err));
   g_assert_no_error (err);
   canary_spm *spm = canary_spm_parse (data, len, &err);
   g_assert_no_error (err);
@@ -1312,11 +1230,11 @@ static void
 test_fixture_nemo_checks (gconstpointer data)
 {
   const char *name = data;
-  fixture fx;
-  if (!fixture_open (name, &fx))
+  tok_fixture fx;
+  if (!tok_fixture_open (name, &fx))
     return;
 
-  char *path = tu_fixture_path ("spm/nemo_tokenizers.json");
+  char *path = fixture_path ("spm", "nemo_tokenizers.json", NULL);
   GError *err = NULL;
   tu_json *doc = tu_json_load (path, &err);
   g_assert_no_error (err);
@@ -1328,7 +1246,7 @@ test_fixture_nemo_checks (gconstpointer data)
 
   /* The expectations belong to these exact vocabularies. */
   const tu_json *files = tu_json_get (m, "tokenizers");
-  const guint n_files = fx.cfg->tokenizer_kind == CANARY_TOKENIZER_AGGREGATE ? fx.cfg->tokenizer_langs->len : 1;
+  const guint n_files = fx.model.cfg->tokenizer_kind == CANARY_TOKENIZER_AGGREGATE ? fx.model.cfg->tokenizer_langs->len : 1;
   g_assert_cmpuint (tu_json_length (files), ==, n_files);
   for (guint i = 0; i < n_files; i++) {
     char *sha = vocab_sha256 (&fx, i);
@@ -1357,7 +1275,7 @@ test_fixture_nemo_checks (gconstpointer data)
     canary_prompt_options o;
     g_assert_true (options_from_settings (slots, &o));
     GArray *want = json_ids (tu_json_get (tu_json_at (prompts, p), "ids"));
-    GArray *got = canary_tokenizer_build_prompt (fx.tok, fx.cfg->prompt_format, &o, &err);
+    GArray *got = canary_tokenizer_build_prompt (fx.tok, fx.model.cfg->prompt_format, &o, &err);
     g_assert_no_error (err);
     char *what = g_strdup_printf ("%s prompt %u (%s → %s)", name, p, o.source_lang, o.target_lang);
     assert_ids_equal (got, want, what);
@@ -1368,17 +1286,16 @@ test_fixture_nemo_checks (gconstpointer data)
 out:
   tu_json_free (doc);
   g_free (path);
-  fixture_close (&fx);
+  tok_fixture_close (&fx);
 }
 
 int
 main (int argc, char **argv)
 {
-  static const char *const fixtures[] = { "canary1-tiny", "canary2-tiny", "canary2-unified-tiny" };
   GError *err = NULL;
 
   g_test_init (&argc, &argv, NULL);
-  char *path = tu_fixture_path ("spm/expect.json");
+  char *path = fixture_path ("spm", "expect.json", NULL);
   spm_expect = tu_json_load (path, &err);
   g_assert_no_error (err);
   g_free (path);
@@ -1395,19 +1312,19 @@ main (int argc, char **argv)
   g_test_add_func ("/tokenizer/spm/mutated", test_spm_mutated);
   g_test_add_func ("/tokenizer/synthetic/unified", test_synthetic_unified);
   g_test_add_func ("/tokenizer/synthetic/aggregate", test_synthetic_aggregate);
-  for (guint i = 0; i < G_N_ELEMENTS (fixtures); i++) {
+  for (guint i = 0; i < G_N_ELEMENTS (fixture_models); i++) {
     char *p;
-    p = g_strdup_printf ("/tokenizer/nemo/%s/prompts", fixtures[i]);
-    g_test_add_data_func (p, fixtures[i], test_fixture_prompts);
+    p = g_strdup_printf ("/tokenizer/nemo/%s/prompts", fixture_models[i]);
+    g_test_add_data_func (p, fixture_models[i], test_fixture_prompts);
     g_free (p);
-    p = g_strdup_printf ("/tokenizer/nemo/%s/decode", fixtures[i]);
-    g_test_add_data_func (p, fixtures[i], test_fixture_decode);
+    p = g_strdup_printf ("/tokenizer/nemo/%s/decode", fixture_models[i]);
+    g_test_add_data_func (p, fixture_models[i], test_fixture_decode);
     g_free (p);
-    p = g_strdup_printf ("/tokenizer/nemo/%s/languages", fixtures[i]);
-    g_test_add_data_func (p, fixtures[i], test_fixture_languages);
+    p = g_strdup_printf ("/tokenizer/nemo/%s/languages", fixture_models[i]);
+    g_test_add_data_func (p, fixture_models[i], test_fixture_languages);
     g_free (p);
-    p = g_strdup_printf ("/tokenizer/nemo/%s/nemo-checks", fixtures[i]);
-    g_test_add_data_func (p, fixtures[i], test_fixture_nemo_checks);
+    p = g_strdup_printf ("/tokenizer/nemo/%s/nemo-checks", fixture_models[i]);
+    g_test_add_data_func (p, fixture_models[i], test_fixture_nemo_checks);
     g_free (p);
   }
   const int rc = g_test_run ();

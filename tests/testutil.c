@@ -19,12 +19,6 @@ tu_read_file (const char *path, gsize *len)
   return data;
 }
 
-char *
-tu_fixture_path (const char *relative)
-{
-  return g_build_filename (FIXTURES_DIR, relative, NULL);
-}
-
 /* ----------------------------------------------------------------------------------------------
  * JSON: a recursive-descent parser over a bounded buffer.
  * ---------------------------------------------------------------------------------------------- */

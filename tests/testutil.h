@@ -1,5 +1,6 @@
 /* gst-canary tests — shared helpers: whole-file reads and a small JSON reader for the fixtures'
- * metadata files (prompts.json, manifest.json, expectation files).
+ * metadata files (prompts.json, manifest.json, expectation files). Locating and opening the
+ * fixtures themselves is fixture.h's.
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * The JSON reader takes RFC 8259 JSON (objects, arrays, strings with every escape including
@@ -26,9 +27,6 @@ G_BEGIN_DECLS
 
 /* Reads a whole file (NUL-terminated for convenience); aborts the test on failure. */
 char *tu_read_file (const char *path, gsize *len);
-
-/* FIXTURES_DIR/<relative path>; g_free. */
-char *tu_fixture_path (const char *relative);
 
 #define TU_JSON_MAX_DEPTH 64
 
