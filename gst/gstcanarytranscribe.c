@@ -65,7 +65,22 @@
  * `clipped` guint64, `peak` double) when input contained NaN/infinite samples (replaced by 0) or
  * samples far beyond full scale (clipped to [-1, 1]).
  *
+ * ## Errors
+ *
+ * - no model-path and no bundled default model, or a model path that does not exist or cannot be
+ *   read: RESOURCE/NOT_FOUND (or OPEN_READ) and a failed NULL→READY;
+ * - a file that is not a Canary model (corrupt, truncated, foreign): STREAM/WRONG_TYPE (or
+ *   RESOURCE/NOT_FOUND for a missing archive member) from the loading thread, naming the file;
+ *   READY→PAUSED then fails and streaming stops with an error;
+ * - overlap not shorter than window-length: LIBRARY/SETTINGS and a failed READY→PAUSED;
+ * - a language-code/target-language the model does not know, or a target language with
+ *   task=transcribe: LIBRARY/SETTINGS once the model is loaded (and again for any window
+ *   transcribed with such settings, since they may change while playing);
+ * - device=cuda without a usable GPU: RESOURCE/FAILED; device=auto falls back to the CPU with a
+ *   warning.
+ *
  * ## Example launch lines
+ *
  * |[
  * gst-launch-1.0 pulsesrc ! audioconvert ! audioresample ! canarytranscribe ! fdsink
  * gst-launch-1.0 filesrc location=talk.wav ! decodebin ! audioconvert ! audioresample ! \
@@ -569,48 +584,56 @@ precision_name (canary_precision precision)
 
 /* Loads the model; with device=auto a CUDA failure falls back to the CPU with a warning. */
 static canary_model *
-worker_load_model (WorkerConfig *cfg)
+worker_load_model (WorkerConfig *cfg, GError **err)
 {
   GstCanaryTranscribe *self = cfg->self;
-  GError *err = NULL;
   canary_model *model;
 
   post_progress (self, GST_PROGRESS_TYPE_START,
       g_strdup_printf ("Loading Canary model %s", cfg->path));
 
-  model = canary_model_load (cfg->path, &cfg->options, &err);
+  model = canary_model_load (cfg->path, &cfg->options, err);
+  /* No usable GPU (or, for precision=fp16, no CUDA backend at all): device=auto means "the GPU
+   * if there is one", so run on the CPU and say so. */
   if (!model && cfg->device == GST_CANARY_TRANSCRIBE_DEVICE_AUTO
-      && g_error_matches (err, CANARY_ERROR, CANARY_ERROR_DEVICE)) {
+      && (g_error_matches (*err, CANARY_ERROR, CANARY_ERROR_DEVICE)
+          || (g_error_matches (*err, CANARY_ERROR, CANARY_ERROR_UNSUPPORTED)
+              && cfg->options.precision == CANARY_PRECISION_FP16))) {
     GST_ELEMENT_WARNING (self, RESOURCE, FAILED,
         ("CUDA is not usable, transcribing on the CPU instead"),
-        ("device=auto and the engine reported: %s", err->message));
-    g_clear_error (&err);
+        ("device=auto and the engine reported: %s", (*err)->message));
+    g_clear_error (err);
     cfg->options.device = CANARY_DEVICE_CPU;
     cfg->options.precision = CANARY_PRECISION_AUTO;
-    model = canary_model_load (cfg->path, &cfg->options, &err);
+    model = canary_model_load (cfg->path, &cfg->options, err);
   }
-
-  if (!model) {
-    GQuark domain;
-    gint code;
-
-    engine_error_to_gst (err, &domain, &code);
-    post_progress (self, GST_PROGRESS_TYPE_ERROR,
-        g_strdup_printf ("Could not load %s", cfg->path));
-    post_error (self, domain, code,
-        g_strdup_printf ("Could not load Canary model '%s': %s", cfg->path, err->message),
-        g_strdup_printf ("device=%s precision=%s gpu-device-id=%d, engine error code %d",
-            device_name (cfg->options.device), precision_name (cfg->options.precision),
-            cfg->options.gpu_device_id, err->code));
-    g_error_free (err);
+  if (!model)
     return NULL;
-  }
 
   const canary_model_info *info = canary_model_get_info (model);
   post_progress (self, GST_PROGRESS_TYPE_COMPLETE,
       g_strdup_printf ("Loaded %s (%s, %s) in %.0f ms", cfg->path, device_name (info->device),
           precision_name (info->precision), info->load_ms));
   return model;
+}
+
+/* Reports a failed load; the state is already LOAD_FAILED, so whoever reacts to the error
+ * message sees an element that refuses to start. */
+static void
+worker_report_load_error (WorkerConfig *cfg, GError *err)
+{
+  GstCanaryTranscribe *self = cfg->self;
+  GQuark domain;
+  gint code;
+
+  engine_error_to_gst (err, &domain, &code);
+  post_progress (self, GST_PROGRESS_TYPE_ERROR,
+      g_strdup_printf ("Could not load %s", cfg->path));
+  post_error (self, domain, code,
+      g_strdup_printf ("Could not load Canary model '%s': %s", cfg->path, err->message),
+      g_strdup_printf ("device=%s precision=%s gpu-device-id=%d, engine error code %d",
+          device_name (cfg->options.device), precision_name (cfg->options.precision),
+          cfg->options.gpu_device_id, err->code));
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -658,9 +681,10 @@ static gboolean
 resolve_languages (const canary_model *model, const DecodeSettings *s,
     canary_decode_options *opts, GError **err)
 {
-  const char *source = canary_model_lookup_language (model, s->language_code);
-  const char *target = NULL;
+  const char *source = NULL, *target = NULL;
 
+  if (s->language_code && *s->language_code)
+    source = canary_model_lookup_language (model, s->language_code);
   if (!source) {
     gchar *known = model_languages (model);
     g_set_error (err, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_SETTINGS,
@@ -859,6 +883,16 @@ worker_check_lag (GstCanaryTranscribe *self, const CanaryJob *job, GstClockTime 
           "queued-windows", G_TYPE_UINT, queued, NULL));
 }
 
+static gboolean
+is_blank (const gchar *text)
+{
+  for (const gchar *p = text; *p; p = g_utf8_next_char (p)) {
+    if (!g_unichar_isspace (g_utf8_get_char (p)))
+      return FALSE;
+  }
+  return TRUE;
+}
+
 /* Turns one job into a result, or NULL when the job is dropped. */
 static CanaryResult *
 worker_process (GstCanaryTranscribe *self, canary_model *model, canary_state *state,
@@ -880,6 +914,15 @@ worker_process (GstCanaryTranscribe *self, canary_model *model, canary_state *st
   res->language = language;
   res->processing_time = (g_get_monotonic_time () - start) * GST_USECOND;
 
+  if (text && !g_utf8_validate (text, -1, NULL)) {
+    /* The src caps promise UTF-8; keep what can be kept. */
+    GST_WARNING_OBJECT (self, "engine text is not valid UTF-8, repairing it");
+    gchar *valid = g_utf8_make_valid (text, -1);
+    g_free (text);
+    text = valid;
+  }
+  if (text && is_blank (text))
+    g_clear_pointer (&text, g_free);
   if (job->merge && self->prev_text && text)
     res->text = canary_text_merge (self->prev_text, text);
   else
@@ -939,18 +982,9 @@ worker_main (gpointer data)
   canary_state *state = NULL;
   GError *err = NULL;
 
-  canary_model *model = worker_load_model (cfg);
-  if (model) {
+  canary_model *model = worker_load_model (cfg, &err);
+  if (model)
     state = canary_state_new (model, &err);
-    if (!state) {
-      GQuark domain;
-      gint code;
-      engine_error_to_gst (err, &domain, &code);
-      post_error (self, domain, code,
-          g_strdup_printf ("Could not set up the Canary engine: %s", err->message), NULL);
-      g_error_free (err);
-    }
-  }
 
   g_mutex_lock (&self->lock);
   self->load_state = state ? LOAD_DONE : LOAD_FAILED;
@@ -959,6 +993,11 @@ worker_main (gpointer data)
     self->worker_flow = GST_FLOW_ERROR;
   g_cond_broadcast (&self->cond);
   g_mutex_unlock (&self->lock);
+
+  if (err) {
+    worker_report_load_error (cfg, err);
+    g_clear_error (&err);
+  }
 
   if (state) {
     worker_check_settings (self, model);
@@ -1011,11 +1050,31 @@ to_engine_precision (GstCanaryTranscribePrecision precision)
   }
 }
 
+/* FP16 is a GPU format: asking for it on the CPU is a contradiction in the settings. */
+static gboolean
+check_device_settings (GstCanaryTranscribe *self)
+{
+  gboolean ok;
+
+  GST_OBJECT_LOCK (self);
+  ok = !(self->device == GST_CANARY_TRANSCRIBE_DEVICE_CPU
+      && self->precision == GST_CANARY_TRANSCRIBE_PRECISION_FP16);
+  GST_OBJECT_UNLOCK (self);
+  if (!ok)
+    GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS,
+        ("precision=fp16 needs device=cuda (or auto); the CPU runs in fp32"), (NULL));
+  return ok;
+}
+
 /* Checks the model path and starts the worker, which loads the model. */
 static gboolean
 worker_start (GstCanaryTranscribe *self)
 {
   GError *err = NULL;
+
+  if (!check_device_settings (self))
+    return FALSE;
+
   gchar *path = resolve_model_path (self, &err);
 
   if (!path || !check_model_path (path, &err)) {
@@ -1347,7 +1406,7 @@ start_run (GstCanaryTranscribe *self, GstClockTime base)
   self->next_new_run = TRUE;
 }
 
-/* Transcribes what is left of the current run; the next samples start a new one. */
+/* Queues what is left of the current run; the next samples start a new one. */
 static GstFlowReturn
 end_run (GstCanaryTranscribe *self)
 {
@@ -1358,7 +1417,6 @@ end_run (GstCanaryTranscribe *self)
     report_sanitised (self, run_time_at (self, self->window_start));
   }
   self->run_active = FALSE;
-  gst_audio_stream_align_mark_discont (self->align);
   return flow;
 }
 
@@ -1508,6 +1566,7 @@ drain (GstCanaryTranscribe *self)
 {
   GstFlowReturn flow = end_run (self);
 
+  gst_audio_stream_align_mark_discont (self->align);
   if (flow != GST_FLOW_OK)
     return flow;
 
@@ -1594,10 +1653,15 @@ gst_canary_transcribe_sink_event (GstBaseTransform *trans, GstEvent *event)
     case GST_EVENT_EOS:
       drain (self);
       break;
-    case GST_EVENT_SEGMENT:
-      /* Text still pending belongs to the old segment: push it before the new one goes out. */
-      drain (self);
+    case GST_EVENT_SEGMENT:{
+      /* Text still pending belongs to the old segment: push it before the new one goes out.
+       * A repeated, identical segment changes nothing and must not cut a window short. */
+      const GstSegment *segment;
+      gst_event_parse_segment (event, &segment);
+      if (!trans->have_segment || !gst_segment_is_equal (&trans->segment, segment))
+        drain (self);
       break;
+    }
     case GST_EVENT_GAP:
       if (handle_gap (self, event)) {
         gst_event_unref (event);
@@ -1820,13 +1884,6 @@ can_change_locked (GstCanaryTranscribe *self, GParamSpec *pspec)
 }
 
 static void
-post_latency_if_running (GstCanaryTranscribe *self)
-{
-  if (GST_STATE (self) >= GST_STATE_PAUSED)
-    gst_element_post_message (GST_ELEMENT (self), gst_message_new_latency (GST_OBJECT (self)));
-}
-
-static void
 gst_canary_transcribe_set_property (GObject *object, guint prop_id, const GValue *value,
     GParamSpec *pspec)
 {
@@ -1887,11 +1944,11 @@ gst_canary_transcribe_set_property (GObject *object, guint prop_id, const GValue
       break;
     case PROP_LATENCY:
       self->latency_ms = g_value_get_uint (value);
-      latency_changed = TRUE;
+      latency_changed = GST_STATE (self) >= GST_STATE_PAUSED;
       break;
     case PROP_LATENESS:
       self->lateness_ms = g_value_get_uint (value);
-      latency_changed = TRUE;
+      latency_changed = GST_STATE (self) >= GST_STATE_PAUSED;
       break;
     case PROP_POST_MESSAGES:
       self->post_messages = g_value_get_boolean (value);
@@ -1902,8 +1959,9 @@ gst_canary_transcribe_set_property (GObject *object, guint prop_id, const GValue
   }
   GST_OBJECT_UNLOCK (self);
 
+  /* The pipeline recomputes its latency (and so asks again) when told. */
   if (latency_changed)
-    post_latency_if_running (self);
+    gst_element_post_message (GST_ELEMENT (self), gst_message_new_latency (GST_OBJECT (self)));
 }
 
 static void

@@ -5,12 +5,15 @@
 #include <gst/gst.h>
 
 #include "gstcanarytranscribe.h"
+#include "gsttextinjectsink.h"
 
 static gboolean
 plugin_init (GstPlugin *plugin)
 {
   gst_canary_transcribe_init_engine_logging ();
-  return GST_ELEMENT_REGISTER (canarytranscribe, plugin);
+  gboolean ok = GST_ELEMENT_REGISTER (canarytranscribe, plugin);
+  ok &= GST_ELEMENT_REGISTER (textinjectsink, plugin);
+  return ok;
 }
 
 GST_PLUGIN_DEFINE (GST_VERSION_MAJOR, GST_VERSION_MINOR, canary,

@@ -6,13 +6,15 @@
  * Per repeat: the mel frontend + encoder on a 10 s window, then the decoder on a 9-token prompt and
  * a fixed number of generated tokens (argmax fed back; EOS ignored so every run decodes the same
  * count). ms_per_token is the whole decoder time (cross K/V, prompt, steps) over the token count,
- * as bench_nemo.py reports it; step_ms is one incremental step alone. Prints one JSON line, comparable with tests/reference/bench_nemo.py (NeMo's own modules at
+ * as bench_nemo.py reports it; step_ms is one incremental step alone, and step_floor_ms what reading
+ * that step's weights once costs at the measured read bandwidth (read_gbps). Prints one JSON line, comparable with tests/reference/bench_nemo.py (NeMo's own modules at
  * the same shape, same window, same token count). --load also times loading a real .nemo file. */
 #include <cblas.h>
 #include <glib.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 
 #include "canary.h"
@@ -53,6 +55,56 @@ peak_rss_mb (void)
   struct rusage ru;
   getrusage (RUSAGE_SELF, &ru);
   return ru.ru_maxrss / 1024.0;
+}
+
+/* Read bandwidth of all cores: each thread scans its share of a 1 GiB buffer with memchr for a
+ * byte that is not there (libc's vectorised read loop). Best of 3 passes. The buffer is larger
+ * than any last-level cache, so this is DRAM bandwidth; weights that fit in the cache (a small
+ * decoder on a CPU with a large L3) can be read faster than this. */
+typedef struct {
+  const guint8 *p;
+  gsize n;
+} read_job;
+
+static gpointer
+read_share (gpointer data)
+{
+  read_job *j = data;
+  return (gpointer) memchr (j->p, 1, j->n);
+}
+
+static double
+read_bandwidth_gbps (int threads)
+{
+  const gsize n = (gsize) 1 << 30;
+  guint8 *buf = g_malloc (n);
+  memset (buf, 0, n);  /* touch every page */
+  threads = CLAMP (threads, 1, 64);
+  read_job jobs[64];
+  GThread *th[64];
+  double best = 0;
+  for (int r = 0; r < 3; r++) {
+    double t0 = canary_now_ms ();
+    for (int t = 0; t < threads; t++) {
+      jobs[t] = (read_job) { buf + t * (n / threads), n / threads };
+      th[t] = g_thread_new ("read", read_share, &jobs[t]);
+    }
+    for (int t = 0; t < threads; t++)
+      g_thread_join (th[t]);
+    best = MAX (best, n / ((canary_now_ms () - t0) * 1e6));
+  }
+  g_free (buf);
+  return best;
+}
+
+/* Bytes of weights one incremental decoder step reads: per layer the self-attention q/k/v/out,
+ * the cross-attention q/out (its k/v are computed once per window) and the FFN, plus the head. */
+static double
+step_weight_bytes (const canary_config *cfg, int V)
+{
+  double H = cfg->dec_hidden, F = cfg->dec_inner;
+  double per_layer = 6 * H * H + 2 * H * F;
+  return 4.0 * (cfg->dec_layers * per_layer + (double) V * H);
 }
 
 int
@@ -168,13 +220,16 @@ main (int argc, char **argv)
   for (int r = 0; r < nw; r++)
     window_ms[r] = t_mel[r] + t_enc[r] + t_dec[r];
   double w50 = median (window_ms, nw);
+  double gbps = read_bandwidth_gbps (threads > 0 ? threads : openblas_get_num_threads ());
+  double step_floor_ms = step_weight_bytes (cfg, V) / (gbps * 1e6);
   printf ("{\"engine\": \"gst-canary cpu fp32\", \"shape\": \"%s\", \"threads\": %d, \"tokens\": %d, "
       "\"repeats\": %d, \"build_ms\": %.0f, \"weight_mb\": %.1f, \"mel_ms\": %.1f, \"encoder_ms\": %.1f, "
       "\"decoder_ms\": %.1f, \"ms_per_token\": %.2f, \"step_ms\": %.2f, \"window_ms_p50\": %.1f, \"rtfx\": %.2f, "
-      "\"peak_rss_mb\": %.1f, \"load_ms\": %.1f}\n",
+      "\"peak_rss_mb\": %.1f, \"load_ms\": %.1f, \"read_gbps\": %.1f, \"step_floor_ms\": %.2f}\n",
       shape, threads > 0 ? threads : openblas_get_num_threads (), tokens, repeats, build_ms,
       weight_bytes / 1048576.0, median (t_mel, repeats), median (t_enc, repeats), median (t_dec, repeats),
-      median (t_dec, repeats) / tokens, median (t_step, repeats), w50, 10000.0 / w50, peak_rss_mb (), load_ms);
+      median (t_dec, repeats) / tokens, median (t_step, repeats), w50, 10000.0 / w50, peak_rss_mb (), load_ms,
+      gbps, step_floor_ms);
 
   g_free (t_mel); g_free (t_enc); g_free (t_dec); g_free (t_step);
   g_free (logits);
