@@ -35,13 +35,20 @@
  * and `;` are typed, never run. A tool that runs longer than `timeout` (plus 50 ms per
  * character) is killed and the element fails instead of hanging.
  *
+ * Typing happens on the element's own thread, in order: the streaming thread, and with it a
+ * live capture upstream, never waits for a tool (ydotool, for one, paces its keys). EOS goes on
+ * once everything has been typed; a flush or a state change to READY drops text not typed yet
+ * and kills a running tool.
+ *
  * ## Unicode
  *
  * `wtype` and `xtest` type any character. `xtest` uses the key of the current layout when one
  * gives the character (plain or with Shift) and otherwise maps a spare keycode to the
- * character's keysym for the moment (XChangeKeyboardMapping), types it and restores the map.
+ * character's keysym for the moment (XChangeKeyboardMapping) and types it; the keycode gets
+ * its old keysyms back once applications have had time to read the key (before a later text,
+ * or when the element stops), never while they may still be looking it up.
  * `ydotool` can only type ASCII on a US layout: other characters are transliterated
- * ("café — ¿qué?" becomes "cafe - ?que?") and a warning says so once.
+ * ("café — ¿qué?" becomes "cafe -- ?que?") and a warning says so once.
  *
  * ## Spacing
  *
@@ -63,7 +70,7 @@
  *   opened (RESOURCE/OPEN_WRITE) or has no XTEST extension (RESOURCE/SETTINGS).
  *
  * While playing, a tool that fails, times out, or a lost X connection is a RESOURCE/WRITE
- * error quoting the tool's own output.
+ * error quoting the tool's own output; the element refuses further text after it.
  */
 
 #include "build-config.h"
@@ -106,13 +113,25 @@ struct _GstTextInjectSink {
   GstTextInjectAppend append;
   gchar *display;
   guint timeout_ms;
-  GCancellable *cancellable;    /* cancelled by unlock(), replaced by unlock_stop() */
 
-  /* Streaming state, set up in start(). */
+  /* Set up in start(); then only the typist uses them. */
   TextInjectX11 *x11;
   gchar *tool;                  /* full path of wtype or ydotool */
-  gboolean need_separator;      /* the last typed text ended inside a line of words */
   gboolean ascii_warned;
+
+  /* Streaming thread only. */
+  gboolean need_separator;      /* the last text ended inside a line of words */
+
+  /* The typist thread and what it shares with the streaming thread, under `lock`. */
+  GThread *typist;
+  GMutex lock;
+  GCond cond;
+  GQueue pending;               /* composed texts (gchar *) not yet typed */
+  gboolean busy;                /* typing one right now */
+  gboolean quit;
+  gboolean flushing;            /* between unlock() and unlock_stop(): drop, never wait */
+  gboolean failed;              /* an error was posted: refuse further text */
+  GCancellable *cancellable;    /* kills the running tool; replaced by unlock_stop() */
 };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
@@ -285,8 +304,8 @@ fall_back_to_ydotool (GstTextInjectSink *self, GError *first, GError **error)
   if (prepare_method (self, method, NULL, NULL)) {
     GST_WARNING_OBJECT (self, "%s; typing with ydotool instead", first->message);
   } else {
-    g_set_error (error, first->domain, first->code, "%s; the fallback, ydotool, is not installed "
-        "either (Debian/Ubuntu: sudo apt install ydotool)", first->message);
+    g_set_error (error, first->domain, first->code, "%s; and ydotool, which would do instead, "
+        "is not installed (Debian/Ubuntu: sudo apt install ydotool)", first->message);
     method = GST_TEXT_INJECT_METHOD_AUTO;
   }
   g_error_free (first);
@@ -320,54 +339,6 @@ choose_auto (GstTextInjectSink *self, const gchar *display, GError **error)
       "service needs: systemctl --user import-environment WAYLAND_DISPLAY DISPLAY); use "
       "method=ydotool to type without a display, or method=stdout to print");
   return GST_TEXT_INJECT_METHOD_AUTO;
-}
-
-static gboolean
-gst_text_inject_sink_start (GstBaseSink *sink)
-{
-  GstTextInjectSink *self = GST_TEXT_INJECT_SINK (sink);
-  GstTextInjectMethod method, active;
-  GError *error = NULL;
-  gchar *display;
-
-  GST_OBJECT_LOCK (self);
-  method = self->method;
-  display = g_strdup (self->display);
-  GST_OBJECT_UNLOCK (self);
-
-  self->need_separator = FALSE;
-  self->ascii_warned = FALSE;
-  if (method == GST_TEXT_INJECT_METHOD_AUTO)
-    active = choose_auto (self, display, &error);
-  else
-    active = prepare_method (self, method, display, &error) ? method : GST_TEXT_INJECT_METHOD_AUTO;
-  g_free (display);
-
-  if (error) {
-    post_error (self, method, error);
-    g_error_free (error);
-    return FALSE;
-  }
-  GST_INFO_OBJECT (self, "typing with %s%s%s", method_nick (active),
-      self->tool ? " at " : "", self->tool ? self->tool : "");
-  GST_OBJECT_LOCK (self);
-  self->active = active;
-  GST_OBJECT_UNLOCK (self);
-  g_object_notify (G_OBJECT (self), "active-method");
-  return TRUE;
-}
-
-static gboolean
-gst_text_inject_sink_stop (GstBaseSink *sink)
-{
-  GstTextInjectSink *self = GST_TEXT_INJECT_SINK (sink);
-
-  g_clear_pointer (&self->x11, textinject_x11_close);
-  g_clear_pointer (&self->tool, g_free);
-  GST_OBJECT_LOCK (self);
-  self->active = GST_TEXT_INJECT_METHOD_AUTO;
-  GST_OBJECT_UNLOCK (self);
-  return TRUE;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -517,6 +488,112 @@ type_text (GstTextInjectSink *self, GstTextInjectMethod method, const gchar *tex
   g_return_val_if_reached (FALSE);
 }
 
+/* Types @text with the active method; errors other than a cancellation are posted, and make
+ * the element refuse further text. */
+static void
+type_one (GstTextInjectSink *self, const gchar *text, GCancellable *cancellable)
+{
+  GstTextInjectMethod method;
+  GError *error = NULL;
+  guint timeout_ms;
+
+  /* Queued before a flush: dropped, like a tool the flush killed. */
+  if (g_cancellable_is_cancelled (cancellable))
+    return;
+  GST_OBJECT_LOCK (self);
+  method = self->active;
+  timeout_ms = self->timeout_ms;
+  GST_OBJECT_UNLOCK (self);
+
+  GST_DEBUG_OBJECT (self, "typing '%s' with %s", text, method_nick (method));
+  if (type_text (self, method, text, timeout_ms, cancellable, &error))
+    return;
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
+    GST_DEBUG_OBJECT (self, "typing stopped (flush or state change)");
+  } else {
+    /* Refuse text before anyone hears of the error, so nothing slips in after it. */
+    g_mutex_lock (&self->lock);
+    self->failed = TRUE;
+    g_queue_clear_full (&self->pending, g_free);
+    g_mutex_unlock (&self->lock);
+    post_error (self, method, error);
+  }
+  g_error_free (error);
+}
+
+/* The typist: types queued texts in order, on its own thread, so that a tool taking its time
+ * (ydotool paces keys at 12 ms) never holds up the streaming thread, and with it the capture
+ * of audio upstream. */
+static gpointer
+typist_main (gpointer data)
+{
+  GstTextInjectSink *self = data;
+
+  g_mutex_lock (&self->lock);
+  for (;;) {
+    gchar *text;
+    GCancellable *cancellable;
+
+    while (!self->quit && g_queue_is_empty (&self->pending))
+      g_cond_wait (&self->cond, &self->lock);
+    if (self->quit)
+      break;
+    text = g_queue_pop_head (&self->pending);
+    cancellable = g_object_ref (self->cancellable);
+    self->busy = TRUE;
+    g_mutex_unlock (&self->lock);
+
+    type_one (self, text, cancellable);
+    g_object_unref (cancellable);
+    g_free (text);
+
+    g_mutex_lock (&self->lock);
+    self->busy = FALSE;
+    g_cond_broadcast (&self->cond);
+  }
+  g_mutex_unlock (&self->lock);
+  return NULL;
+}
+
+/* Blocks until everything queued is typed (EOS means "all typed"), unless flushing or failed. */
+static void
+wait_until_typed (GstTextInjectSink *self)
+{
+  g_mutex_lock (&self->lock);
+  while ((self->busy || !g_queue_is_empty (&self->pending)) && !self->flushing && !self->failed)
+    g_cond_wait (&self->cond, &self->lock);
+  g_mutex_unlock (&self->lock);
+}
+
+static void
+typist_start (GstTextInjectSink *self)
+{
+  g_mutex_lock (&self->lock);
+  self->quit = self->failed = self->flushing = self->busy = FALSE;
+  if (g_cancellable_is_cancelled (self->cancellable)) {
+    g_object_unref (self->cancellable);
+    self->cancellable = g_cancellable_new ();
+  }
+  g_mutex_unlock (&self->lock);
+  self->typist = g_thread_new ("textinjectsink", typist_main, self);
+}
+
+/* Stops the typist; text not typed yet is dropped and a running tool killed. */
+static void
+typist_stop (GstTextInjectSink *self)
+{
+  if (!self->typist)
+    return;
+  g_mutex_lock (&self->lock);
+  self->quit = TRUE;
+  g_cancellable_cancel (self->cancellable);
+  g_cond_broadcast (&self->cond);
+  g_mutex_unlock (&self->lock);
+  g_thread_join (self->typist);
+  self->typist = NULL;
+  g_queue_clear_full (&self->pending, g_free);
+}
+
 static gchar *
 buffer_text (GstBuffer *buffer)
 {
@@ -526,22 +603,25 @@ buffer_text (GstBuffer *buffer)
   if (!gst_buffer_map (buffer, &map, GST_MAP_READ))
     return NULL;
   /* Invalid bytes become U+FFFD rather than reaching a tool that may choke on them. */
-  text = g_utf8_make_valid ((const gchar *) map.data, map.size);
+  text = map.size ? g_utf8_make_valid ((const gchar *) map.data, map.size) : g_strdup ("");
   gst_buffer_unmap (buffer, &map);
   return text;
 }
 
+/* Queues the text for the typist and returns at once. */
 static GstFlowReturn
 gst_text_inject_sink_render (GstBaseSink *sink, GstBuffer *buffer)
 {
   GstTextInjectSink *self = GST_TEXT_INJECT_SINK (sink);
-  GstTextInjectMethod method;
   GstTextInjectAppend append;
-  GCancellable *cancellable;
-  GError *error = NULL;
+  gboolean ends_open = FALSE, failed;
   gchar *text, *typed;
-  gboolean ends_open = FALSE, ok;
-  guint timeout_ms;
+
+  g_mutex_lock (&self->lock);
+  failed = self->failed;
+  g_mutex_unlock (&self->lock);
+  if (failed)
+    return GST_FLOW_ERROR;      /* the typist has posted the error */
 
   text = buffer_text (buffer);
   if (!text) {
@@ -549,59 +629,113 @@ gst_text_inject_sink_render (GstBaseSink *sink, GstBuffer *buffer)
     return GST_FLOW_ERROR;
   }
   GST_OBJECT_LOCK (self);
-  method = self->active;
   append = self->append;
-  timeout_ms = self->timeout_ms;
-  cancellable = g_object_ref (self->cancellable);
   GST_OBJECT_UNLOCK (self);
 
   typed = compose_text (text, append, self->need_separator, &ends_open);
   g_free (text);
-  if (!typed) {
-    g_object_unref (cancellable);
+  if (!typed)
     return GST_FLOW_OK;
-  }
-  GST_DEBUG_OBJECT (self, "typing '%s' with %s", typed, method_nick (method));
-  ok = type_text (self, method, typed, timeout_ms, cancellable, &error);
-  g_object_unref (cancellable);
-  g_free (typed);
-
-  if (!ok) {
-    gboolean flushing = g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
-    if (!flushing)
-      post_error (self, method, error);
-    g_error_free (error);
-    return flushing ? GST_FLOW_FLUSHING : GST_FLOW_ERROR;
-  }
   self->need_separator = ends_open;
+
+  g_mutex_lock (&self->lock);
+  g_queue_push_tail (&self->pending, typed);
+  g_cond_broadcast (&self->cond);
+  g_mutex_unlock (&self->lock);
   return GST_FLOW_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Events, unlock
+ * Start, stop, events, unlock
  */
+
+static gboolean
+gst_text_inject_sink_start (GstBaseSink *sink)
+{
+  GstTextInjectSink *self = GST_TEXT_INJECT_SINK (sink);
+  GstTextInjectMethod method, active;
+  GError *error = NULL;
+  gchar *display;
+
+  GST_OBJECT_LOCK (self);
+  method = self->method;
+  display = g_strdup (self->display);
+  GST_OBJECT_UNLOCK (self);
+
+  self->need_separator = FALSE;
+  self->ascii_warned = FALSE;
+  if (method == GST_TEXT_INJECT_METHOD_AUTO)
+    active = choose_auto (self, display, &error);
+  else
+    active = prepare_method (self, method, display, &error) ? method : GST_TEXT_INJECT_METHOD_AUTO;
+  g_free (display);
+
+  if (error) {
+    post_error (self, method, error);
+    g_error_free (error);
+    return FALSE;
+  }
+  GST_INFO_OBJECT (self, "typing with %s%s%s", method_nick (active),
+      self->tool ? " at " : "", self->tool ? self->tool : "");
+  GST_OBJECT_LOCK (self);
+  self->active = active;
+  GST_OBJECT_UNLOCK (self);
+  g_object_notify (G_OBJECT (self), "active-method");
+  typist_start (self);
+  return TRUE;
+}
+
+static gboolean
+gst_text_inject_sink_stop (GstBaseSink *sink)
+{
+  GstTextInjectSink *self = GST_TEXT_INJECT_SINK (sink);
+
+  typist_stop (self);
+  g_clear_pointer (&self->x11, textinject_x11_close);
+  g_clear_pointer (&self->tool, g_free);
+  GST_OBJECT_LOCK (self);
+  self->active = GST_TEXT_INJECT_METHOD_AUTO;
+  GST_OBJECT_UNLOCK (self);
+  return TRUE;
+}
 
 static gboolean
 gst_text_inject_sink_event (GstBaseSink *sink, GstEvent *event)
 {
   GstTextInjectSink *self = GST_TEXT_INJECT_SINK (sink);
 
-  /* A new stream, or one that restarts after a seek, begins a new run of text. */
-  if (GST_EVENT_TYPE (event) == GST_EVENT_FLUSH_STOP
-      || GST_EVENT_TYPE (event) == GST_EVENT_STREAM_START)
-    self->need_separator = FALSE;
+  switch (GST_EVENT_TYPE (event)) {
+    case GST_EVENT_EOS:
+      /* EOS reaches the application once everything is typed. */
+      wait_until_typed (self);
+      break;
+    case GST_EVENT_FLUSH_STOP:
+      g_mutex_lock (&self->lock);
+      g_queue_clear_full (&self->pending, g_free);
+      g_mutex_unlock (&self->lock);
+      self->need_separator = FALSE;
+      break;
+    case GST_EVENT_STREAM_START:
+      /* A new stream begins a new run of text. */
+      self->need_separator = FALSE;
+      break;
+    default:
+      break;
+  }
   return GST_BASE_SINK_CLASS (parent_class)->event (sink, event);
 }
 
-/* Kills a running tool, so a flush or state change never waits for it. */
+/* Kills a running tool and wakes an EOS wait, so a flush or state change never waits. */
 static gboolean
 gst_text_inject_sink_unlock (GstBaseSink *sink)
 {
   GstTextInjectSink *self = GST_TEXT_INJECT_SINK (sink);
 
-  GST_OBJECT_LOCK (self);
+  g_mutex_lock (&self->lock);
+  self->flushing = TRUE;
   g_cancellable_cancel (self->cancellable);
-  GST_OBJECT_UNLOCK (self);
+  g_cond_broadcast (&self->cond);
+  g_mutex_unlock (&self->lock);
   return TRUE;
 }
 
@@ -610,10 +744,11 @@ gst_text_inject_sink_unlock_stop (GstBaseSink *sink)
 {
   GstTextInjectSink *self = GST_TEXT_INJECT_SINK (sink);
 
-  GST_OBJECT_LOCK (self);
+  g_mutex_lock (&self->lock);
+  self->flushing = FALSE;
   g_object_unref (self->cancellable);
   self->cancellable = g_cancellable_new ();
-  GST_OBJECT_UNLOCK (self);
+  g_mutex_unlock (&self->lock);
   return TRUE;
 }
 
@@ -688,6 +823,8 @@ gst_text_inject_sink_finalize (GObject *object)
   g_free (self->tool);
   textinject_x11_close (self->x11);
   g_object_unref (self->cancellable);
+  g_mutex_clear (&self->lock);
+  g_cond_clear (&self->cond);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
@@ -699,6 +836,9 @@ gst_text_inject_sink_init (GstTextInjectSink *self)
   self->append = DEFAULT_APPEND;
   self->timeout_ms = DEFAULT_TIMEOUT_MS;
   self->cancellable = g_cancellable_new ();
+  g_mutex_init (&self->lock);
+  g_cond_init (&self->cond);
+  g_queue_init (&self->pending);
   /* Text is typed the moment it arrives: waiting for the clock would only delay it. */
   gst_base_sink_set_sync (GST_BASE_SINK (self), FALSE);
 }

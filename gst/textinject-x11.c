@@ -31,8 +31,9 @@
 #include <X11/keysym.h>
 #include <X11/extensions/XTest.h>
 
-/* How long a client may take to look up a key we pressed on a borrowed keycode. A test client
- * busy loading its compose table for the first time needed more than 100 ms. */
+/* How long a client may take to look up a key we pressed on a borrowed keycode: it does so
+ * only when it gets to the event, which a busy application may do late. Waiting costs nothing
+ * in the usual case (texts come seconds apart), so be generous. */
 #define GRACE_US (500 * 1000)
 
 /* A keycode mapped to one of our keysyms. */

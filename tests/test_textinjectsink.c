@@ -162,6 +162,13 @@ sink_harness (const gchar *props, GstBus **bus)
   return h;
 }
 
+/* EOS returns once the sink's typist has typed everything queued. */
+static void
+finish_typing (GstHarness *h)
+{
+  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
+}
+
 static void
 harness_done (GstHarness *h, GstBus *bus)
 {
@@ -170,11 +177,12 @@ harness_done (GstHarness *h, GstBus *bus)
   gst_object_unref (bus);
 }
 
-/* The text of the first error on @bus, or NULL. */
+/* The text of the first error on @bus within @seconds, or NULL. */
 static gchar *
-bus_error (GstBus *bus)
+bus_error_within (GstBus *bus, gdouble seconds)
 {
-  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, (GstClockTime) (seconds * GST_SECOND),
+      GST_MESSAGE_ERROR);
   GError *error = NULL;
   gchar *text;
 
@@ -185,6 +193,12 @@ bus_error (GstBus *bus)
   g_error_free (error);
   gst_message_unref (msg);
   return text;
+}
+
+static gchar *
+bus_error (GstBus *bus)
+{
+  return bus_error_within (bus, 0);
 }
 
 /* Starts a lone sink (READY→PAUSED) and returns the error it posted, or NULL if it started. */
@@ -386,6 +400,7 @@ GST_START_TEST (test_wtype_argv_verbatim)
   fail_unless (g_mkdir (victim, 0700) == 0);
   h = sink_harness ("method=wtype", &bus);
   fail_unless_equals_int (gst_harness_push (h, text_buffer (text)), GST_FLOW_OK);
+  finish_typing (h);
 
   calls = fake_tool_calls (fake);
   fail_unless_equals_int (calls->len, 1);
@@ -422,6 +437,7 @@ GST_START_TEST (test_ydotool_stdin_verbatim)
   fail_unless_equals_int (gst_harness_push (h, text_buffer (text)), GST_FLOW_OK);
   fail_unless_equals_int (gst_harness_push (h, text_buffer ("café naïve — ¿qué?")), GST_FLOW_OK);
   fail_unless_equals_int (gst_harness_push (h, text_buffer ("über")), GST_FLOW_OK);
+  finish_typing (h);
 
   calls = fake_tool_calls (fake);
   fail_unless_equals_int (calls->len, 3);
@@ -465,12 +481,14 @@ type_segments (FakeTools *fake, const gchar *append, gboolean flush_before_last)
     fail_unless_equals_int (gst_harness_push (h, text_buffer (segments[i])), GST_FLOW_OK);
   if (flush_before_last) {
     GstSegment segment;
+    finish_typing (h);          /* a flush drops text not typed yet */
     gst_segment_init (&segment, GST_FORMAT_TIME);
     fail_unless (gst_harness_push_event (h, gst_event_new_flush_start ()));
     fail_unless (gst_harness_push_event (h, gst_event_new_flush_stop (FALSE)));
     fail_unless (gst_harness_push_event (h, gst_event_new_segment (&segment)));
   }
   fail_unless_equals_int (gst_harness_push (h, text_buffer ("Next")), GST_FLOW_OK);
+  finish_typing (h);
   harness_done (h, bus);
   g_free (props);
   return fake_tool_calls (fake);
@@ -542,7 +560,9 @@ GST_START_TEST (test_no_display)
   g_free (error);
 
   error = start_error ("method=xtest");
-  assert_contains (error, "DISPLAY is not set");
+  /* A build without libXtst says that instead, which is what is missing then. */
+  if (!strstr (error, "built without"))
+    assert_contains (error, "DISPLAY is not set");
   g_free (error);
 
   error = start_error ("method=wtype");
@@ -629,11 +649,14 @@ GST_START_TEST (test_tool_failure)
 
   g_setenv ("WAYLAND_DISPLAY", "wayland-test", TRUE);
   h = sink_harness ("method=wtype", &bus);
-  fail_unless_equals_int (gst_harness_push (h, text_buffer ("hello")), GST_FLOW_ERROR);
-  error = bus_error (bus);
+  /* Typing happens on the element's own thread: the failure comes as an error message, and
+   * the element refuses text from then on. */
+  fail_unless_equals_int (gst_harness_push (h, text_buffer ("hello")), GST_FLOW_OK);
+  error = bus_error_within (bus, 10);
   assert_contains (error, "wtype failed (exit status 1)");
   assert_contains (error, "Compositor does not support the virtual keyboard protocol");
   g_free (error);
+  fail_unless_equals_int (gst_harness_push (h, text_buffer ("again")), GST_FLOW_ERROR);
   harness_done (h, bus);
   fake_tools_free (fake);
 }
@@ -651,10 +674,12 @@ GST_START_TEST (test_tool_timeout)
   g_setenv ("WAYLAND_DISPLAY", "wayland-test", TRUE);
   h = sink_harness ("method=wtype timeout=200", &bus);
   start = g_get_monotonic_time ();
-  /* 5 characters: 200 + 5 × 50 ms. */
-  fail_unless_equals_int (gst_harness_push (h, text_buffer ("hello")), GST_FLOW_ERROR);
+  /* The streaming thread never waits for the tool... */
+  fail_unless_equals_int (gst_harness_push (h, text_buffer ("hello")), GST_FLOW_OK);
+  fail_unless (g_get_monotonic_time () - start < G_USEC_PER_SEC / 2, "render waited");
+  /* ...and the tool is killed after 200 + 5 characters × 50 ms. */
+  error = bus_error_within (bus, 10);
   fail_unless (g_get_monotonic_time () - start < 3 * G_USEC_PER_SEC, "timeout not kept");
-  error = bus_error (bus);
   assert_contains (error, "did not finish within 450 ms");
   g_free (error);
   harness_done (h, bus);
@@ -663,39 +688,24 @@ GST_START_TEST (test_tool_timeout)
 
 GST_END_TEST;
 
-typedef struct {
-  GstHarness *h;
-  GstFlowReturn flow;
-} PushJob;
-
-static gpointer
-push_hello (gpointer data)
-{
-  PushJob *job = data;
-  job->flow = gst_harness_push (job->h, text_buffer ("hello"));
-  return NULL;
-}
-
-/* A state change while a tool hangs kills it at once (GstBaseSink::unlock). */
+/* A state change while a tool hangs kills it at once (GstBaseSink::unlock), and EOS does not
+ * wait for it either. */
 GST_START_TEST (test_stop_while_tool_hangs)
 {
   FakeTools *fake = fake_tools_new ("hang");
   GstBus *bus;
-  PushJob job = { 0, };
-  GThread *thread;
+  GstHarness *h;
   gint64 start;
 
   g_setenv ("WAYLAND_DISPLAY", "wayland-test", TRUE);
-  job.h = sink_harness ("method=wtype timeout=60000", &bus);
-  thread = g_thread_new ("push", push_hello, &job);
+  h = sink_harness ("method=wtype timeout=60000", &bus);
+  fail_unless_equals_int (gst_harness_push (h, text_buffer ("hello")), GST_FLOW_OK);
   fail_unless (wait_for_file (fake->log, 10), "the tool never started");
   start = g_get_monotonic_time ();
-  gst_element_set_state (job.h->element, GST_STATE_READY);
-  g_thread_join (thread);
+  fail_unless (gst_element_set_state (h->element, GST_STATE_READY) == GST_STATE_CHANGE_SUCCESS);
   fail_unless (g_get_monotonic_time () - start < 2 * G_USEC_PER_SEC, "stopping waited");
-  fail_unless_equals_int (job.flow, GST_FLOW_FLUSHING);
   fail_unless (bus_error (bus) == NULL, "a stop is not an error");
-  harness_done (job.h, bus);
+  harness_done (h, bus);
   fake_tools_free (fake);
 }
 
@@ -841,13 +851,15 @@ GST_START_TEST (test_xtest_types_unicode)
     fail_unless_equals_int (gst_harness_push (h, text_buffer (segments[i])), GST_FLOW_OK);
     g_string_append_printf (expected, "%s\n", segments[i]);
   }
+  finish_typing (h);
   typed = wait_for_content (rec->output, expected->str, 10);
   fail_unless_equals_string (typed, expected->str);
-  after = keymap_dump ();
-  fail_unless_equals_string (after, before);    /* every borrowed keycode was given back */
   fail_unless (bus_error (bus) == NULL);
 
+  /* Every borrowed keycode is given back once the sink stops. */
   harness_done (h, bus);
+  after = keymap_dump ();
+  fail_unless (g_strcmp0 (after, before) == 0, "the keyboard map was not restored");
   recorder_stop (rec);
   g_string_free (expected, TRUE);
   g_free (typed);
@@ -1103,6 +1115,16 @@ count_lines (const gchar *text, const gchar *prefix)
   return n;
 }
 
+/* Lines of the daemon's log that answer a toggle. */
+static guint
+count_toggles (const gchar *log_path)
+{
+  gchar *log = read_text (log_path);
+  guint n = count_lines (log, "listening") + count_lines (log, "stopped listening");
+  g_free (log);
+  return n;
+}
+
 static void
 run_toggle (gchar **env)
 {
@@ -1156,7 +1178,12 @@ GST_START_TEST (test_dictate_toggle_100_times)
 
   for (guint i = 1; i <= TOGGLES; i++) {
     run_toggle (env);
-    g_usleep (40 * 1000);       /* 40 ms on, 40 ms off: a few buffers each time */
+    /* Two SIGUSR1 that arrive before the daemon handles the first merge into one (signals do
+     * not queue; no hand presses a key that fast): wait for the answer before the next. */
+    for (gint64 end = g_get_monotonic_time () + 5 * G_USEC_PER_SEC;
+        count_toggles (err) < i && g_get_monotonic_time () < end;)
+      g_usleep (2000);
+    g_usleep (40 * 1000);       /* 40 ms on, 40 ms off: a few 10 ms buffers each time */
     if (i == WARMUP_TOGGLES) {
       g_usleep (300 * 1000);
       rss_warm = rss_kib (pid);
@@ -1174,7 +1201,11 @@ GST_START_TEST (test_dictate_toggle_100_times)
   fail_unless_equals_int (count_lines (log, "model: Loaded"), 1);       /* one model load */
   fail_unless_equals_int (count_lines (log, "listening"), TOGGLES / 2);
   fail_unless_equals_int (count_lines (log, "stopped listening"), TOGGLES / 2);
-  fail_unless_equals_int (count_lines (log, "session: "), TOGGLES / 2);
+  /* A session is counted when audio passed the gate while on; a machine too loaded to deliver
+   * one 10 ms buffer within 40 ms may miss a few. */
+  fail_unless (count_lines (log, "session: ") <= TOGGLES / 2
+      && count_lines (log, "session: ") >= TOGGLES / 2 - 5, "%u sessions",
+      count_lines (log, "session: "));
   fail_unless_equals_int (count_lines (log, "warning: "), 0);
   fail_unless_equals_int (count_lines (log, "error"), 0);
   fail_if (g_file_test (pid_file, G_FILE_TEST_EXISTS), "pid file left behind");

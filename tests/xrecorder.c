@@ -53,6 +53,24 @@ open_input_context (Display *dpy, Window win)
       XNClientWindow, win, XNFocusWindow, win, NULL);
 }
 
+/* Does what a running application did long before anyone types into it: look a key up. Xlib
+ * loads the keyboard map, and asks the server for notice of its changes, only on the first
+ * lookup; XSync sends that request. Without this, a keymap change made while the first typed
+ * keys are still queued here would go unnoticed, which no real client would suffer. */
+static void
+warm_up (Display *dpy, Window win, XIC ic)
+{
+  XKeyEvent key = { .type = KeyPress, .display = dpy, .window = win,
+    .root = DefaultRootWindow (dpy), .same_screen = True,
+    .keycode = XKeysymToKeycode (dpy, XK_a) };
+  char buf[16];
+  KeySym sym;
+  Status status;
+
+  Xutf8LookupString (ic, &key, buf, sizeof (buf), &sym, &status);
+  XSync (dpy, False);
+}
+
 static void
 mark_ready (const char *path)
 {
@@ -139,6 +157,7 @@ main (int argc, char **argv)
     fprintf (stderr, "xrecorder: cannot open an input context\n");
     return 1;
   }
+  warm_up (dpy, win, ic);
   mark_ready (argv[2]);
 
   for (;;) {

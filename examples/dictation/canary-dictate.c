@@ -2,12 +2,12 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  *   canary-dictate [--model=PATH] [--source=DESCRIPTION] [--method=METHOD] [--append=WHAT]
- *                  [--device=DEVICE] [--language=CODE] [--listen]
+ *                  [--device=DEVICE] [--precision=PRECISION] [--language=CODE] [--listen]
  *   canary-dictate toggle
  *
  * The daemon runs
  *
- *   SOURCE ! audioconvert ! audioresample ! valve ! canarytranscribe ! queue ! textinjectsink
+ *   SOURCE ! audioconvert ! audioresample ! valve ! canarytranscribe ! textinjectsink
  *
  * for as long as it lives (a systemd --user service; see canary-dictate.service and
  * docs/dictation.md). The model is loaded once, at start. Listening starts off: the valve
@@ -45,6 +45,7 @@ typedef struct {
   gchar *method;
   gchar *append;
   gchar *device;
+  gchar *precision;
   gchar *language;
   gboolean listen;
 } Options;
@@ -312,11 +313,10 @@ build_pipeline (App *app)
   GError *error = NULL;
   gchar *description;
 
-  /* The queue in front of the sink lets capture and transcription go on while a tool is still
-   * typing the previous text (ydotool paces its keys), so no audio waits on the keyboard. */
+  /* No queue is needed anywhere: canarytranscribe runs the model on its own thread and
+   * textinjectsink types on its own, so the capture thread never waits for either. */
   description = g_strdup_printf ("%s ! audioconvert ! audioresample ! valve name=gate ! "
-      "canarytranscribe name=stt ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! "
-      "textinjectsink name=inject", app->opt.source);
+      "canarytranscribe name=stt ! textinjectsink name=inject", app->opt.source);
   app->pipeline = gst_parse_launch (description, &error);
   g_free (description);
   if (error) {
@@ -333,6 +333,7 @@ build_pipeline (App *app)
   if (app->opt.language)
     g_object_set (app->stt, "language-code", app->opt.language, NULL);
   if (!set_enum (app->stt, "device", app->opt.device)
+      || !set_enum (app->stt, "precision", app->opt.precision)
       || !set_enum (app->inject, "method", app->opt.method)
       || !set_enum (app->inject, "append", app->opt.append))
     return FALSE;
@@ -415,6 +416,7 @@ app_clear (App *app)
   g_free (app->opt.method);
   g_free (app->opt.append);
   g_free (app->opt.device);
+  g_free (app->opt.precision);
   g_free (app->opt.language);
 }
 
@@ -433,6 +435,8 @@ parse_options (App *app, gint *argc, gchar ***argv)
         "After each text: none, space, newline (default: none)", "WHAT"},
     {"device", 0, 0, G_OPTION_ARG_STRING, &app->opt.device,
         "Where the model runs: auto, cuda, cpu (default: auto)", "DEVICE"},
+    {"precision", 0, 0, G_OPTION_ARG_STRING, &app->opt.precision,
+        "Model arithmetic: auto, fp16 (CUDA only), fp32 (default: auto)", "PRECISION"},
     {"language", 'l', 0, G_OPTION_ARG_STRING, &app->opt.language,
         "Language spoken, e.g. en, de, fr (default: en)", "CODE"},
     {"listen", 0, 0, G_OPTION_ARG_NONE, &app->opt.listen,

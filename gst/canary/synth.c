@@ -100,7 +100,7 @@ typedef struct {
 } builder;
 
 /* Adds a tensor of uniform values in [lo, hi) under a printf-formatted key. */
-static void
+static void G_GNUC_PRINTF (6, 0)
 vadd (builder *b, float lo, float hi, int ndim, const int64_t *shape, const char *fmt, va_list ap)
 {
   if (!b->ok)
