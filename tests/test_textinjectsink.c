@@ -1201,10 +1201,12 @@ GST_START_TEST (test_dictate_toggle_100_times)
   fail_unless_equals_int (count_lines (log, "model: Loaded"), 1);       /* one model load */
   fail_unless_equals_int (count_lines (log, "listening"), TOGGLES / 2);
   fail_unless_equals_int (count_lines (log, "stopped listening"), TOGGLES / 2);
-  /* A session is counted when audio passed the gate while on; a machine too loaded to deliver
-   * one 10 ms buffer within 40 ms may miss a few. */
+  /* A session is counted when audio passed the gate while on. The upper bound is the point (no
+   * session without a toggle on); the lower one only catches a gate stuck shut, since a loaded
+   * machine (CI, parallel suites) can fail to deliver a 10 ms buffer within a 40 ms window many
+   * times. Exact sample accounting while on/off is test_gate_passes_audio_only_while_on. */
   fail_unless (count_lines (log, "session: ") <= TOGGLES / 2
-      && count_lines (log, "session: ") >= TOGGLES / 2 - 5, "%u sessions",
+      && count_lines (log, "session: ") >= TOGGLES / 4, "%u sessions",
       count_lines (log, "session: "));
   fail_unless_equals_int (count_lines (log, "warning: "), 0);
   fail_unless_equals_int (count_lines (log, "error"), 0);

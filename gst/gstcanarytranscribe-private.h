@@ -1,0 +1,180 @@
+/* gst-canary — canarytranscribe internals shared by the element's source files: the instance
+ * struct, the jobs and results that pass between the streaming thread and the worker, and the
+ * functions each file offers the others. Not installed; the public API is gstcanarytranscribe.h.
+ *
+ *   gstcanarytranscribe.c   the element: properties, caps, queries, events, state changes
+ *   canarywindow.c          input: samples cut into windows and queued for the worker
+ *   canaryworker.c          the inference thread: model loading, decode settings, the engine
+ *   canaryoutput.c          results to text buffers and GAP events; bus messages
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "gstcanarytranscribe.h"
+
+#include <gst/audio/audio.h>
+#include <gst/base/gstadapter.h>
+
+#include "canary.h"
+
+G_BEGIN_DECLS
+
+G_GNUC_INTERNAL GST_DEBUG_CATEGORY_EXTERN (canary_transcribe_debug);
+#define GST_CAT_DEFAULT canary_transcribe_debug
+
+#define RATE 16000
+#define DEFAULT_MODEL_NAME "canary-default.nemo"
+
+/* Timestamps that differ by less than this from the sample count are treated as jitter. */
+#define ALIGN_THRESHOLD (40 * GST_MSECOND)
+#define ALIGN_DISCONT_WAIT GST_SECOND
+
+typedef enum {
+  GST_CANARY_TRANSCRIBE_DEVICE_AUTO,
+  GST_CANARY_TRANSCRIBE_DEVICE_CUDA,
+  GST_CANARY_TRANSCRIBE_DEVICE_CPU,
+} GstCanaryTranscribeDevice;
+
+typedef enum {
+  GST_CANARY_TRANSCRIBE_PRECISION_AUTO,
+  GST_CANARY_TRANSCRIBE_PRECISION_FP16,
+  GST_CANARY_TRANSCRIBE_PRECISION_FP32,
+} GstCanaryTranscribePrecision;
+
+typedef enum {
+  GST_CANARY_TRANSCRIBE_TASK_TRANSCRIBE,
+  GST_CANARY_TRANSCRIBE_TASK_TRANSLATE,
+} GstCanaryTranscribeTask;
+
+typedef enum {
+  LOAD_NONE,
+  LOAD_PENDING,
+  LOAD_DONE,
+  LOAD_FAILED,
+} LoadState;
+
+/* One window on its way to the worker. */
+typedef struct {
+  guint epoch;
+  gfloat *samples;
+  gsize n_samples;
+  GstClockTime pts, duration;   /* the stretch of timeline this window's new text covers */
+  GstClockTime end_running_time;        /* of the window's end, to measure live lag */
+  gboolean new_run;             /* first window after a discontinuity: nothing to merge with */
+  gboolean merge;               /* overlap > 0: drop the text repeated from the previous window */
+  gboolean silent;              /* digital silence: not worth running the model */
+} CanaryJob;
+
+/* What the worker hands back for one window. An empty text becomes a GAP event. */
+typedef struct {
+  guint epoch;
+  gchar *text;
+  gchar *language;
+  GstClockTime pts, duration;
+  GstClockTime processing_time;
+} CanaryResult;
+
+struct _GstCanaryTranscribe {
+  GstBaseTransform parent;
+
+  /* Properties, under the object lock. */
+  gchar *model_path;
+  GstCanaryTranscribeDevice device;
+  GstCanaryTranscribePrecision precision;
+  gint gpu_device_id;
+  guint window_ms;
+  guint overlap_ms;
+  gchar *language_code;
+  gchar *target_language;
+  GstCanaryTranscribeTask task;
+  gboolean pnc;
+  guint beam_size;
+  guint latency_ms;
+  guint lateness_ms;
+  gboolean post_messages;
+  gboolean model_settings_changed;      /* since the worker started loading */
+
+  /* Streaming thread only. */
+  GstAudioInfo info;
+  GstAdapter *adapter;          /* F32 samples of the current run, from window_start on */
+  GstAudioStreamAlign *align;
+  gboolean run_active;          /* a run = samples since the last discontinuity */
+  GstClockTime run_base;        /* timestamp of the run's first sample */
+  guint64 window_start;         /* run sample index of the adapter's first sample */
+  guint64 emitted_end;          /* run sample index where the last window's text ends */
+  gboolean next_new_run;
+  guint window_samples, hop_samples;
+  gboolean merge;
+  guint64 bad_nonfinite, bad_clipped;   /* sanitised since the last window was cut */
+  gfloat bad_peak;
+  gboolean live_known;
+  gboolean backlog_warned;
+
+  /* Upstream liveness, written by LATENCY queries from any thread. */
+  gint live;
+
+  /* Shared with the worker, under `lock`. */
+  GMutex lock;
+  GCond cond;
+  GThread *worker;
+  gboolean worker_stop;
+  gboolean flushing;
+  guint epoch;                  /* bumped by flushes: older jobs and results are stale */
+  GQueue jobs;
+  GQueue results;
+  gboolean busy;
+  LoadState load_state;
+  canary_state *engine_state;   /* owned by the worker; here so that a flush can cancel it */
+  GstFlowReturn worker_flow;    /* GST_FLOW_ERROR once the worker posted an error */
+
+  /* Worker thread only. */
+  gchar *prev_text;             /* full text of the previous window, for merging */
+  GstClockTime last_warned_lag;
+};
+
+/* canaryworker.c: the worker thread and the queues it shares with the streaming thread. */
+
+void canary_worker_job_free (CanaryJob *job) G_GNUC_INTERNAL;
+void canary_worker_result_free (CanaryResult *res) G_GNUC_INTERNAL;
+/* Called with `lock`. */
+void canary_worker_clear_queues_locked (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
+/* Drops everything queued and interrupts the window being transcribed. Called with `lock`. */
+void canary_worker_cancel_pending_locked (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
+/* GST_FLOW_FLUSHING while flushing, else GST_FLOW_ERROR once the worker failed, else OK. */
+GstFlowReturn canary_worker_flow (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
+/* Checks the model path and starts the worker, which loads the model. */
+gboolean canary_worker_start (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
+/* Stops and joins the worker (waiting for a model load in progress). */
+void canary_worker_stop (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
+
+/* canarywindow.c: input samples cut into windows (streaming thread). */
+
+/* Places @n samples stamped @pts on the run's timeline; a discontinuity ends the run. */
+GstFlowReturn canary_window_place_samples (GstCanaryTranscribe *self, GstClockTime pts,
+    gboolean discont_flag, guint n) G_GNUC_INTERNAL;
+/* Converts @n samples of @in to F32 in [-1, 1], counting the samples it had to repair. */
+GstBuffer *canary_window_to_float (GstCanaryTranscribe *self, GstBuffer *in, guint n)
+    G_GNUC_INTERNAL;
+/* Adds F32 samples (taken) to the current run and queues every complete window. */
+GstFlowReturn canary_window_append_samples (GstCanaryTranscribe *self, GstBuffer *fbuf)
+    G_GNUC_INTERNAL;
+/* Queues what is left of the current run; the next samples start a new one. */
+GstFlowReturn canary_window_end_run (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
+
+/* canaryoutput.c: what the element pushes and posts. */
+
+/* Posts an ERROR message; takes @text and @debug. */
+void canary_output_post_error (GstCanaryTranscribe *self, GQuark domain, gint code, gchar *text,
+    gchar *debug) G_GNUC_INTERNAL;
+/* Posts a WARNING with the details structure @details; takes @text, @debug and @details. */
+void canary_output_post_warning (GstCanaryTranscribe *self, GQuark domain, gint code,
+    gchar *text, gchar *debug, GstStructure *details) G_GNUC_INTERNAL;
+/* Next finished result of the current epoch, without waiting. */
+CanaryResult *canary_output_pop_result (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
+/* The text buffer for @res, or NULL (after pushing a GAP event) when it holds no text. */
+GstBuffer *canary_output_result_to_buffer (GstCanaryTranscribe *self, const CanaryResult *res)
+    G_GNUC_INTERNAL;
+/* Pushes every finished result from the streaming thread (outside the chain function). */
+GstFlowReturn canary_output_push_ready_results (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
+
+G_END_DECLS
