@@ -330,6 +330,61 @@ test_bad_audio_and_options (void)
   canary_model_unref (m);
 }
 
+/* NeMo's beam search with a GNMT length penalty: manifest.json's probe ran canary1-tiny on
+ * lead_silence with beam 4 and decoding.beam.length_penalty = 1.0 (the key NeMo reads; len_pen is
+ * ignored, which the probe also records). */
+static void
+test_length_penalty_matches_nemo (void)
+{
+  char *nemo = fixture_path ("canary1-tiny", "model.nemo", NULL);
+  char *manifest = fixture_path ("manifest.json", NULL);
+  if (!g_file_test (nemo, G_FILE_TEST_IS_REGULAR) || !g_file_test (manifest, G_FILE_TEST_IS_REGULAR)) {
+    g_test_skip ("canary1-tiny fixture or manifest.json missing");
+    g_free (nemo);
+    g_free (manifest);
+    return;
+  }
+  GError *err = NULL;
+  tu_json *m = tu_json_load (manifest, &err);
+  g_assert_no_error (err);
+  const tu_json *probe = tu_json_get (tu_json_path (m, "probes.length_penalty"), "length_penalty=1.0");
+  g_assert_nonnull (probe);
+  g_assert_cmpfloat (tu_json_number (tu_json_get (probe, "generator_len_pen")), ==, 1.0);
+  const tu_json *want = tu_json_get (probe, "lead_silence_beam4_ids");
+  g_assert_nonnull (want);
+
+  canary_model *model = canary_model_load (nemo, NULL, &err);
+  g_assert_no_error (err);
+  canary_state *st = canary_state_new (model, &err);
+  g_assert_no_error (err);
+  gsize n;
+  float *pcm = read_clip ("lead_silence", &n);
+  canary_decode_options o;
+  canary_decode_options_init (&o);
+  o.beam_size = 4;
+  o.length_penalty = 1.0;
+  canary_result *r = canary_transcribe (st, pcm, n, &o, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (r->n_tokens, ==, tu_json_length (want));
+  for (guint i = 0; i < tu_json_length (want); i++)
+    g_assert_cmpint (r->tokens[i], ==, tu_json_int (tu_json_at (want, i)));
+
+  /* And it matters: without the penalty the same search ends differently (the probe's default). */
+  o.length_penalty = 0.0;
+  canary_result *r0 = canary_transcribe (st, pcm, n, &o, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (r0->n_tokens, !=, r->n_tokens);
+
+  canary_result_free (r0);
+  canary_result_free (r);
+  g_free (pcm);
+  canary_state_free (st);
+  canary_model_unref (model);
+  tu_json_free (m);
+  g_free (nemo);
+  g_free (manifest);
+}
+
 static void
 test_language_lookup (void)
 {
@@ -386,6 +441,7 @@ main (int argc, char **argv)
   g_test_add_func ("/engine/bad-model-files", test_bad_model_files);
   g_test_add_func ("/engine/truncated-model", test_truncated_model);
   g_test_add_func ("/engine/bad-audio-and-options", test_bad_audio_and_options);
+  g_test_add_func ("/engine/length-penalty-matches-nemo", test_length_penalty_matches_nemo);
   g_test_add_func ("/engine/language-lookup", test_language_lookup);
   g_test_add_func ("/engine/log-callback", test_log_callback);
   return g_test_run ();
