@@ -15,6 +15,7 @@
 #include <gst/audio/audio.h>
 #include <gst/check/gstcheck.h>
 #include <gst/check/gstharness.h>
+#include <gst/app/gstappsink.h>
 
 #include "canary.h"
 
@@ -1453,6 +1454,106 @@ GST_START_TEST (test_two_instances_one_model)
 
 GST_END_TEST;
 
+/* Writes @n samples as a 16 kHz mono PCM16 WAV file. */
+static void
+write_wav (const gchar *path, const gint16 *samples, gsize n)
+{
+  guint32 data_bytes = (guint32) (n * 2);
+  guint8 hdr[44] = { 'R', 'I', 'F', 'F', 0, 0, 0, 0, 'W', 'A', 'V', 'E', 'f', 'm', 't', ' ',
+    16, 0, 0, 0, 1, 0, 1, 0, 0x80, 0x3e, 0, 0, 0, 0x7d, 0, 0, 2, 0, 16, 0, 'd', 'a', 't', 'a' };
+  GST_WRITE_UINT32_LE (hdr + 4, 36 + data_bytes);
+  GST_WRITE_UINT32_LE (hdr + 40, data_bytes);
+  GString *file = g_string_new_len ((const gchar *) hdr, 44);
+  for (gsize i = 0; i < n; i++) {
+    guint8 le[2];
+    GST_WRITE_UINT16_LE (le, (guint16) samples[i]);
+    g_string_append_len (file, (const gchar *) le, 2);
+  }
+  fail_unless (g_file_set_contents (path, file->str, file->len, NULL));
+  g_string_free (file, TRUE);
+}
+
+/* The issue's bar: a 2-minute file through filesrc ! decodebin ! audioconvert ! audioresample !
+ * canarytranscribe gives, window by window, the engine's text for the same samples, with cue times
+ * that increase, never overlap and stay inside the audio. Overlap 0 makes the windows the plain
+ * 10 s tiles, so each buffer can be compared with canary_transcribe on its own slice. */
+GST_START_TEST (test_two_minute_file)
+{
+  const gchar *plugins[] = { "coreelements", "playback", "typefindfunctions", "wavparse",
+    "audioconvert", "audioresample", "app" };
+  for (guint i = 0; i < G_N_ELEMENTS (plugins); i++)
+    if (!load_system_plugin (plugins[i]))
+      return;
+  require_file (MODEL2);
+
+  /* 120 s of the fixture clips back to back (speech, silence, speech after silence). */
+  const gchar *clips[] = { "speech13s.wav", "speech10s.wav", "lead_silence.wav", "speech4s.wav",
+    "silence.wav", "short.wav" };
+  const gsize total = 120 * 16000;
+  gint16 *audio = g_new (gint16, total);
+  for (gsize have = 0, c = 0; have < total; c++) {
+    gsize n;
+    gint16 *clip = load_wav (clips[c % G_N_ELEMENTS (clips)], &n);
+    gsize m = MIN (n, total - have);
+    memcpy (audio + have, clip, m * sizeof (gint16));
+    have += m;
+    g_free (clip);
+  }
+  gchar *dir = g_dir_make_tmp ("canary-2min-XXXXXX", NULL);
+  gchar *wav = g_build_filename (dir, "talk.wav", NULL);
+  write_wav (wav, audio, total);
+
+  gchar *launch = g_strdup_printf ("filesrc location=%s ! decodebin ! audioconvert ! audioresample ! "
+      "canarytranscribe model-path=%s device=cpu overlap=0 ! appsink name=out sync=false", wav, MODEL2);
+  GError *err = NULL;
+  GstElement *pipe = gst_parse_launch (launch, &err);
+  fail_unless (pipe != NULL, "%s", err ? err->message : "");
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (pipe), "out");
+  fail_if (gst_element_set_state (pipe, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE);
+
+  GstClockTime prev_end = 0;
+  guint n_buffers = 0;
+  GstSample *sample;
+  while ((sample = gst_app_sink_try_pull_sample (GST_APP_SINK (sink), 120 * GST_SECOND))) {
+    GstBuffer *buf = gst_sample_get_buffer (sample);
+    GstClockTime pts = GST_BUFFER_PTS (buf), dur = GST_BUFFER_DURATION (buf);
+    fail_unless (GST_CLOCK_TIME_IS_VALID (pts) && GST_CLOCK_TIME_IS_VALID (dur) && dur > 0);
+    fail_unless (pts >= prev_end, "cue at %" GST_TIME_FORMAT " overlaps the previous one",
+        GST_TIME_ARGS (pts));
+    fail_unless (pts + dur <= 120 * GST_SECOND);
+    prev_end = pts + dur;
+
+    GstMapInfo map;
+    fail_unless (gst_buffer_map (buf, &map, GST_MAP_READ));
+    gchar *text = g_strndup ((const gchar *) map.data, map.size);
+    gst_buffer_unmap (buf, &map);
+    gsize first_sample = gst_util_uint64_scale_round (pts, 16000, GST_SECOND);
+    gsize count = gst_util_uint64_scale_round (pts + dur, 16000, GST_SECOND) - first_sample;
+    gchar *expected = engine_text (MODEL2, audio + first_sample, count);
+    fail_unless_equals_string (text, expected);
+    g_free (expected);
+    g_free (text);
+    gst_sample_unref (sample);
+    n_buffers++;
+  }
+  fail_unless (gst_app_sink_is_eos (GST_APP_SINK (sink)), "pipeline did not reach EOS");
+  fail_unless (n_buffers >= 10, "only %u text buffers for 12 windows", n_buffers);
+  g_print ("2-minute file: %u text buffers, last cue ends at %" GST_TIME_FORMAT "\n", n_buffers,
+      GST_TIME_ARGS (prev_end));
+
+  gst_element_set_state (pipe, GST_STATE_NULL);
+  gst_object_unref (sink);
+  gst_object_unref (pipe);
+  g_unlink (wav);
+  g_rmdir (dir);
+  g_free (wav);
+  g_free (dir);
+  g_free (launch);
+  g_free (audio);
+}
+
+GST_END_TEST;
+
 GST_START_TEST (test_debug_categories)
 {
   gboolean element = FALSE, engine = FALSE;
@@ -1509,6 +1610,7 @@ canarytranscribe_suite (void)
   tcase_add_test (tc, test_invalid_samples);
   tcase_add_test (tc, test_state_cycles);
   tcase_add_test (tc, test_two_instances_one_model);
+  tcase_add_test (tc, test_two_minute_file);
   return s;
 }
 
