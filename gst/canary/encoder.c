@@ -8,9 +8,18 @@
  * RelPositionalEncoding) and MODEL-SPEC §3.
  *
  * Layouts: the subsampling keeps activations channel-major [C][T][F] (NeMo's NCHW without the
- * batch), so the pointwise convs are single GEMMs over all (t, f); the conformer keeps
- * row-major [T][D]. Only one utterance at a time: "padding" below is the part of the input
- * past the valid length, which NeMo treats exactly like batch padding.
+ * batch), so the pointwise convs are single GEMMs over all (t, f); the conformer keeps the
+ * residual stream row-major [T][D] and every GEMM input and output transposed, [feature][time]
+ * with rows padded to whole GEMM tiles (see gemm_job): a GEMM's output is the next one's input,
+ * and the attention works on the transposed q/k/v/p directly. Only one utterance at a time:
+ * "padding" below is the part of the input past the valid length, which NeMo treats exactly
+ * like batch padding.
+ *
+ * Speed: on CPUs with AVX-512F (checked at run time) the GEMMs use our own micro-kernel (weights
+ * broadcast from the checkpoint in place, no packing) and the forward pass runs on a small team
+ * of threads (as many as OpenBLAS is told to use); elsewhere every GEMM is one cblas_sgemm and
+ * the rest runs on the calling thread. CANARY_ENCODER_SIMD=0 in the environment forces the
+ * latter. Both give NeMo's values within FP32 rounding (summation order differs).
  *
  * Exactness shortcuts (each gives NeMo's values, not an approximation):
  *  - The subsampling masks every layer's input past the current length, so conv outputs past the
@@ -28,6 +37,13 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_AVX512_PATH 1
+#define AVX512 __attribute__ ((target ("avx512f")))
+#else
+#define HAVE_AVX512_PATH 0
+#endif
 
 #include "canary.h"
 #include "util.h"
@@ -39,6 +55,16 @@
 #define SUB_K 3               /* dw_striding: 3x3 kernels, stride 2, padding 1 */
 #define MAX_STAGES 6          /* subsampling factor up to 64 */
 #define MAX_FRAMES (1 << 20)  /* ~2.9 hours of 10 ms frames; attention scratch grows as (frames/8)^2 */
+#define TILE_N 6              /* GEMM micro-tile: output rows (weight rows) */
+#define TILE_M 64             /* GEMM micro-tile: output columns (time steps), 4 vectors */
+#define KC 1024               /* GEMM k block, at most: a 6 x 1024 weight tile stays in L1 */
+#define CHUNK_N 48            /* GEMM rows per work item: 8 tiles, 3 blocks of 16 to transpose */
+#define MAX_THREADS 64
+#define ATT_QB 128            /* attention queries per work item (and the PT row stride) */
+
+enum { ACT_NONE, ACT_SWISH, ACT_RELU };
+
+typedef struct _team team;
 
 typedef struct {
   const float *w;  /* [out][in], torch Linear / 1x1 conv layout */
@@ -55,7 +81,7 @@ typedef struct {
   const float *bias_v;
   const float *ln_conv_w, *ln_conv_b;
   linear pw1;             /* [2D][D] */
-  const float *dw_w;      /* BatchNorm folded, transposed to [K][D] (owned) */
+  const float *dw_w;      /* BatchNorm folded, [D][K] (owned) */
   const float *dw_b;      /* [D] (owned) */
   linear pw2;             /* [D][D] */
   const float *ln_ff2_w, *ln_ff2_b;
@@ -86,6 +112,7 @@ struct _canary_encoder {
   linear proj;                              /* w == NULL: identity */
   GPtrArray *owned;                         /* buffers we allocated (converted/folded) */
   gsize owned_bytes;
+  gboolean simd;                            /* AVX-512 kernels and threads */
 };
 
 /* The sizes of one input, shared by the work layout and the forward pass. */
@@ -99,17 +126,31 @@ typedef struct {
 struct _canary_encoder_work {
   int max_frames;
   int max_t;      /* encoder frames for max_frames */
+  int tp;         /* row stride of the transposed [feature][time] buffers: max_t, whole tiles */
+  int pp;         /* row stride of pT: 2 max_t - 1, whole tiles */
+  int pe_w;       /* row stride of peT */
   gsize bytes;
   float *arena;
-  float *col;     /* conv0 im2col [t1 * f1][9] */
+  float *col;     /* conv0 im2col, transposed [9][t1 * f1] */
   float *sa, *sb; /* subsampling ping-pong buffers */
-  float *x, *h, *tmp, *q, *qv, *k, *v, *ctx;  /* [T][D] */
-  float *big;     /* [T][max(ff, 2D)] */
-  float *pe;      /* positional table [2 max_t - 1][D], positions max_t-1 … -(max_t-1) */
-  float *p;       /* linear_pos output [2T - 1][D] */
-  float *scores;  /* [T][T] */
-  float *bd;      /* [T][2T - 1] */
+  float *x;       /* the residual stream [T][D] */
+  float *h;       /* LayerNorm output [T][D] (rows rounded up to 16) */
+  float *hT;      /* GEMM input [max(D, C·F')][tp]: LN output, flattened subsampling, conv */
+  float *bigT;    /* [max(ff, 2D)][tp]: FF hidden, pw1 output */
+  float *quT, *qvT, *kT, *vT, *ctxT;  /* [D][tp]: q + pos_bias_u, q + pos_bias_v, k, v, context */
+  float *pT;      /* linear_pos output [D][pp], positions L-1 … -(L-1) */
+  float *peT;     /* positional table [D][pe_w], positions max_t-1 … -(max_t-1) */
+  float *ct;      /* GEMM output on its way into rows [max(D, out_dim)][tp] */
   float *out;     /* [T][out_dim] (projection only) */
+  team *team;     /* the threads of the forward pass (work_prepare) */
+  int team_want;  /* the thread count asked for (the team may have fewer) */
+  /* Per thread: attention scratch for one block of queries, a conv row. */
+  float *thread_mem;
+  int thread_n;
+  gsize thread_stride, thread_bytes;
+  /* Partial sums of GEMMs split along K (grown on first use). */
+  float *part;
+  gsize part_n;
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -272,8 +313,7 @@ load_subsampling (loader *ld)
 }
 
 /* Folds the eval-mode BatchNorm that follows the depthwise conv into it:
- * bn(conv(x)) = s·(w∗x + b − mean) + beta with s = gamma / sqrt(var + eps). Stores the weight
- * transposed to [K][D] so the time loop reads contiguous channel rows. */
+ * bn(conv(x)) = s·(w∗x + b − mean) + beta with s = gamma / sqrt(var + eps). */
 static void
 fold_batch_norm (loader *ld, enc_layer *L, int li)
 {
@@ -293,7 +333,7 @@ fold_batch_norm (loader *ld, enc_layer *L, int li)
   for (int c = 0; c < D; c++) {
     const double s = (double) g[c] / sqrt ((double) var[c] + BN_EPS);
     for (int k = 0; k < K; k++)
-      fw[(gsize) k * D + c] = (float) (w[(gsize) c * K + k] * s);
+      fw[(gsize) c * K + k] = (float) (w[(gsize) c * K + k] * s);
     fb[c] = (float) (((double) b[c] - mean[c]) * s + beta[c]);
   }
   g_ptr_array_add (e->owned, fw);
@@ -407,6 +447,10 @@ canary_encoder_new (const canary_config *cfg, const canary_ckpt *ck, GError **er
   e->n_mels = cfg->n_mels;
   e->chans = cfg->subsampling_channels;
   e->xscale = cfg->xscaling;
+#if HAVE_AVX512_PATH
+  const char *simd = g_getenv ("CANARY_ENCODER_SIMD");
+  e->simd = __builtin_cpu_supports ("avx512f") && !(simd && g_strcmp0 (simd, "0") == 0);
+#endif
   for (int f = cfg->subsampling_factor; f > 1; f /= 2)
     e->n_stages++;
   e->f_out = e->n_mels;
@@ -498,15 +542,22 @@ canary_encoder_n_out (const canary_encoder *enc, int n_mel_frames)
   return d.t[enc->n_stages];
 }
 
-/* Element counts of every scratch buffer for inputs of n_frames mel frames (see the struct). */
+/* Element counts of every scratch buffer for inputs of n_frames mel frames (see the struct), and
+ * the row strides of the transposed buffers. */
 typedef struct {
-  gsize col, sa, sb, td, big, pe, p, scores, bd, out;
+  gsize col, sa, sb, x, h, hT, bigT, td, pT, peT, ct, out;
+  int tp, pp, pe_w;
 } work_sizes;
+
+static gsize
+round_up (gsize n, gsize m)
+{
+  return (n + m - 1) / m * m;
+}
 
 /* Channels per block of the first conv when a depthwise stage follows. A quarter of the channels
  * makes a block's output ([C/4][t1][f1]) about the size of the next stage's full output
- * ([C][t1/2][f1/2]), which the scratch holds anyway; larger blocks mean fewer repackings of the
- * im2col matrix by the GEMM. */
+ * ([C][t1/2][f1/2]), which the scratch holds anyway. */
 static int
 conv0_block (const canary_encoder *e)
 {
@@ -520,21 +571,32 @@ work_sizes_for (const canary_encoder *e, int n_frames, work_sizes *z)
   compute_dims (e, n_frames, n_frames, &d);
   const gsize C = e->chans, T = d.t[e->n_stages], D = e->d;
   const gsize plane1 = (gsize) d.t[1] * d.f[1];
-  z->col = plane1 * SUB_K * SUB_K;
-  /* sa: conv0 output (a block of channels when a depthwise stage follows), then each stage's
-   * pointwise output. sb: each depthwise output, then the flattened [T][C * f_out]. */
+  z->tp = (int) round_up (T, TILE_M);
+  z->pp = (int) round_up (2 * T - 1, TILE_M);
+  /* The pos GEMM reads a full tile past its slice of the table: room for it, zero-filled. */
+  z->pe_w = (int) round_up (2 * T + TILE_M, 16);
+  const gsize tp = z->tp;
+  /* Every buffer a GEMM reads as its XT gets TILE_M floats of slack: the last tile of its last
+   * row reads whole vectors. col: the transposed im2col [9][plane1]. sa: conv0 output (a block
+   * of channels when a depthwise stage follows), then each stage's pointwise output; sb: each
+   * depthwise output. */
+  z->col = SUB_K * SUB_K * plane1 + TILE_M;
   z->sa = (gsize) conv0_block (e) * plane1;
-  z->sb = T * C * e->f_out;
+  z->sb = 0;
   for (int s = 2; s <= e->n_stages; s++) {
     z->sa = MAX (z->sa, C * d.t[s] * d.f[s]);
     z->sb = MAX (z->sb, C * d.t[s] * d.f[s]);
   }
-  z->td = T * D;
-  z->big = T * MAX ((gsize) e->ff, 2 * D);
-  z->pe = (2 * T - 1) * D;
-  z->p = z->pe;
-  z->scores = T * T;
-  z->bd = T * (2 * T - 1);
+  z->sa += TILE_M;
+  z->sb += TILE_M;
+  z->x = T * D;
+  z->h = round_up (T, 16) * D;
+  z->hT = MAX (D, C * e->f_out) * tp;
+  z->bigT = MAX ((gsize) e->ff, 2 * D) * tp;
+  z->td = D * tp;
+  z->pT = D * z->pp;
+  z->peT = D * z->pe_w;
+  z->ct = MAX (D, (gsize) e->out_dim) * tp;
   z->out = e->proj.w ? T * (gsize) e->out_dim : 0;
 }
 
@@ -551,44 +613,41 @@ work_carve (canary_encoder_work *w, const work_sizes *z, float *base)
   CARVE (col, z->col);
   CARVE (sa, z->sa);
   CARVE (sb, z->sb);
-  CARVE (x, z->td);
-  CARVE (h, z->td);
-  CARVE (tmp, z->td);
-  CARVE (q, z->td);
-  CARVE (qv, z->td);
-  CARVE (k, z->td);
-  CARVE (v, z->td);
-  CARVE (ctx, z->td);
-  CARVE (big, z->big);
-  CARVE (pe, z->pe);
-  CARVE (p, z->p);
-  CARVE (scores, z->scores);
-  CARVE (bd, z->bd);
+  CARVE (x, z->x);
+  CARVE (h, z->h);
+  CARVE (hT, z->hT);
+  CARVE (bigT, z->bigT);
+  CARVE (quT, z->td);
+  CARVE (qvT, z->td);
+  CARVE (kT, z->td);
+  CARVE (vT, z->td);
+  CARVE (ctxT, z->td);
+  CARVE (pT, z->pT);
+  CARVE (peT, z->peT);
+  CARVE (ct, z->ct);
   CARVE (out, z->out);
 #undef CARVE
   return off;
 }
 
-/* pe[r] holds relative position max_t - 1 - r: pe[2j] = sin(p·div_j), pe[2j+1] = cos(p·div_j)
- * with div_j = exp(2j · −ln(10000)/D), all in FP32 like NeMo's create_pe. */
+/* peT[., c] holds relative position max_t - 1 - c: row 2j = sin(p·div_j), row 2j+1 =
+ * cos(p·div_j) with div_j = exp(2j · −ln(10000)/D), all in FP32 like NeMo's create_pe. Columns
+ * past 2 max_t - 1 stay zero. */
 static void
 fill_positional_table (const canary_encoder *e, canary_encoder_work *w)
 {
-  const int D = e->d, rows = 2 * w->max_t - 1;
+  const int D = e->d, cols = 2 * w->max_t - 1;
+  const gsize ld = w->pe_w;
   const float scale = (float) (-(log (POS_BASE) / D));
-  float *div = g_new (float, D / 2);
-  for (int j = 0; j < D / 2; j++)
-    div[j] = expf ((float) (2 * j) * scale);
-  for (int r = 0; r < rows; r++) {
-    const float pos = (float) (w->max_t - 1 - r);
-    float *row = w->pe + (gsize) r * D;
-    for (int j = 0; j < D / 2; j++) {
-      const float a = pos * div[j];
-      row[2 * j] = sinf (a);
-      row[2 * j + 1] = cosf (a);
+  for (int j = 0; j < D / 2; j++) {
+    const float div = expf ((float) (2 * j) * scale);
+    float *s = w->peT + (gsize) (2 * j) * ld, *c = s + ld;
+    for (int r = 0; r < cols; r++) {
+      const float a = (float) (w->max_t - 1 - r) * div;
+      s[r] = sinf (a);
+      c[r] = cosf (a);
     }
   }
-  g_free (div);
 }
 
 static gboolean
@@ -605,11 +664,17 @@ work_alloc (const canary_encoder *enc, canary_encoder_work *w, int max_frames, G
         count * sizeof (float), max_frames);
     return FALSE;
   }
+  /* Zeroed once: the padding columns of the transposed buffers are read (never used) by the
+   * GEMM tiles and must hold ordinary numbers. */
+  memset (mem, 0, bytes);
   free (w->arena);
   w->arena = mem;
   w->bytes = bytes;
   w->max_frames = max_frames;
   w->max_t = canary_encoder_n_out (enc, max_frames);
+  w->tp = z.tp;
+  w->pp = z.pp;
+  w->pe_w = z.pe_w;
   work_carve (w, &z, w->arena);
   fill_positional_table (enc, w);
   return TRUE;
@@ -632,11 +697,16 @@ canary_encoder_work_new (const canary_encoder *enc, int max_frames, GError **err
   return w;
 }
 
+static void team_free (team *t);
+
 void
 canary_encoder_work_free (canary_encoder_work *work)
 {
   if (!work)
     return;
+  team_free (work->team);
+  free (work->thread_mem);
+  free (work->part);
   free (work->arena);
   g_free (work);
 }
@@ -644,46 +714,217 @@ canary_encoder_work_free (canary_encoder_work *work)
 gsize
 canary_encoder_work_bytes (const canary_encoder_work *work)
 {
-  return work->bytes;
+  return work->bytes + work->thread_bytes + work->part_n * sizeof (float);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Threads.                                                                                  */
+
+/* A team runs one function on n threads (the caller is thread 0), for the parallel parts of
+ * the forward pass. Helpers spin for a moment after each job (the next one usually follows
+ * within microseconds), then sleep on a condition variable. */
+typedef void (*team_fn) (void *ctx, int tid);
+
+typedef struct {
+  team *t;
+  int tid;
+} team_member;
+
+struct _team {
+  int n;
+  GThread *threads[MAX_THREADS];
+  team_member members[MAX_THREADS];
+  team_fn fn;
+  void *ctx;
+  gint gen;      /* bumped for every job (and to quit) */
+  gint done;     /* helpers finished with the current job */
+  gint next;     /* work-item counter of the current job */
+  gint quit;
+  int sleepers;  /* under lock */
+  GMutex lock;
+  GCond cond;
+};
+
+#define TEAM_SPIN_US 2000
+
+static inline void
+cpu_relax (void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause ();
+#endif
+}
+
+static gpointer
+team_main (gpointer data)
+{
+  team_member *me = data;
+  team *t = me->t;
+  int seen = 0;
+  for (;;) {
+    int g = g_atomic_int_get (&t->gen);
+    gint64 until = 0;
+    for (int i = 1; g == seen; i++) {
+      cpu_relax ();
+      if ((i & 1023) == 0) {
+        const gint64 now = g_get_monotonic_time ();
+        if (!until)
+          until = now + TEAM_SPIN_US;
+        else if (now > until)
+          break;
+      }
+      g = g_atomic_int_get (&t->gen);
+    }
+    if (g == seen) {
+      g_mutex_lock (&t->lock);
+      while ((g = g_atomic_int_get (&t->gen)) == seen) {
+        t->sleepers++;
+        g_cond_wait (&t->cond, &t->lock);
+        t->sleepers--;
+      }
+      g_mutex_unlock (&t->lock);
+    }
+    seen = g;
+    if (g_atomic_int_get (&t->quit))
+      return NULL;
+    t->fn (t->ctx, me->tid);
+    g_atomic_int_inc (&t->done);
+  }
+}
+
+/* A team of up to n threads (fewer if threads cannot be started). */
+static team *
+team_new (int n)
+{
+  team *t = g_new0 (team, 1);
+  g_mutex_init (&t->lock);
+  g_cond_init (&t->cond);
+  t->n = 1;
+  for (int i = 1; i < n; i++) {
+    t->members[i] = (team_member) { t, i };
+    t->threads[i] = g_thread_try_new ("canary-enc", team_main, &t->members[i], NULL);
+    if (!t->threads[i])
+      break;
+    t->n++;
+  }
+  return t;
+}
+
+static void
+team_free (team *t)
+{
+  if (!t)
+    return;
+  g_mutex_lock (&t->lock);
+  g_atomic_int_set (&t->quit, 1);
+  g_atomic_int_inc (&t->gen);
+  g_cond_broadcast (&t->cond);
+  g_mutex_unlock (&t->lock);
+  for (int i = 1; i < t->n; i++)
+    g_thread_join (t->threads[i]);
+  g_mutex_clear (&t->lock);
+  g_cond_clear (&t->cond);
+  g_free (t);
+}
+
+/* Runs fn (ctx, tid) on every thread of the team and returns when all have. */
+static void
+team_run (team *t, team_fn fn, void *ctx)
+{
+  g_atomic_int_set (&t->next, 0);
+  if (t->n == 1) {
+    fn (ctx, 0);
+    return;
+  }
+  t->fn = fn;
+  t->ctx = ctx;
+  g_atomic_int_set (&t->done, 0);
+  g_mutex_lock (&t->lock);
+  g_atomic_int_inc (&t->gen);
+  if (t->sleepers > 0)
+    g_cond_broadcast (&t->cond);
+  g_mutex_unlock (&t->lock);
+  fn (ctx, 0);
+  /* The helpers' shares are about as long as ours: spin, and only after a while (a helper that
+   * lost its core) give the core away now and then. */
+  for (int i = 1; g_atomic_int_get (&t->done) < t->n - 1; i++) {
+    cpu_relax ();
+    if (i >= 16384 && (i & 1023) == 0)
+      g_thread_yield ();
+  }
+}
+
+/* The next work item of the current job (items are handed out in order, each once). */
+static int
+team_next (team *t)
+{
+  return g_atomic_int_add (&t->next, 1);
+}
+
+/* Starts the team and the per-thread scratch for this call: as many threads as OpenBLAS is told
+ * to use (the engine's n_threads), one without the AVX-512 path (BLAS threads instead). */
+static gboolean
+work_prepare (const canary_encoder *e, canary_encoder_work *w, GError **error)
+{
+  const int n = e->simd ? CLAMP (openblas_get_num_threads (), 1, MAX_THREADS) : 1;
+  if (!w->team || w->team_want != n) {
+    team_free (w->team);
+    w->team = team_new (n);
+    w->team_want = n;
+  }
+  const int nt = w->team->n;
+  /* Per thread: S [ATT_QB][tp], BD [ATT_QB][pp], PT [tp][ATT_QB], a padded conv row. */
+  const gsize stride = round_up ((gsize) ATT_QB * (2 * w->tp + w->pp) + w->tp + e->kernel + 32,
+      16);
+  if (nt != w->thread_n || stride != w->thread_stride) {
+    free (w->thread_mem);
+    w->thread_mem = NULL;
+    w->thread_n = 0;
+    w->thread_bytes = 0;
+    void *mem = NULL;
+    gsize bytes;
+    if (!canary_mul_size (stride * nt, sizeof (float), &bytes)
+        || posix_memalign (&mem, 64, bytes) != 0) {
+      g_set_error (error, CANARY_ERROR, CANARY_ERROR_OUT_OF_MEMORY,
+          "encoder: cannot allocate %" G_GSIZE_FORMAT " bytes of attention scratch",
+          stride * nt * sizeof (float));
+      return FALSE;
+    }
+    memset (mem, 0, bytes);
+    w->thread_mem = mem;
+    w->thread_n = nt;
+    w->thread_stride = stride;
+    w->thread_bytes = bytes;
+  }
+  return TRUE;
+}
+
+static float *
+thread_scores (canary_encoder_work *w, int tid)
+{
+  return w->thread_mem + (gsize) tid * w->thread_stride;
+}
+
+static float *
+thread_bd (canary_encoder_work *w, int tid)
+{
+  return thread_scores (w, tid) + (gsize) ATT_QB * w->tp;
+}
+
+static float *
+thread_pt (canary_encoder_work *w, int tid)
+{
+  return thread_bd (w, tid) + (gsize) ATT_QB * w->pp;
+}
+
+static float *
+thread_row (canary_encoder_work *w, int tid)
+{
+  return thread_pt (w, tid) + (gsize) ATT_QB * w->tp;
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Building blocks.                                                                          */
-
-/* y[rows][out] = x[rows][in] · Wᵀ + b, as torch's addmm (bias preloaded, beta = 1). */
-static void
-linear_fwd (const linear *l, const float *x, int rows, int in, int out, float *y)
-{
-  if (rows <= 0)
-    return;
-  for (int r = 0; r < rows; r++) {
-    if (l->b)
-      memcpy (y + (gsize) r * out, l->b, (gsize) out * sizeof (float));
-    else
-      memset (y + (gsize) r * out, 0, (gsize) out * sizeof (float));
-  }
-  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, l->w, in,
-      1.0f, y, out);
-}
-
-static void
-layer_norm (const float *x, int rows, int D, const float *g, const float *b, float *y)
-{
-  for (int r = 0; r < rows; r++) {
-    const float *xr = x + (gsize) r * D;
-    float *yr = y + (gsize) r * D;
-    double sum = 0.0;
-    for (int c = 0; c < D; c++)
-      sum += xr[c];
-    const double mean = sum / D;
-    double ss = 0.0;
-    for (int c = 0; c < D; c++)
-      ss += (xr[c] - mean) * (xr[c] - mean);
-    const float m = (float) mean, rstd = (float) (1.0 / sqrt (ss / D + LN_EPS));
-    for (int c = 0; c < D; c++)
-      yr[c] = (xr[c] - m) * rstd * g[c] + b[c];
-  }
-}
 
 static inline float
 sigmoidf (float x)
@@ -692,53 +933,14 @@ sigmoidf (float x)
 }
 
 /* Swish / SiLU: x · sigmoid(x). */
-static void
-swish (float *x, gsize n)
+static inline float
+swishf (float x)
 {
-  for (gsize i = 0; i < n; i++)
-    x[i] = x[i] / (1.0f + expf (-x[i]));
+  return x / (1.0f + expf (-x));
 }
 
-/* x += scale · y over n elements (the residual adds; scale 0.5 for the macaron FF halves). */
-static void
-residual_add (float *x, const float *y, gsize n, float scale)
-{
-  if (scale == 1.0f) {
-    for (gsize i = 0; i < n; i++)
-      x[i] += y[i];
-  } else {
-    for (gsize i = 0; i < n; i++)
-      x[i] += y[i] * scale;
-  }
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Subsampling.                                                                              */
-
-/* im2col of the masked mel image for conv.0: image[t][f] = mel[f][t] for t < len[0], else 0
- * (MaskedConvSequential masks the input); zero padding 1 on both axes. Only the first len[1]
- * output rows are built: later rows are masked before use. */
-static void
-conv0_im2col (const canary_encoder *e, const sub_dims *d, const float *mel, float *col)
-{
-  const int T0 = d->t[0], L0 = d->len[0], F0 = d->f[0], F1 = d->f[1], L1 = d->len[1];
-  for (int t = 0; t < L1; t++) {
-    for (int f = 0; f < F1; f++) {
-      float *c = col + ((gsize) t * F1 + f) * (SUB_K * SUB_K);
-      for (int i = 0; i < SUB_K; i++) {
-        const int ti = 2 * t + i - 1;
-        for (int j = 0; j < SUB_K; j++) {
-          const int fj = 2 * f + j - 1;
-          const gboolean in = ti >= 0 && ti < L0 && fj >= 0 && fj < F0;
-          c[i * SUB_K + j] = in ? mel[(gsize) fj * T0 + ti] : 0.0f;
-        }
-      }
-    }
-  }
-}
-
-/* ReLU without a data-dependent branch (which mispredicts on about half of the inputs and was
- * the subsampling's largest cost): clear the value when its sign bit is set. */
+/* ReLU without a data-dependent branch (which mispredicts on about half of the inputs): clear
+ * the value when its sign bit is set. */
 static inline float
 relu (float v)
 {
@@ -749,17 +951,866 @@ relu (float v)
   return v;
 }
 
-/* Adds the per-channel bias and applies ReLU to the first `valid` elements of each channel plane
- * (stride `plane`) and zeros the rest: NeMo's mask → ReLU → mask around each activation. */
-static void
-bias_relu_mask (float *x, int chans, gsize plane, gsize valid, const float *bias)
+static inline float
+activate (float v, int act)
 {
-  for (int c = 0; c < chans; c++) {
-    float *restrict p = x + (gsize) c * plane;
-    const float b = bias[c];
-    for (gsize i = 0; i < valid; i++)
-      p[i] = relu (p[i] + b);
-    memset (p + valid, 0, (plane - valid) * sizeof (float));
+  return act == ACT_SWISH ? swishf (v) : act == ACT_RELU ? relu (v) : v;
+}
+
+/* LayerNorm of one row (y may be x): double sums, as before the vector path existed. */
+static void
+ln_row_scalar (const float *x, int D, const float *g, const float *b, float *y)
+{
+  double sum = 0.0;
+  for (int c = 0; c < D; c++)
+    sum += x[c];
+  const double mean = sum / D;
+  double ss = 0.0;
+  for (int c = 0; c < D; c++)
+    ss += (x[c] - mean) * (x[c] - mean);
+  const float m = (float) mean, rstd = (float) (1.0 / sqrt (ss / D + LN_EPS));
+  for (int c = 0; c < D; c++)
+    y[c] = (x[c] - m) * rstd * g[c] + b[c];
+}
+
+/* dst[c][r] = src[r][c] for r < rows, c < cols; dst[c][r] = 0 for rows <= r < rows_pad. */
+static void
+transpose_scalar (const float *src, gsize lds, int rows, int cols, float *dst, gsize ldd,
+    int rows_pad)
+{
+  for (int c = 0; c < cols; c++) {
+    float *d = dst + (gsize) c * ldd;
+    for (int r = 0; r < rows; r++)
+      d[r] = src[(gsize) r * lds + c];
+    for (int r = rows; r < rows_pad; r++)
+      d[r] = 0.0f;
+  }
+}
+
+/* One query row of the attention: s[j] = (s[j] + bd[j]) / sqrt_dk over the L valid keys (bd:
+ * the positional scores already shifted to this query), then softmax, in place. */
+static void
+score_row_scalar (float *s, const float *bd, int L, float sqrt_dk)
+{
+  for (int j = 0; j < L; j++)
+    s[j] = (s[j] + bd[j]) / sqrt_dk;
+  float mx = s[0];
+  for (int j = 1; j < L; j++)
+    mx = MAX (mx, s[j]);
+  double sum = 0.0;
+  for (int j = 0; j < L; j++) {
+    s[j] = expf (s[j] - mx);
+    sum += s[j];
+  }
+  const float inv = (float) (1.0 / sum);
+  for (int j = 0; j < L; j++)
+    s[j] *= inv;
+}
+
+/* One channel of the convolution module after pw1: GLU of rows a and g over the L valid steps
+ * (zero past them, as NeMo masks the padding), the depthwise conv along time (BN folded, taps
+ * w[K], zero padding), Swish, into out[0 … T). `row` is scratch of T + K - 1 floats. */
+static void
+conv_channel_scalar (const float *a, const float *g, int L, int T, const float *w, int K,
+    float bias, float *row, float *out)
+{
+  const int half = (K - 1) / 2;
+  for (int t = 0; t < half; t++)
+    row[t] = 0.0f;
+  for (int t = 0; t < L; t++)
+    row[half + t] = a[t] * sigmoidf (g[t]);
+  for (int t = half + L; t < T + K - 1; t++)
+    row[t] = 0.0f;
+  for (int t = 0; t < T; t++) {
+    float o = bias;
+    for (int k = 0; k < K; k++)
+      o += w[k] * row[t + k];
+    out[t] = swishf (o);
+  }
+}
+
+#if HAVE_AVX512_PATH
+/* ---- AVX-512 versions (chosen at run time when the CPU has AVX-512F) ---- */
+
+AVX512 static inline __mmask16
+tail_mask (int n)
+{
+  return n >= 16 ? (__mmask16) 0xffff : n <= 0 ? 0 : (__mmask16) ((1u << n) - 1);
+}
+
+/* exp on 16 lanes: Cephes' expf scheme (range reduction by ln 2, degree-6 polynomial, scale by
+ * 2^n), within 1 ulp of libm's expf; NaN stays NaN, large arguments give 0 / inf. */
+AVX512 static inline __m512
+exp16 (__m512 x)
+{
+  x = _mm512_max_ps (_mm512_set1_ps (-200.0f), _mm512_min_ps (_mm512_set1_ps (200.0f), x));
+  const __m512 n = _mm512_roundscale_ps (_mm512_mul_ps (x, _mm512_set1_ps (1.44269504088896341f)),
+      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps (n, _mm512_set1_ps (0.693359375f), x);
+  r = _mm512_fnmadd_ps (n, _mm512_set1_ps (-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps (1.9875691500e-4f);
+  p = _mm512_fmadd_ps (p, r, _mm512_set1_ps (1.3981999507e-3f));
+  p = _mm512_fmadd_ps (p, r, _mm512_set1_ps (8.3334519073e-3f));
+  p = _mm512_fmadd_ps (p, r, _mm512_set1_ps (4.1665795894e-2f));
+  p = _mm512_fmadd_ps (p, r, _mm512_set1_ps (1.6666665459e-1f));
+  p = _mm512_fmadd_ps (p, r, _mm512_set1_ps (5.0000001201e-1f));
+  p = _mm512_fmadd_ps (p, _mm512_mul_ps (r, r), _mm512_add_ps (r, _mm512_set1_ps (1.0f)));
+  return _mm512_scalef_ps (p, n);
+}
+
+AVX512 static inline __m512
+swish16 (__m512 v)
+{
+  const __m512 one = _mm512_set1_ps (1.0f);
+  return _mm512_div_ps (v, _mm512_add_ps (one, exp16 (_mm512_sub_ps (_mm512_setzero_ps (), v))));
+}
+
+AVX512 static inline __m512
+sigmoid16 (__m512 v)
+{
+  const __m512 one = _mm512_set1_ps (1.0f);
+  return _mm512_div_ps (one, _mm512_add_ps (one, exp16 (_mm512_sub_ps (_mm512_setzero_ps (), v))));
+}
+
+/* In-register 16x16 transpose: r[i][j] → r[j][i]. */
+AVX512 static inline void
+tr16 (__m512 r[16])
+{
+  __m512 t[16], u[16], v[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps (r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps (r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; i++) {
+    const __m512d a = _mm512_castps_pd (t[4 * i]), b = _mm512_castps_pd (t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd (t[4 * i + 2]), d = _mm512_castps_pd (t[4 * i + 3]);
+    u[4 * i] = _mm512_castpd_ps (_mm512_unpacklo_pd (a, c));
+    u[4 * i + 1] = _mm512_castpd_ps (_mm512_unpackhi_pd (a, c));
+    u[4 * i + 2] = _mm512_castpd_ps (_mm512_unpacklo_pd (b, d));
+    u[4 * i + 3] = _mm512_castpd_ps (_mm512_unpackhi_pd (b, d));
+  }
+  for (int q = 0; q < 4; q++) {
+    v[q] = _mm512_shuffle_f32x4 (u[q], u[4 + q], 0x88);
+    v[4 + q] = _mm512_shuffle_f32x4 (u[q], u[4 + q], 0xdd);
+    v[8 + q] = _mm512_shuffle_f32x4 (u[8 + q], u[12 + q], 0x88);
+    v[12 + q] = _mm512_shuffle_f32x4 (u[8 + q], u[12 + q], 0xdd);
+  }
+  for (int q = 0; q < 4; q++) {
+    r[q] = _mm512_shuffle_f32x4 (v[q], v[8 + q], 0x88);
+    r[8 + q] = _mm512_shuffle_f32x4 (v[q], v[8 + q], 0xdd);
+    r[4 + q] = _mm512_shuffle_f32x4 (v[4 + q], v[12 + q], 0x88);
+    r[12 + q] = _mm512_shuffle_f32x4 (v[4 + q], v[12 + q], 0xdd);
+  }
+}
+
+/* Sum of the 8 doubles. */
+AVX512 static inline double
+hsum_pd (__m512d a)
+{
+  return _mm512_reduce_add_pd (a);
+}
+
+/* lo += v[0…7], hi += v[8…15], in double. */
+AVX512 static inline void
+widen_add (__m512 v, __m512d *lo, __m512d *hi)
+{
+  *lo = _mm512_add_pd (*lo, _mm512_cvtps_pd (_mm512_castps512_ps256 (v)));
+  *hi = _mm512_add_pd (*hi, _mm512_cvtps_pd (_mm256_castpd_ps (
+      _mm512_extractf64x4_pd (_mm512_castps_pd (v), 1))));
+}
+
+/* LayerNorm statistics of one row as the scalar path computes them: the mean and the variance
+ * in double (two passes), then m and 1/sqrt(var + eps) in float. */
+AVX512 static void
+ln_stats_avx512 (const float *x, int D, float *m_out, float *rstd_out)
+{
+  const int D16 = D & ~15;
+  __m512d s0 = _mm512_setzero_pd (), s1 = _mm512_setzero_pd ();
+  for (int c = 0; c < D16; c += 16)
+    widen_add (_mm512_loadu_ps (x + c), &s0, &s1);
+  double sum = hsum_pd (_mm512_add_pd (s0, s1));
+  for (int c = D16; c < D; c++)
+    sum += x[c];
+  const double mean = sum / D;
+  const __m512d md = _mm512_set1_pd (mean);
+  s0 = _mm512_setzero_pd ();
+  s1 = _mm512_setzero_pd ();
+  for (int c = 0; c < D16; c += 16) {
+    const __m512 v = _mm512_loadu_ps (x + c);
+    const __m512d lo = _mm512_sub_pd (_mm512_cvtps_pd (_mm512_castps512_ps256 (v)), md);
+    const __m512d hi = _mm512_sub_pd (_mm512_cvtps_pd (_mm256_castpd_ps (
+        _mm512_extractf64x4_pd (_mm512_castps_pd (v), 1))), md);
+    s0 = _mm512_fmadd_pd (lo, lo, s0);
+    s1 = _mm512_fmadd_pd (hi, hi, s1);
+  }
+  double ss = hsum_pd (_mm512_add_pd (s0, s1));
+  for (int c = D16; c < D; c++)
+    ss += (x[c] - mean) * (x[c] - mean);
+  *m_out = (float) mean;
+  *rstd_out = (float) (1.0 / sqrt (ss / D + LN_EPS));
+}
+
+AVX512 static void
+ln_row_avx512 (const float *x, int D, const float *g, const float *b, float *y)
+{
+  const int D16 = D & ~15;
+  float m, rstd;
+  ln_stats_avx512 (x, D, &m, &rstd);
+  const __m512 mv = _mm512_set1_ps (m), rv = _mm512_set1_ps (rstd);
+  for (int c = 0; c < D16; c += 16) {
+    const __m512 v = _mm512_mul_ps (_mm512_sub_ps (_mm512_loadu_ps (x + c), mv), rv);
+    _mm512_storeu_ps (y + c, _mm512_add_ps (_mm512_mul_ps (v, _mm512_loadu_ps (g + c)),
+        _mm512_loadu_ps (b + c)));
+  }
+  for (int c = D16; c < D; c++)
+    y[c] = (x[c] - m) * rstd * g[c] + b[c];
+}
+
+/* LayerNorm of rows [0, rows) (rows <= 16) of x straight into xt[c][r] (columns rows … 15
+ * zero): y = (x − m) · rstd · g + b, in the scalar path's operation order. */
+AVX512 static void
+ln_transpose_avx512 (const float *x, int D, int rows, const float *g, const float *b, float *xt,
+    gsize ldx)
+{
+  float m[16], rstd[16];
+  for (int r = 0; r < rows; r++)
+    ln_stats_avx512 (x + (gsize) r * D, D, &m[r], &rstd[r]);
+  for (int c0 = 0; c0 < D; c0 += 16) {
+    const int nc = MIN (16, D - c0);
+    const __mmask16 cm = tail_mask (nc);
+    const __m512 gv = _mm512_maskz_loadu_ps (cm, g + c0), bv = _mm512_maskz_loadu_ps (cm, b + c0);
+    __m512 v[16];
+    for (int r = 0; r < 16; r++) {
+      if (r < rows) {
+        const __m512 t = _mm512_mul_ps (_mm512_sub_ps (_mm512_maskz_loadu_ps (cm,
+            x + (gsize) r * D + c0), _mm512_set1_ps (m[r])), _mm512_set1_ps (rstd[r]));
+        v[r] = _mm512_add_ps (_mm512_mul_ps (t, gv), bv);
+      } else {
+        v[r] = _mm512_setzero_ps ();
+      }
+    }
+    tr16 (v);
+    for (int i = 0; i < nc; i++)
+      _mm512_storeu_ps (xt + (gsize) (c0 + i) * ldx, v[i]);
+  }
+}
+
+AVX512 static void
+transpose_avx512 (const float *src, gsize lds, int rows, int cols, float *dst, gsize ldd,
+    int rows_pad)
+{
+  for (int r0 = 0; r0 < rows_pad; r0 += 16) {
+    if (rows_pad - r0 < 16) {
+      transpose_scalar (src + (gsize) r0 * lds, lds, MAX (0, rows - r0), cols, dst + r0, ldd,
+          rows_pad - r0);
+      break;
+    }
+    for (int c0 = 0; c0 < cols; c0 += 16) {
+      const int nc = MIN (16, cols - c0);
+      const __mmask16 cm = tail_mask (nc);
+      __m512 v[16];
+      for (int i = 0; i < 16; i++)
+        v[i] = r0 + i < rows ? _mm512_maskz_loadu_ps (cm, src + (gsize) (r0 + i) * lds + c0)
+            : _mm512_setzero_ps ();
+      tr16 (v);
+      for (int i = 0; i < nc; i++)
+        _mm512_storeu_ps (dst + (gsize) (c0 + i) * ldd + r0, v[i]);
+    }
+  }
+}
+
+AVX512 static void
+score_row_avx512 (float *s, const float *bd, int L, float sqrt_dk)
+{
+  const __m512 div = _mm512_set1_ps (sqrt_dk), lowest = _mm512_set1_ps (-G_MAXFLOAT);
+  __m512 mx = lowest;
+  for (int j = 0; j < L; j += 16) {
+    const __mmask16 m = tail_mask (L - j);
+    const __m512 v = _mm512_div_ps (_mm512_add_ps (_mm512_maskz_loadu_ps (m, s + j),
+        _mm512_maskz_loadu_ps (m, bd + j)), div);
+    _mm512_mask_storeu_ps (s + j, m, v);
+    mx = _mm512_mask_max_ps (mx, m, mx, v);
+  }
+  const __m512 mv = _mm512_set1_ps (_mm512_reduce_max_ps (mx));
+  __m512d s0 = _mm512_setzero_pd (), s1 = _mm512_setzero_pd ();
+  for (int j = 0; j < L; j += 16) {
+    const __mmask16 m = tail_mask (L - j);
+    const __m512 e = _mm512_maskz_mov_ps (m, exp16 (_mm512_sub_ps (_mm512_maskz_loadu_ps (m,
+        s + j), mv)));
+    _mm512_mask_storeu_ps (s + j, m, e);
+    widen_add (e, &s0, &s1);
+  }
+  const __m512 inv = _mm512_set1_ps ((float) (1.0 / hsum_pd (_mm512_add_pd (s0, s1))));
+  for (int j = 0; j < L; j += 16) {
+    const __mmask16 m = tail_mask (L - j);
+    _mm512_mask_storeu_ps (s + j, m, _mm512_mul_ps (_mm512_maskz_loadu_ps (m, s + j), inv));
+  }
+}
+
+AVX512 static void
+conv_channel_avx512 (const float *a, const float *g, int L, int T, const float *w, int K,
+    float bias, float *row, float *out)
+{
+  const int half = (K - 1) / 2, len = T + K - 1;
+  for (int t = 0; t < half; t++)
+    row[t] = 0.0f;
+  for (int t = 0; t < L; t += 16) {
+    const __mmask16 m = tail_mask (L - t);
+    const __m512 av = _mm512_maskz_loadu_ps (m, a + t), gv = _mm512_maskz_loadu_ps (m, g + t);
+    _mm512_mask_storeu_ps (row + half + t, m, _mm512_mul_ps (av, sigmoid16 (gv)));
+  }
+  for (int t = half + L; t < len + 16; t++)
+    row[t] = 0.0f;
+  for (int t = 0; t < T; t += 16) {
+    __m512 o = _mm512_set1_ps (bias);
+    for (int k = 0; k < K; k++)
+      o = _mm512_fmadd_ps (_mm512_set1_ps (w[k]), _mm512_loadu_ps (row + t + k), o);
+    _mm512_mask_storeu_ps (out + t, tail_mask (T - t), swish16 (o));
+  }
+}
+
+/* The GEMM micro-kernel: a TILE_N x TILE_M block of CT (rows n, columns m) over kc steps of k:
+ *   CT[j][m] (+)= Σ_k W[j·sn + k·sk] · XT[k][m].
+ * Weights are broadcast from where they lie (the checkpoint's [out][in] rows, or a transposed
+ * activation in the attention), the 64 columns are 4 vectors of XT: no packing, no horizontal
+ * sums. Rows past nr repeat row nr-1 and are not stored; columns past mv are not stored.
+ * first: store (else add to CT); last: then add the bias and apply act. (Software prefetch of
+ * the next tile measured neutral: the hardware prefetchers follow the weight rows.) */
+AVX512 static void
+kernel_6x64 (const float *xt, gsize ldx, const float *w, gsize sn, gsize sk, int kc, float *ct,
+    gsize ldc, int nr, int mv, gboolean first, gboolean last, const float *bias, int act)
+{
+  __m512 acc[TILE_N][4];
+  gsize off[TILE_N];
+  _Pragma ("GCC unroll 8")
+  for (int j = 0; j < TILE_N; j++) {
+    off[j] = (gsize) MIN (j, nr - 1) * sn;
+    _Pragma ("GCC unroll 4")
+    for (int v = 0; v < 4; v++)
+      acc[j][v] = _mm512_setzero_ps ();
+  }
+  const float *x = xt, *wk = w;
+  for (int k = 0; k < kc; k++, x += ldx, wk += sk) {
+    __m512 a[4];
+    _Pragma ("GCC unroll 4")
+    for (int v = 0; v < 4; v++)
+      a[v] = _mm512_loadu_ps (x + 16 * v);
+    _Pragma ("GCC unroll 8")
+    for (int j = 0; j < TILE_N; j++) {
+      const __m512 b = _mm512_set1_ps (wk[off[j]]);
+      _Pragma ("GCC unroll 4")
+      for (int v = 0; v < 4; v++)
+        acc[j][v] = _mm512_fmadd_ps (a[v], b, acc[j][v]);
+    }
+  }
+  __mmask16 mask[4];
+  for (int v = 0; v < 4; v++)
+    mask[v] = tail_mask (mv - 16 * v);
+  _Pragma ("GCC unroll 8")
+  for (int j = 0; j < TILE_N; j++) {
+    if (j >= nr)
+      break;
+    float *c = ct + (gsize) j * ldc;
+    const __m512 bj = _mm512_set1_ps (bias && last ? bias[j] : 0.0f);
+    _Pragma ("GCC unroll 4")
+    for (int v = 0; v < 4; v++) {
+      if (!mask[v])
+        break;
+      __m512 r = acc[j][v];
+      if (!first)
+        r = _mm512_add_ps (_mm512_maskz_loadu_ps (mask[v], c + 16 * v), r);
+      if (last) {
+        if (bias)
+          r = _mm512_add_ps (r, bj);
+        if (act == ACT_SWISH)
+          r = swish16 (r);
+        else if (act == ACT_RELU)
+          r = _mm512_max_ps (r, _mm512_setzero_ps ());
+      }
+      _mm512_mask_storeu_ps (c + 16 * v, mask[v], r);
+    }
+  }
+}
+#endif /* HAVE_AVX512_PATH */
+
+#if HAVE_AVX512_PATH
+static gboolean
+use_avx512 (const canary_encoder *e)
+{
+  return e->simd;
+}
+#endif
+
+static void
+ln_row (const canary_encoder *e, const float *x, int D, const float *g, const float *b, float *y)
+{
+#if HAVE_AVX512_PATH
+  if (use_avx512 (e)) {
+    ln_row_avx512 (x, D, g, b, y);
+    return;
+  }
+#endif
+  ln_row_scalar (x, D, g, b, y);
+}
+
+static void
+transpose (const canary_encoder *e, const float *src, gsize lds, int rows, int cols, float *dst,
+    gsize ldd, int rows_pad)
+{
+#if HAVE_AVX512_PATH
+  if (use_avx512 (e)) {
+    transpose_avx512 (src, lds, rows, cols, dst, ldd, rows_pad);
+    return;
+  }
+#endif
+  transpose_scalar (src, lds, rows, cols, dst, ldd, rows_pad);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* GEMMs.                                                                                    */
+
+/* Every GEMM of the encoder, in one form: CT[n][m] = act(bias[n] + Σ_k W(n, k) · XT[k][m]) for
+ * n < N, m < M, with W(n, k) = w[n·sn + k·sk] (sk = 1: a torch [out][in] weight in place; sn = 1:
+ * a transposed activation). Activations are transposed ([feature][time]) around the GEMMs, so
+ * a GEMM's output is the next one's input without copies. `done`, when set, runs once per
+ * finished block of rows [n0, n1) (after bias and act), on the thread that computed it. */
+typedef struct _gemm_job gemm_job;
+typedef void (*gemm_done_fn) (const canary_encoder *e, const gemm_job *job, int n0, int n1);
+
+struct _gemm_job {
+  int N, M, K;
+  const float *w;
+  gsize sn, sk;
+  const float *xt;
+  gsize ldx;
+  float *ct;
+  gsize ldc;
+  const float *bias;
+  int act;
+  int chunk;            /* rows per work item (0: CHUNK_N) */
+  gemm_done_fn done;
+  /* For the done callbacks. */
+  float *dst;
+  gsize ldd;
+  float scale;
+  int m_tot;
+  const float *aux1, *aux2;
+  const void *user;
+};
+
+#if HAVE_AVX512_PATH
+/* Rows [n0, n1), columns [m0, m1) of a job over k in [k0, k1) (in equal blocks of at most KC),
+ * into dst (row stride ldd, same row/column indexing as CT). epilogue: add the bias and apply
+ * the activation at the end (else the raw sum is stored). */
+static void
+gemm_tiles (const gemm_job *j, int n0, int n1, int m0, int m1, int k0, int k1, float *dst,
+    gsize ldd, gboolean epilogue)
+{
+  const int kblocks = (k1 - k0 + KC - 1) / KC;
+  const int kcb = (int) round_up ((k1 - k0 + kblocks - 1) / kblocks, 16);
+  for (int kb = k0; kb < k1; kb += kcb) {
+    const int kc = MIN (kcb, k1 - kb);
+    const gboolean first = kb == k0, last = kb + kc == k1 && epilogue;
+    for (int n = n0; n < n1; n += TILE_N) {
+      const int nr = MIN (TILE_N, n1 - n);
+      const float *wt = j->w + (gsize) n * j->sn + (gsize) kb * j->sk;
+      for (int m = m0; m < m1; m += TILE_M)
+        kernel_6x64 (j->xt + (gsize) kb * j->ldx + m, j->ldx, wt, j->sn, j->sk, kc,
+            dst + (gsize) n * ldd + m, ldd, nr, MIN (TILE_M, m1 - m), first, last,
+            j->bias ? j->bias + n : NULL, j->act);
+    }
+  }
+}
+#endif
+
+/* Rows [n0, n1) of a job, on the calling thread. */
+static void
+gemm_rows (const canary_encoder *e, const gemm_job *j, int n0, int n1)
+{
+  if (n1 <= n0)
+    return;
+  if (j->M > 0 && j->K > 0) {
+#if HAVE_AVX512_PATH
+    if (use_avx512 (e))
+      gemm_tiles (j, n0, n1, 0, j->M, 0, j->K, j->ct, j->ldc, TRUE);
+    else
+#endif
+    {
+      const int rows = n1 - n0;
+      if (j->sk == 1)
+        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, j->M, j->K, 1.0f,
+            j->w + (gsize) n0 * j->sn, (int) j->sn, j->xt, (int) j->ldx, 0.0f,
+            j->ct + (gsize) n0 * j->ldc, (int) j->ldc);
+      else
+        cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, rows, j->M, j->K, 1.0f,
+            j->w + n0, (int) j->sk, j->xt, (int) j->ldx, 0.0f, j->ct + (gsize) n0 * j->ldc,
+            (int) j->ldc);
+      if (j->bias || j->act != ACT_NONE) {
+        for (int n = n0; n < n1; n++) {
+          float *c = j->ct + (gsize) n * j->ldc;
+          const float b = j->bias ? j->bias[n] : 0.0f;
+          for (int m = 0; m < j->M; m++)
+            c[m] = activate (j->bias ? c[m] + b : c[m], j->act);
+        }
+      }
+    }
+  }
+  if (j->done)
+    j->done (e, j, n0, n1);
+}
+
+#define MAX_JOBS 8
+#define XT_BLOCK_BYTES (512 * 1024)  /* XT slice one work item reads: about a quarter of the L2 */
+
+#if HAVE_AVX512_PATH
+
+/* How a job is cut into work items for the team: K in `parts` (each at most KC; partial sums
+ * of parts 1… go to the part buffer and are added to part 0's in order, which is the order of
+ * the single-threaded k blocks), M in blocks whose XT slice fits XT_BLOCK_BYTES, N in chunks.
+ * Items run part by part, then block by block, so the threads share one XT slice at a time. */
+typedef struct {
+  int parts, kpart, mblocks, mbw, chunks, chunk, first_item;
+  float *part;       /* parts - 1 slices [N][ldp] */
+  gsize ldp;
+  gint *count;       /* items finished per chunk (when a chunk has several) */
+} job_plan;
+
+typedef struct {
+  const canary_encoder *e;
+  team *t;
+  const gemm_job *jobs;
+  int n_jobs, n_items;
+  job_plan plan[MAX_JOBS];
+} gemm_batch;
+
+static void
+plan_job (const gemm_job *j, gboolean split_k, job_plan *p)
+{
+  p->parts = split_k ? (j->K + KC - 1) / KC : 1;
+  p->kpart = (int) round_up ((j->K + p->parts - 1) / p->parts, 16);
+  p->parts = (j->K + p->kpart - 1) / p->kpart;
+  const gsize per_col = (gsize) MIN (j->K, KC) * sizeof (float);
+  p->mbw = (int) MAX (TILE_M, XT_BLOCK_BYTES / per_col / TILE_M * TILE_M);
+  p->mblocks = MAX (1, (j->M + p->mbw - 1) / p->mbw);
+  p->chunk = j->chunk > 0 ? j->chunk : CHUNK_N;
+  p->chunks = (j->N + p->chunk - 1) / p->chunk;
+  p->ldp = round_up (MAX (j->M, 1), TILE_M);
+  p->part = NULL;
+  p->count = NULL;
+}
+
+/* Floats of part buffer a job needs. */
+static gsize
+part_floats (const job_plan *p, const gemm_job *j)
+{
+  return p->parts > 1 ? (gsize) (p->parts - 1) * j->N * p->ldp : 0;
+}
+
+/* Rows [n0, n1) once every part is in: CT += parts 1…, then bias and activation. */
+AVX512 static void
+combine_parts (const gemm_job *j, const job_plan *p, int n0, int n1)
+{
+  for (int n = n0; n < n1; n++) {
+    float *c = j->ct + (gsize) n * j->ldc;
+    const __m512 b = _mm512_set1_ps (j->bias ? j->bias[n] : 0.0f);
+    for (int m = 0; m < j->M; m += 16) {
+      const __mmask16 mm = tail_mask (j->M - m);
+      __m512 v = _mm512_maskz_loadu_ps (mm, c + m);
+      for (int q = 1; q < p->parts; q++)
+        v = _mm512_add_ps (v, _mm512_maskz_loadu_ps (mm, p->part + ((gsize) (q - 1) * j->N + n)
+            * p->ldp + m));
+      if (j->bias)
+        v = _mm512_add_ps (v, b);
+      if (j->act == ACT_SWISH)
+        v = swish16 (v);
+      else if (j->act == ACT_RELU)
+        v = _mm512_max_ps (v, _mm512_setzero_ps ());
+      _mm512_mask_storeu_ps (c + m, mm, v);
+    }
+  }
+}
+
+static void
+gemm_batch_fn (void *ctx, int tid)
+{
+  const gemm_batch *b = ctx;
+  for (int it; (it = team_next (b->t)) < b->n_items;) {
+    int jx = 0;
+    while (jx + 1 < b->n_jobs && it >= b->plan[jx + 1].first_item)
+      jx++;
+    const gemm_job *j = &b->jobs[jx];
+    const job_plan *p = &b->plan[jx];
+    const int local = it - p->first_item, per_part = p->mblocks * p->chunks;
+    const int q = local / per_part, mb = local % per_part / p->chunks, c = local % p->chunks;
+    const int n0 = c * p->chunk, n1 = MIN (n0 + p->chunk, j->N);
+    const int m0 = mb * p->mbw, m1 = MIN (m0 + p->mbw, j->M);
+    const int k0 = q * p->kpart, k1 = MIN (k0 + p->kpart, j->K);
+    if (m1 > m0) {
+      if (q == 0)
+        gemm_tiles (j, n0, n1, m0, m1, k0, k1, j->ct, j->ldc, p->parts == 1);
+      else
+        gemm_tiles (j, n0, n1, m0, m1, k0, k1, p->part + (gsize) (q - 1) * j->N * p->ldp,
+            p->ldp, FALSE);
+    }
+    if (p->count && g_atomic_int_add (&p->count[c], 1) != p->parts * p->mblocks - 1)
+      continue;  /* another item of this chunk finishes it */
+    if (p->parts > 1)
+      combine_parts (j, p, n0, n1);
+    if (j->done)
+      j->done (b->e, j, n0, n1);
+  }
+}
+#endif
+
+/* Runs independent jobs together, spread over the team (one cblas_sgemm each without the
+ * AVX-512 path). */
+static void
+gemm_run (const canary_encoder *e, canary_encoder_work *w, const gemm_job *jobs, int n_jobs)
+{
+  g_assert (n_jobs <= MAX_JOBS);
+#if HAVE_AVX512_PATH
+  if (use_avx512 (e)) {
+    gemm_batch b = { e, w->team, jobs, n_jobs, 0, { { 0 } } };
+    gsize need = 0, counters = 0;
+    for (int i = 0; i < n_jobs; i++) {
+      plan_job (&jobs[i], TRUE, &b.plan[i]);
+      need += part_floats (&b.plan[i], &jobs[i]);
+    }
+    if (need > w->part_n) {
+      /* Grown once; without it, parts are summed in place (k blocks inside one item). */
+      void *mem = NULL;
+      if (posix_memalign (&mem, 64, need * sizeof (float)) == 0) {
+        free (w->part);
+        w->part = mem;
+        w->part_n = need;
+      }
+    }
+    gsize part_off = 0;  /* each job its own slice of the part buffer */
+    for (int i = 0; i < n_jobs; i++) {
+      job_plan *p = &b.plan[i];
+      if (p->parts > 1 && part_off + part_floats (p, &jobs[i]) > w->part_n)
+        plan_job (&jobs[i], FALSE, p);
+      p->part = w->part + part_off;
+      part_off += part_floats (p, &jobs[i]);
+      p->first_item = b.n_items;
+      b.n_items += p->parts * p->mblocks * p->chunks;
+      if (p->parts * p->mblocks > 1 && (p->parts > 1 || jobs[i].done))
+        counters += p->chunks;
+    }
+    gint *count = counters ? g_new0 (gint, counters) : NULL, *next_count = count;
+    for (int i = 0; i < n_jobs; i++) {
+      job_plan *p = &b.plan[i];
+      if (p->parts * p->mblocks > 1 && (p->parts > 1 || jobs[i].done)) {
+        p->count = next_count;
+        next_count += p->chunks;
+      }
+    }
+    team_run (w->team, gemm_batch_fn, &b);
+    g_free (count);
+    return;
+  }
+#endif
+  for (int i = 0; i < n_jobs; i++)
+    gemm_rows (e, &jobs[i], 0, jobs[i].N);
+}
+
+/* done: dst[m][n] = CT[n][m] (scale 0) or dst[m][n] += scale · CT[n][m] for m < M, and
+ * dst[m][n] += scale · bias[n] for M <= m < m_tot (rows whose input was all zero). */
+#if HAVE_AVX512_PATH
+AVX512 static void
+to_rows_avx512 (const gemm_job *j, int n0, int n1)
+{
+  const float s = j->scale;
+  {
+    const __m512 sv = _mm512_set1_ps (s);
+    for (int n = n0; n < n1; n += 16) {
+      const int nb = MIN (16, n1 - n);
+      const __mmask16 nm = tail_mask (nb);
+      for (int m0 = 0; m0 < j->M; m0 += 16) {
+        __m512 v[16];
+        for (int i = 0; i < 16; i++)
+          v[i] = i < nb ? _mm512_loadu_ps (j->ct + (gsize) (n + i) * j->ldc + m0)
+              : _mm512_setzero_ps ();
+        tr16 (v);
+        for (int i = 0; i < 16 && m0 + i < j->M; i++) {
+          float *d = j->dst + (gsize) (m0 + i) * j->ldd + n;
+          const __m512 r = s == 0.0f ? v[i]
+              : _mm512_add_ps (_mm512_maskz_loadu_ps (nm, d), _mm512_mul_ps (v[i], sv));
+          _mm512_mask_storeu_ps (d, nm, r);
+        }
+      }
+    }
+  }
+}
+#endif
+
+static void
+done_to_rows (const canary_encoder *e, const gemm_job *j, int n0, int n1)
+{
+  const float s = j->scale;
+#if HAVE_AVX512_PATH
+  if (use_avx512 (e))
+    to_rows_avx512 (j, n0, n1);
+  else
+#endif
+  {
+    for (int n = n0; n < n1; n++)
+      for (int m = 0; m < j->M; m++) {
+        float *d = j->dst + (gsize) m * j->ldd + n;
+        const float v = j->ct[(gsize) n * j->ldc + m];
+        *d = s == 0.0f ? v : *d + v * s;
+      }
+  }
+  for (int m = MAX (j->M, 0); m < j->m_tot; m++)
+    for (int n = n0; n < n1; n++)
+      j->dst[(gsize) m * j->ldd + n] += j->bias[n] * s;
+}
+
+#if HAVE_AVX512_PATH
+AVX512 static void
+q_biases_avx512 (float *q, float *qv, int M, float u, float v)
+{
+  const __m512 uv = _mm512_set1_ps (u), vv = _mm512_set1_ps (v);
+  for (int m = 0; m < M; m += 16) {
+    const __mmask16 mm = tail_mask (M - m);
+    const __m512 x = _mm512_maskz_loadu_ps (mm, q + m);
+    _mm512_mask_storeu_ps (qv + m, mm, _mm512_add_ps (x, vv));
+    _mm512_mask_storeu_ps (q + m, mm, _mm512_add_ps (x, uv));
+  }
+}
+#endif
+
+/* done for q: qvT = q + pos_bias_v (into dst), q += pos_bias_u in place. */
+static void
+done_q_biases (const canary_encoder *e, const gemm_job *j, int n0, int n1)
+{
+  for (int n = n0; n < n1; n++) {
+    float *q = j->ct + (gsize) n * j->ldc, *qv = j->dst + (gsize) n * j->ldd;
+    const float u = j->aux1[n], v = j->aux2[n];
+#if HAVE_AVX512_PATH
+    if (use_avx512 (e)) {
+      q_biases_avx512 (q, qv, j->M, u, v);
+      continue;
+    }
+#endif
+    for (int m = 0; m < j->M; m++) {
+      qv[m] = q[m] + v;
+      q[m] = q[m] + u;
+    }
+  }
+}
+
+/* A job computing y = x·Wᵀ + b for a torch Linear (w [out][in]) on transposed input xt. */
+static gemm_job
+linear_job (const linear *l, int out, int in, const float *xt, gsize ldx, int M, float *ct,
+    gsize ldc)
+{
+  return (gemm_job) { .N = out, .M = M, .K = in, .w = l->w, .sn = (gsize) in, .sk = 1, .xt = xt,
+      .ldx = ldx, .ct = ct, .ldc = ldc, .bias = l->b, .act = ACT_NONE };
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Row-parallel passes.                                                                      */
+
+/* LayerNorm (g != NULL) of rows [0, T) of x into h, then h (or x itself when g == NULL)
+ * transposed into xt [D][tp]; columns T … round_up(T, 16) - 1 zero. Blocks of 16 rows. */
+typedef struct {
+  const canary_encoder *e;
+  canary_encoder_work *w;
+  float *x;
+  int T, D;
+  const float *g, *b;
+  float *h, *xt;
+  gsize ldx;
+  const float *pre_g, *pre_b;  /* when set, first x = LN_pre(x) in place (the previous layer's norm_out) */
+} ln_pack_ctx;
+
+static void
+ln_pack_fn (void *ctx, int tid)
+{
+  const ln_pack_ctx *c = ctx;
+  const int blocks = (c->T + 15) / 16;
+  for (int blk; (blk = team_next (c->w->team)) < blocks;) {
+    const int r0 = blk * 16, rows = MIN (16, c->T - r0);
+    const float *src = c->x + (gsize) r0 * c->D;
+    if (c->pre_g)
+      for (int r = 0; r < rows; r++)
+        ln_row (c->e, c->x + (gsize) (r0 + r) * c->D, c->D, c->pre_g, c->pre_b,
+            c->x + (gsize) (r0 + r) * c->D);
+    if (c->g) {
+#if HAVE_AVX512_PATH
+      if (use_avx512 (c->e)) {
+        ln_transpose_avx512 (src, c->D, rows, c->g, c->b, c->xt + r0, c->ldx);
+        continue;
+      }
+#endif
+      for (int r = 0; r < rows; r++)
+        ln_row (c->e, c->x + (gsize) (r0 + r) * c->D, c->D, c->g, c->b,
+            c->h + (gsize) (r0 + r) * c->D);
+      src = c->h + (gsize) r0 * c->D;
+    }
+    transpose (c->e, src, c->D, rows, c->D, c->xt + r0, c->ldx, 16);
+  }
+}
+
+static void
+ln_pack2 (const canary_encoder *e, canary_encoder_work *w, float *x, int T, const float *pre_g,
+    const float *pre_b, const float *g, const float *b, float *xt)
+{
+  ln_pack_ctx c = { e, w, x, T, e->d, g, b, w->h, xt, w->tp, pre_g, pre_b };
+  team_run (w->team, ln_pack_fn, &c);
+}
+
+static void
+ln_pack (const canary_encoder *e, canary_encoder_work *w, float *x, int T, const float *g,
+    const float *b, float *xt)
+{
+  ln_pack2 (e, w, x, T, NULL, NULL, g, b, xt);
+}
+
+/* In-place LayerNorm of rows [0, T) of x. */
+static void
+ln_inplace_fn (void *ctx, int tid)
+{
+  const ln_pack_ctx *c = ctx;
+  const int blocks = (c->T + 15) / 16;
+  for (int blk; (blk = team_next (c->w->team)) < blocks;)
+    for (int r = blk * 16; r < MIN (blk * 16 + 16, c->T); r++)
+      ln_row (c->e, c->x + (gsize) r * c->D, c->D, c->g, c->b, c->x + (gsize) r * c->D);
+}
+
+static void
+ln_inplace (const canary_encoder *e, canary_encoder_work *w, float *x, int T, const float *g,
+    const float *b)
+{
+  ln_pack_ctx c = { e, w, x, T, e->d, g, b, NULL, NULL, 0, NULL, NULL };
+  team_run (w->team, ln_inplace_fn, &c);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Subsampling.                                                                              */
+
+/* Transposed im2col of the masked mel image for conv.0: colT[i·3 + j][t·F1 + f] =
+ * image[2t + i − 1][2f + j − 1] with image[t][f] = mel[f][t] for t < len[0], else 0
+ * (MaskedConvSequential masks the input); zero padding 1 on both axes. Only the first len[1]
+ * output rows are built: later rows are masked before use. Row stride plane1. */
+static void
+conv0_im2col (const sub_dims *d, const float *mel, float *colT)
+{
+  const int T0 = d->t[0], L0 = d->len[0], F0 = d->f[0], F1 = d->f[1], L1 = d->len[1];
+  const gsize plane1 = (gsize) d->t[1] * F1;
+  for (int i = 0; i < SUB_K; i++) {
+    for (int j = 0; j < SUB_K; j++) {
+      float *c = colT + (gsize) (i * SUB_K + j) * plane1;
+      for (int t = 0; t < L1; t++) {
+        const int ti = 2 * t + i - 1;
+        for (int f = 0; f < F1; f++) {
+          const int fj = 2 * f + j - 1;
+          const gboolean in = ti >= 0 && ti < L0 && fj >= 0 && fj < F0;
+          c[(gsize) t * F1 + f] = in ? mel[(gsize) fj * T0 + ti] : 0.0f;
+        }
+      }
+    }
   }
 }
 
@@ -801,6 +1852,88 @@ depthwise_s2 (const float *in, int chans, int t_in, int f_in, const float *w, co
   }
 }
 
+#if HAVE_AVX512_PATH
+/* Loads r[s … s + 15] with zeros outside [0, n). */
+AVX512 static inline __m512
+load_window (const float *r, int s, int n)
+{
+  const int lo = MAX (0, -s), hi = MIN (16, n - s);
+  if (hi <= lo)
+    return _mm512_setzero_ps ();
+  const __mmask16 m = (__mmask16) (tail_mask (hi) & ~tail_mask (lo));
+  return _mm512_maskz_loadu_ps (m, r + s);
+}
+
+/* depthwise_s2 for one channel, 16 output columns at a time: the three taps of an input row
+ * are r[2f − 1], r[2f], r[2f + 1], picked from two 32-wide windows by even/odd permutes. Same
+ * tap order as the scalar loop, fused multiply-adds. */
+AVX512 static void
+depthwise_s2_channel_avx512 (const float *ip, int t_in, int f_in, const float *wc, float bias,
+    float *op, int f_out, int len_out)
+{
+  const __m512i even = _mm512_setr_epi32 (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+      30);
+  const __m512i odd = _mm512_add_epi32 (even, _mm512_set1_epi32 (1));
+  for (int t = 0; t < len_out; t++) {
+    float *o = op + (gsize) t * f_out;
+    for (int f0 = 0; f0 < f_out; f0 += 16) {
+      __m512 acc = _mm512_set1_ps (bias);
+      for (int i = 0; i < SUB_K; i++) {
+        const int ti = 2 * t + i - 1;
+        if (ti < 0 || ti >= t_in)
+          continue;
+        const float *r = ip + (gsize) ti * f_in;
+        const int s = 2 * f0;
+        const __m512 a0 = load_window (r, s - 1, f_in), a1 = load_window (r, s + 15, f_in);
+        const __m512 b0 = load_window (r, s, f_in), b1 = load_window (r, s + 16, f_in);
+        const float *w3 = wc + i * SUB_K;
+        acc = _mm512_fmadd_ps (_mm512_set1_ps (w3[0]), _mm512_permutex2var_ps (a0, even, a1), acc);
+        acc = _mm512_fmadd_ps (_mm512_set1_ps (w3[1]), _mm512_permutex2var_ps (b0, even, b1), acc);
+        acc = _mm512_fmadd_ps (_mm512_set1_ps (w3[2]), _mm512_permutex2var_ps (b0, odd, b1), acc);
+      }
+      _mm512_mask_storeu_ps (o + f0, tail_mask (f_out - f0), acc);
+    }
+  }
+}
+#endif
+
+/* depthwise_s2 on the fastest path available. */
+static void
+depthwise_s2_any (const canary_encoder *e, const float *in, int chans, int t_in, int f_in,
+    const float *w, const float *b, float *out, int t_out, int f_out, int len_out)
+{
+#if HAVE_AVX512_PATH
+  if (use_avx512 (e)) {
+    for (int c = 0; c < chans; c++) {
+      float *op = out + (gsize) c * t_out * f_out;
+      depthwise_s2_channel_avx512 (in + (gsize) c * t_in * f_in, t_in, f_in,
+          w + (gsize) c * SUB_K * SUB_K, b[c], op, f_out, len_out);
+      memset (op + (gsize) len_out * f_out, 0,
+          (gsize) (t_out - len_out) * f_out * sizeof (float));
+    }
+    return;
+  }
+#endif
+  depthwise_s2 (in, chans, t_in, f_in, w, b, out, t_out, f_out, len_out);
+}
+
+/* Channel planes [n0, n1) of a conv output (ct, plane = ldc, first M valid): zero the masked
+ * tail. With aux1 set (stage 1 followed by a depthwise stage), also run that depthwise conv on
+ * these channels into dst (user: the sub_dims, aux1/aux2: its weights, m_tot: first channel). */
+static void
+done_conv_planes (const canary_encoder *e, const gemm_job *j, int n0, int n1)
+{
+  for (int c = n0; c < n1; c++)
+    memset (j->ct + (gsize) c * j->ldc + j->M, 0, (j->ldc - j->M) * sizeof (float));
+  if (j->aux1) {
+    const sub_dims *d = j->user;
+    const int c0 = j->m_tot;
+    depthwise_s2_any (e, j->ct + (gsize) n0 * j->ldc, n1 - n0, d->t[1], d->f[1],
+        j->aux1 + (gsize) (c0 + n0) * SUB_K * SUB_K, j->aux2 + c0 + n0,
+        j->dst + (gsize) (c0 + n0) * d->t[2] * d->f[2], d->t[2], d->f[2], d->len[2]);
+  }
+}
+
 /* Stage 1: conv.0 + ReLU, channel block by channel block; when a depthwise stage follows, each
  * block is consumed at once by that stage's depthwise conv (into sb) so conv.0's full output,
  * the largest tensor of the encoder, never has to exist. */
@@ -810,17 +1943,42 @@ subsample_stage1 (const canary_encoder *e, canary_encoder_work *w, const sub_dim
 {
   const gsize plane1 = (gsize) d->t[1] * d->f[1], valid1 = (gsize) d->len[1] * d->f[1];
   const int block = conv0_block (e);
-  conv0_im2col (e, d, mel, w->col);
+  conv0_im2col (d, mel, w->col);
   for (int c0 = 0; c0 < e->chans; c0 += block) {
     const int nb = MIN (block, e->chans - c0);
-    if (valid1 > 0)
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, nb, (int) valid1, SUB_K * SUB_K,
-          1.0f, e->conv0_w + (gsize) c0 * SUB_K * SUB_K, SUB_K * SUB_K, w->col, SUB_K * SUB_K,
-          0.0f, w->sa, (int) plane1);
-    bias_relu_mask (w->sa, nb, plane1, valid1, e->conv0_b + c0);
-    if (e->n_stages > 1)
-      depthwise_s2 (w->sa, nb, d->t[1], d->f[1], e->dw_w[1] + (gsize) c0 * SUB_K * SUB_K,
-          e->dw_b[1] + c0, w->sb + (gsize) c0 * d->t[2] * d->f[2], d->t[2], d->f[2], d->len[2]);
+    gemm_job j = { .N = nb, .M = (int) valid1, .K = SUB_K * SUB_K,
+        .w = e->conv0_w + (gsize) c0 * SUB_K * SUB_K, .sn = SUB_K * SUB_K, .sk = 1,
+        .xt = w->col, .ldx = plane1, .ct = w->sa, .ldc = plane1, .bias = e->conv0_b + c0,
+        .act = ACT_RELU, .chunk = 4, .done = done_conv_planes };
+    if (e->n_stages > 1) {
+      j.aux1 = e->dw_w[1];
+      j.aux2 = e->dw_b[1];
+      j.dst = w->sb;
+      j.m_tot = c0;
+      j.user = d;
+    }
+    gemm_run (e, w, &j, 1);
+  }
+}
+
+typedef struct {
+  const canary_encoder *e;
+  canary_encoder_work *w;
+  const sub_dims *d;
+  int s;
+} dw_ctx;
+
+static void
+depthwise_fn (void *ctx, int tid)
+{
+  const dw_ctx *c = ctx;
+  const sub_dims *d = c->d;
+  const int s = c->s, C = c->e->chans, step = 4;
+  for (int it; (it = team_next (c->w->team)) * step < C;) {
+    const int c0 = it * step, n = MIN (step, C - c0);
+    depthwise_s2_any (c->e, c->w->sa + (gsize) c0 * d->t[s - 1] * d->f[s - 1], n, d->t[s - 1],
+        d->f[s - 1], c->e->dw_w[s - 1] + (gsize) c0 * SUB_K * SUB_K, c->e->dw_b[s - 1] + c0,
+        c->w->sb + (gsize) c0 * d->t[s] * d->f[s], d->t[s], d->f[s], d->len[s]);
   }
 }
 
@@ -832,174 +1990,226 @@ subsample_pointwise (const canary_encoder *e, canary_encoder_work *w, const sub_
   const int C = e->chans;
   const linear *pw = &e->pw[s - 1];
   const gsize plane = (gsize) d->t[s] * d->f[s], valid = (gsize) d->len[s] * d->f[s];
-  if (valid > 0)
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, C, (int) valid, C, 1.0f, pw->w, C,
-        w->sb, (int) plane, 0.0f, w->sa, (int) plane);
-  bias_relu_mask (w->sa, C, plane, valid, pw->b);
+  gemm_job j = { .N = C, .M = (int) valid, .K = C, .w = pw->w, .sn = (gsize) C, .sk = 1,
+      .xt = w->sb, .ldx = plane, .ct = w->sa, .ldc = plane, .bias = pw->b, .act = ACT_RELU,
+      .done = done_conv_planes };
+  gemm_run (e, w, &j, 1);
 }
 
-/* The whole ConvSubsampling: stages, then flatten [C][T][F'] → [T][C·F'] (feature c·F' + f)
- * and `out` into w->x. */
+/* Flatten [C][T][F'] → features c·F' + f, transposed: hT[c·F' + f][t] = sa[c][t][f]. */
+typedef struct {
+  const canary_encoder *e;
+  canary_encoder_work *w;
+  int T, F;
+} flatten_ctx;
+
+static void
+flatten_fn (void *ctx, int tid)
+{
+  const flatten_ctx *c = ctx;
+  const int step = 16;
+  for (int it; (it = team_next (c->w->team)) * step < c->e->chans;)
+    for (int ch = it * step; ch < MIN (it * step + step, c->e->chans); ch++)
+      transpose (c->e, c->w->sa + (gsize) ch * c->T * c->F, c->F, c->T, c->F,
+          c->w->hT + (gsize) ch * c->F * c->w->tp, c->w->tp, (int) round_up (c->T, 16));
+}
+
+/* The whole ConvSubsampling: stages, then flatten and `out` into w->x. */
 static void
 subsample (const canary_encoder *e, canary_encoder_work *w, const sub_dims *d, const float *mel)
 {
   const int S = e->n_stages, C = e->chans;
   subsample_stage1 (e, w, d, mel);
   for (int s = 2; s <= S; s++) {
-    if (s > 2)
-      depthwise_s2 (w->sa, C, d->t[s - 1], d->f[s - 1], e->dw_w[s - 1], e->dw_b[s - 1], w->sb,
-          d->t[s], d->f[s], d->len[s]);
+    if (s > 2) {
+      dw_ctx c = { e, w, d, s };
+      team_run (w->team, depthwise_fn, &c);
+    }
     subsample_pointwise (e, w, d, s);
   }
   const int T = d->t[S], F = d->f[S];
-  for (int t = 0; t < T; t++)
-    for (int c = 0; c < C; c++)
-      memcpy (w->sb + ((gsize) t * C + c) * F, w->sa + ((gsize) c * T + t) * F,
-          (gsize) F * sizeof (float));
-  linear_fwd (&e->pre_out, w->sb, T, C * F, e->d, w->x);
+  flatten_ctx fc = { e, w, T, F };
+  team_run (w->team, flatten_fn, &fc);
+  gemm_job j = linear_job (&e->pre_out, e->d, C * F, w->hT, w->tp, T, w->ct, w->tp);
+  j.done = done_to_rows;
+  j.dst = w->x;
+  j.ldd = e->d;
+  j.scale = 0.0f;
+  gemm_run (e, w, &j, 1);
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Conformer layer.                                                                          */
 
-/* FF(x) = linear2(swish(linear1(x))) into w->tmp. */
+/* The GEMM whose output goes back into the residual stream: x[m] += scale · (CT[m] + b) for
+ * the M computed rows, x[m] += scale · b for rows M … T - 1. */
 static void
-feed_forward (const canary_encoder *e, canary_encoder_work *w, const linear *l1, const linear *l2,
-    int T)
+linear_residual (const canary_encoder *e, canary_encoder_work *w, const linear *l, int in,
+    const float *xt, int M, int T, float scale)
 {
-  linear_fwd (l1, w->h, T, e->d, e->ff, w->big);
-  swish (w->big, (gsize) T * e->ff);
-  linear_fwd (l2, w->big, T, e->ff, e->d, w->tmp);
+  gemm_job j = linear_job (l, e->d, in, xt, w->tp, M, w->ct, w->tp);
+  j.done = done_to_rows;
+  j.dst = w->x;
+  j.ldd = e->d;
+  j.scale = scale;
+  j.m_tot = T;
+  gemm_run (e, w, &j, 1);
 }
 
-/* Softmax of one score row over the valid keys, in place. */
+/* FF(LN(x)) with x += 0.5 · FF: linear1 + Swish into bigT, linear2 back into x. pre_w/pre_b:
+ * the previous layer's norm_out, applied to x first (NULL: none pending). */
 static void
-softmax_row (float *s, int n)
+feed_forward (const canary_encoder *e, canary_encoder_work *w, const linear *l1,
+    const linear *l2, const float *pre_w, const float *pre_b, const float *ln_w,
+    const float *ln_b, int T)
 {
-  float mx = s[0];
-  for (int j = 1; j < n; j++)
-    mx = MAX (mx, s[j]);
-  double sum = 0.0;
-  for (int j = 0; j < n; j++) {
-    s[j] = expf (s[j] - mx);
-    sum += s[j];
-  }
-  const float inv = (float) (1.0 / sum);
-  for (int j = 0; j < n; j++)
-    s[j] *= inv;
+  ln_pack2 (e, w, w->x, T, pre_w, pre_b, ln_w, ln_b, w->hT);
+  gemm_job j = linear_job (l1, e->ff, e->d, w->hT, w->tp, T, w->bigT, w->tp);
+  j.act = ACT_SWISH;
+  gemm_run (e, w, &j, 1);
+  linear_residual (e, w, l2, e->ff, w->bigT, T, T, 0.5f);
 }
 
-/* One head over the valid block: scores[i][j] = ((q_i+u)·k_j + (q_i+v)·p_{L-1-i+j}) / sqrt(dk),
- * i.e. Transformer-XL's rel_shift read by index (p row r is relative position L-1-r), softmax,
- * ctx_h = probs · v_h. */
+/* One head for the queries [i0, i0 + n) of the valid block (c: channel of the head, j: key):
+ *   S[i][j] = Σ_c (q+u)[i][c] · k[j][c],   BD[i][r] = Σ_c (q+v)[i][c] · p[r][c],
+ *   S[i][j] = (S[i][j] + BD[i][L-1-i+j]) / sqrt(dk)  (Transformer-XL's rel_shift, read by index:
+ *   p row r is relative position L-1-r), softmax over j, then, with the block transposed to
+ *   PT[j][i], ctxT[c][i] = Σ_j v[j][c] · PT[j][i]. Scratch: S [ATT_QB][tp], BD [ATT_QB][pp],
+ *   PT [tp][ATT_QB]. */
 static void
-attention_head (const canary_encoder *e, canary_encoder_work *w, int hd, int L)
+attention_block (const canary_encoder *e, canary_encoder_work *w, int hd, int i0, int n, int L,
+    float *S, float *BD, float *PT)
 {
-  const int D = e->d, dk = e->dk, P = 2 * L - 1;
-  const gsize off = (gsize) hd * dk;
+  const int dk = e->dk, P = 2 * L - 1;
+  const gsize ld = w->tp, pp = w->pp, c0 = (gsize) hd * dk;
   const float sqrt_dk = (float) sqrt ((double) dk);
-  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, L, L, dk, 1.0f, w->q + off, D,
-      w->k + off, D, 0.0f, w->scores, L);
-  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, L, P, dk, 1.0f, w->qv + off, D,
-      w->p + off, D, 0.0f, w->bd, P);
-  for (int i = 0; i < L; i++) {
-    float *s = w->scores + (gsize) i * L;
-    const float *bd = w->bd + (gsize) i * P + (L - 1 - i);
-    for (int j = 0; j < L; j++)
-      s[j] = (s[j] + bd[j]) / sqrt_dk;
-    softmax_row (s, L);
+  gemm_job js = { .N = n, .M = L, .K = dk, .w = w->quT + c0 * ld + i0, .sn = 1, .sk = ld,
+      .xt = w->kT + c0 * ld, .ldx = ld, .ct = S, .ldc = ld };
+  gemm_job jb = { .N = n, .M = P, .K = dk, .w = w->qvT + c0 * ld + i0, .sn = 1, .sk = ld,
+      .xt = w->pT + c0 * pp, .ldx = pp, .ct = BD, .ldc = pp };
+  gemm_rows (e, &js, 0, n);
+  gemm_rows (e, &jb, 0, n);
+  for (int i = 0; i < n; i++) {
+    float *s = S + (gsize) i * ld;
+    const float *bd = BD + (gsize) i * pp + (L - 1 - (i0 + i));
+#if HAVE_AVX512_PATH
+    if (use_avx512 (e))
+      score_row_avx512 (s, bd, L, sqrt_dk);
+    else
+#endif
+      score_row_scalar (s, bd, L, sqrt_dk);
   }
-  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, L, dk, L, 1.0f, w->scores, L,
-      w->v + off, D, 0.0f, w->ctx + off, D);
+  transpose (e, S, ld, n, L, PT, ATT_QB, (int) round_up (n, 16));
+  gemm_job jc = { .N = dk, .M = n, .K = L, .w = w->vT + c0 * ld, .sn = ld, .sk = 1, .xt = PT,
+      .ldx = ATT_QB, .ct = w->ctxT + c0 * ld + i0, .ldc = ld };
+  gemm_rows (e, &jc, 0, dk);
 }
 
-/* RelPositionMultiHeadAttention on w->h (T rows, L valid) into w->tmp. */
+typedef struct {
+  const canary_encoder *e;
+  canary_encoder_work *w;
+  int L;
+} att_ctx;
+
+static void
+attention_fn (void *ctx, int tid)
+{
+  const att_ctx *c = ctx;
+  const int blocks = (c->L + ATT_QB - 1) / ATT_QB;
+  for (int it; (it = team_next (c->w->team)) < c->e->heads * blocks;) {
+    const int i0 = it % blocks * ATT_QB;
+    attention_block (c->e, c->w, it / blocks, i0, MIN (ATT_QB, c->L - i0), c->L,
+        thread_scores (c->w, tid), thread_bd (c->w, tid), thread_pt (c->w, tid));
+  }
+}
+
+/* RelPositionMultiHeadAttention on LN(x) (T rows, L valid), x += attention. Fully masked
+ * (padding) queries have zero context, so linear_out gives its bias. */
 static void
 self_attention (const canary_encoder *e, canary_encoder_work *w, const enc_layer *ly, int T,
     int L)
 {
   const int D = e->d;
+  ln_pack (e, w, w->x, T, ly->ln_att_w, ly->ln_att_b, w->hT);
   if (L > 0) {
-    linear_fwd (&ly->q, w->h, L, D, D, w->q);
-    linear_fwd (&ly->k, w->h, L, D, D, w->k);
-    linear_fwd (&ly->v, w->h, L, D, D, w->v);
-    /* p = linear_pos(pos_emb) for positions L-1 … -(L-1): the centre slice of the table. */
-    const linear pos = { ly->pos_w, NULL };
-    linear_fwd (&pos, w->pe + (gsize) (w->max_t - L) * D, 2 * L - 1, D, D, w->p);
-    for (int i = 0; i < L; i++) {
-      float *q = w->q + (gsize) i * D, *qv = w->qv + (gsize) i * D;
-      for (int c = 0; c < D; c++) {
-        qv[c] = q[c] + ly->bias_v[c];
-        q[c] = q[c] + ly->bias_u[c];
-      }
-    }
-    for (int hd = 0; hd < e->heads; hd++)
-      attention_head (e, w, hd, L);
-    linear_fwd (&ly->o, w->ctx, L, D, D, w->tmp);
+    const gsize ld = w->tp;
+    gemm_job jobs[4] = {
+      linear_job (&ly->q, D, D, w->hT, ld, L, w->quT, ld),
+      linear_job (&ly->k, D, D, w->hT, ld, L, w->kT, ld),
+      linear_job (&ly->v, D, D, w->hT, ld, L, w->vT, ld),
+      /* p = linear_pos(pos_emb) for positions L-1 … -(L-1): the centre slice of the table. */
+      { .N = D, .M = 2 * L - 1, .K = D, .w = ly->pos_w, .sn = (gsize) D, .sk = 1,
+        .xt = w->peT + (w->max_t - L), .ldx = w->pe_w, .ct = w->pT, .ldc = w->pp },
+    };
+    jobs[0].done = done_q_biases;
+    jobs[0].dst = w->qvT;
+    jobs[0].ldd = ld;
+    jobs[0].aux1 = ly->bias_u;
+    jobs[0].aux2 = ly->bias_v;
+    gemm_run (e, w, jobs, 4);
+    att_ctx c = { e, w, L };
+    team_run (w->team, attention_fn, &c);
   }
-  /* Fully masked (padding) queries: zero context, so linear_out gives its bias. */
-  for (int t = L; t < T; t++)
-    memcpy (w->tmp + (gsize) t * D, ly->o.b, (gsize) D * sizeof (float));
+  linear_residual (e, w, &ly->o, D, w->ctxT, L, T, 1.0f);
 }
 
-/* Depthwise conv along time (kernel K, zero padding (K-1)/2 both sides) with the BatchNorm
- * folded in, over all T steps (padding steps read valid neighbours, as in NeMo). */
+/* GLU → mask → depthwise (BN folded) → Swish, channel by channel: bigT rows c and D + c → hT. */
+typedef struct {
+  const canary_encoder *e;
+  canary_encoder_work *w;
+  const enc_layer *ly;
+  int T, L;
+} conv_ctx;
+
 static void
-depthwise_time (const canary_encoder *e, const enc_layer *ly, const float *in, float *out, int T)
+conv_fn (void *ctx, int tid)
 {
-  const int D = e->d, K = e->kernel, half = (K - 1) / 2;
-  for (int t = 0; t < T; t++) {
-    float *o = out + (gsize) t * D;
-    memcpy (o, ly->dw_b, (gsize) D * sizeof (float));
-    for (int k = 0; k < K; k++) {
-      const int ti = t + k - half;
-      if (ti < 0 || ti >= T)
-        continue;
-      const float *x = in + (gsize) ti * D, *wk = ly->dw_w + (gsize) k * D;
-      for (int c = 0; c < D; c++)
-        o[c] += wk[c] * x[c];
+  const conv_ctx *c = ctx;
+  const canary_encoder *e = c->e;
+  canary_encoder_work *w = c->w;
+  const int D = e->d, K = e->kernel, step = 16;
+  const gsize ld = w->tp;
+  float *row = thread_row (w, tid);
+  for (int it; (it = team_next (w->team)) * step < D;) {
+    for (int ch = it * step; ch < MIN (it * step + step, D); ch++) {
+      const float *a = w->bigT + (gsize) ch * ld, *g = w->bigT + (gsize) (D + ch) * ld;
+      const float *wk = c->ly->dw_w + (gsize) ch * K;
+      float *out = w->hT + (gsize) ch * ld;
+#if HAVE_AVX512_PATH
+      if (use_avx512 (e))
+        conv_channel_avx512 (a, g, c->L, c->T, wk, K, c->ly->dw_b[ch], row, out);
+      else
+#endif
+        conv_channel_scalar (a, g, c->L, c->T, wk, K, c->ly->dw_b[ch], row, out);
     }
   }
 }
 
-/* ConformerConvolution on w->h into w->tmp: pw1 → GLU → zero padding steps → depthwise (BN
+/* ConformerConvolution on LN(x), x += conv: pw1 → GLU → zero padding steps → depthwise (BN
  * folded) → Swish → pw2. */
 static void
 conv_module (const canary_encoder *e, canary_encoder_work *w, const enc_layer *ly, int T, int L)
 {
   const int D = e->d;
-  linear_fwd (&ly->pw1, w->h, L, D, 2 * D, w->big);
-  for (int t = 0; t < L; t++) {
-    const float *a = w->big + (gsize) t * 2 * D, *g = a + D;
-    float *o = w->ctx + (gsize) t * D;
-    for (int c = 0; c < D; c++)
-      o[c] = a[c] * sigmoidf (g[c]);
-  }
-  memset (w->ctx + (gsize) L * D, 0, (gsize) (T - L) * D * sizeof (float));
-  depthwise_time (e, ly, w->ctx, w->h, T);
-  swish (w->h, (gsize) T * D);
-  linear_fwd (&ly->pw2, w->h, T, D, D, w->tmp);
+  ln_pack (e, w, w->x, T, ly->ln_conv_w, ly->ln_conv_b, w->hT);
+  gemm_job j = linear_job (&ly->pw1, 2 * D, D, w->hT, w->tp, L, w->bigT, w->tp);
+  gemm_run (e, w, &j, 1);
+  conv_ctx c = { e, w, ly, T, L };
+  team_run (w->team, conv_fn, &c);
+  linear_residual (e, w, &ly->pw2, D, w->hT, T, T, 1.0f);
 }
 
+/* One layer, except its norm_out: that is applied together with the next layer's first
+ * LayerNorm (prev: the previous layer, whose norm_out is pending; NULL for the first). */
 static void
-conformer_layer (const canary_encoder *e, canary_encoder_work *w, const enc_layer *ly, int T,
-    int L)
+conformer_layer (const canary_encoder *e, canary_encoder_work *w, const enc_layer *ly,
+    const enc_layer *prev, int T, int L)
 {
-  const int D = e->d;
-  const gsize n = (gsize) T * D;
-  layer_norm (w->x, T, D, ly->ln_ff1_w, ly->ln_ff1_b, w->h);
-  feed_forward (e, w, &ly->ff1_1, &ly->ff1_2, T);
-  residual_add (w->x, w->tmp, n, 0.5f);
-  layer_norm (w->x, T, D, ly->ln_att_w, ly->ln_att_b, w->h);
+  feed_forward (e, w, &ly->ff1_1, &ly->ff1_2, prev ? prev->ln_out_w : NULL,
+      prev ? prev->ln_out_b : NULL, ly->ln_ff1_w, ly->ln_ff1_b, T);
   self_attention (e, w, ly, T, L);
-  residual_add (w->x, w->tmp, n, 1.0f);
-  layer_norm (w->x, T, D, ly->ln_conv_w, ly->ln_conv_b, w->h);
   conv_module (e, w, ly, T, L);
-  residual_add (w->x, w->tmp, n, 1.0f);
-  layer_norm (w->x, T, D, ly->ln_ff2_w, ly->ln_ff2_b, w->h);
-  feed_forward (e, w, &ly->ff2_1, &ly->ff2_2, T);
-  residual_add (w->x, w->tmp, n, 0.5f);
-  layer_norm (w->x, T, D, ly->ln_out_w, ly->ln_out_b, w->x);
+  feed_forward (e, w, &ly->ff2_1, &ly->ff2_2, NULL, NULL, ly->ln_ff2_w, ly->ln_ff2_b, T);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1017,6 +2227,8 @@ run_pre_encode (const canary_encoder *e, canary_encoder_work *w, const float *me
     return FALSE;
   }
   if (n_frames > w->max_frames && !work_alloc (e, w, n_frames, error))
+    return FALSE;
+  if (!work_prepare (e, w, error))
     return FALSE;
   compute_dims (e, n_frames, n_valid, d);
   subsample (e, w, d, mel);
@@ -1056,10 +2268,21 @@ canary_encoder_forward (const canary_encoder *enc, canary_encoder_work *work, co
       work->x[i] *= s;
   }
   for (int i = 0; i < enc->n_layers; i++)
-    conformer_layer (enc, work, &enc->layers[i], T, L);
+    conformer_layer (enc, work, &enc->layers[i], i > 0 ? &enc->layers[i - 1] : NULL, T, L);
+  if (enc->n_layers > 0) {
+    const enc_layer *last = &enc->layers[enc->n_layers - 1];
+    ln_inplace (enc, work, work->x, T, last->ln_out_w, last->ln_out_b);
+  }
   const float *res = work->x;
   if (enc->proj.w) {
-    linear_fwd (&enc->proj, work->x, T, D, enc->out_dim, work->out);
+    ln_pack (enc, work, work->x, T, NULL, NULL, work->hT);
+    gemm_job j = linear_job (&enc->proj, enc->out_dim, D, work->hT, work->tp, T, work->ct,
+        work->tp);
+    j.done = done_to_rows;
+    j.dst = work->out;
+    j.ldd = enc->out_dim;
+    j.scale = 0.0f;
+    gemm_run (enc, work, &j, 1);
     res = work->out;
   }
   if (out)

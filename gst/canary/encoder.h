@@ -3,7 +3,10 @@
  *
  * mel [n_mels][F] (valid frames L) → dw_striding subsampling (masked, MODEL-SPEC §3.2) →
  * `pre_encode.out` → conformer layers (§3.4–3.6) → optional `encoder_decoder_proj` (§3.7) →
- * [T_enc][out_dim], with enc_len = the subsampled L. Every GEMM goes through cblas_sgemm.
+ * [T_enc][out_dim], with enc_len = the subsampled L. On CPUs with AVX-512F the GEMMs use the
+ * encoder's own kernel (weights read in place from the checkpoint, no packing, fused bias and
+ * activation; see encoder.c for why); elsewhere, or with CANARY_ENCODER_SIMD=0, every GEMM is one
+ * cblas_sgemm.
  *
  * A canary_encoder holds the weights (views into the checkpoint where possible) and is
  * immutable after canary_encoder_new: share it between threads. A canary_encoder_work holds the
