@@ -220,6 +220,7 @@ main (int argc, char **argv)
   for (int r = 0; r < nw; r++)
     window_ms[r] = t_mel[r] + t_enc[r] + t_dec[r];
   double w50 = median (window_ms, nw);
+  double rss_mb = peak_rss_mb ();  /* before the bandwidth probe's 1 GiB buffer */
   double gbps = read_bandwidth_gbps (threads > 0 ? threads : openblas_get_num_threads ());
   double step_floor_ms = step_weight_bytes (cfg, V) / (gbps * 1e6);
   printf ("{\"engine\": \"gst-canary cpu fp32\", \"shape\": \"%s\", \"threads\": %d, \"tokens\": %d, "
@@ -228,7 +229,7 @@ main (int argc, char **argv)
       "\"peak_rss_mb\": %.1f, \"load_ms\": %.1f, \"read_gbps\": %.1f, \"step_floor_ms\": %.2f}\n",
       shape, threads > 0 ? threads : openblas_get_num_threads (), tokens, repeats, build_ms,
       weight_bytes / 1048576.0, median (t_mel, repeats), median (t_enc, repeats), median (t_dec, repeats),
-      median (t_dec, repeats) / tokens, median (t_step, repeats), w50, 10000.0 / w50, peak_rss_mb (), load_ms,
+      median (t_dec, repeats) / tokens, median (t_step, repeats), w50, 10000.0 / w50, rss_mb, load_ms,
       gbps, step_floor_ms);
 
   g_free (t_mel); g_free (t_enc); g_free (t_dec); g_free (t_step);
