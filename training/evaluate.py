@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Word error rate of a model on a synth.py manifest, through NeMo or through the GStreamer element.
+
+  evaluate.py nemo    MODEL.nemo MANIFEST.jsonl OUT.jsonl     # NeMo's transcribe(), beam 1
+  evaluate.py element MODEL.nemo MANIFEST.jsonl OUT.jsonl     # gst-launch-1.0 ... canarytranscribe ! fdsink
+  evaluate.py longform MODEL.nemo MANIFEST.jsonl OUT.jsonl --seconds 120
+        # joins the manifest's clips into one file of at least --seconds, runs it
+        # through `canarytranscribe ! webvttenc` (10 s windows) and scores the joined cues
+  evaluate.py compare A.jsonl B.jsonl                          # how many transcripts are identical
+
+Element runs need the plugin on GST_PLUGIN_PATH (e.g. build/gst). Prints "WER x.xx % (errors/words)".
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wer import wer  # noqa: E402
+
+PIPE = ["filesrc", "location={wav}", "!", "decodebin", "!", "audioconvert", "!", "audioresample", "!",
+        "canarytranscribe", "model-path={model}", "device=cpu"]
+
+
+def gst(model, wav, tail):
+    args = ["gst-launch-1.0", "-q"] + [a.format(wav=wav, model=model) for a in PIPE] + tail
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def run_nemo(model_path, rows):
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    import torch
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    torch.set_num_threads(2)
+    model = EncDecMultiTaskModel.restore_from(model_path, map_location="cpu")
+    model.eval()
+    hyps = model.transcribe([r["audio_filepath"] for r in rows], batch_size=16, num_workers=0, verbose=False,
+                            source_lang="en", target_lang="en", pnc="yes")
+    return [h.text if hasattr(h, "text") else h for h in hyps]
+
+
+def report(rows, hyps, out):
+    with open(out, "w") as f:
+        for r, h in zip(rows, hyps):
+            f.write(json.dumps({"audio_filepath": r["audio_filepath"], "voice": r.get("voice", ""),
+                                "text": r["text"], "pred_text": h}) + "\n")
+    e, n = wer((r["text"], h) for r, h in zip(rows, hyps))
+    print(f"WER {100 * e / n:.2f} % ({e}/{n} words, {len(rows)} utterances)")
+
+
+def longform(model, rows, seconds, out):
+    chosen, total = [], 0.0
+    for r in rows:
+        chosen.append(r)
+        total += r["duration"]
+        if total >= seconds:
+            break
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = os.path.join(tmp, "long.wav")
+        # the clips carry 0.05-0.4 s of silence at each end: concatenated, sentences are 0.15-0.8 s apart
+        subprocess.run(["sox"] + [r["audio_filepath"] for r in chosen] + [wav], check=True)
+        vtt = gst(model, wav, ["!", "webvttenc", "!", "fdsink"])
+    cues = [l for l in vtt.splitlines() if l.strip() and "-->" not in l and l.strip() != "WEBVTT"
+            and not re.fullmatch(r"\d+", l.strip())]
+    ref = " ".join(r["text"] for r in chosen)
+    hyp = " ".join(cues)
+    with open(out, "w") as f:
+        json.dump({"seconds": round(total, 1), "clips": len(chosen), "text": ref, "pred_text": hyp,
+                   "vtt": vtt}, f, indent=1)
+    e, n = wer([(ref, hyp)])
+    print(f"long-form {total:.1f} s from {len(chosen)} clips: WER {100 * e / n:.2f} % ({e}/{n} words)")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["nemo", "element", "longform", "compare"])
+    ap.add_argument("a")
+    ap.add_argument("b")
+    ap.add_argument("out", nargs="?")
+    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--limit", type=int, default=0)
+    a = ap.parse_args()
+    if a.mode == "compare":
+        x = [json.loads(l) for l in open(a.a)]
+        y = {r["audio_filepath"]: r for r in map(json.loads, open(a.b))}
+        same = [r for r in x if y[r["audio_filepath"]]["pred_text"] == r["pred_text"]]
+        print(f"identical transcripts: {len(same)}/{len(x)}")
+        for r in x:
+            if y[r["audio_filepath"]]["pred_text"] != r["pred_text"]:
+                print(f"  {Path(r['audio_filepath']).name}: {r['pred_text']!r} vs {y[r['audio_filepath']]['pred_text']!r}")
+        return
+    rows = [json.loads(l) for l in open(a.b)]
+    if a.limit:
+        rows = rows[: a.limit]
+    if a.mode == "nemo":
+        report(rows, run_nemo(a.a, rows), a.out)
+    elif a.mode == "element":
+        report(rows, [gst(a.a, r["audio_filepath"], ["!", "fdsink"]).strip() for r in rows], a.out)
+    else:
+        longform(a.a, rows, a.seconds, a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Synthesise the demo model's speech corpus: espeak-ng and flite voices, varied rate and pitch,
+mild reverberation and gain through sox. Deterministic from --seed (each utterance draws its
+parameters from its own seeded RNG, so parallel workers do not change the result).
+
+Usage: synth.py CORPUS_DIR OUT_DIR [--seed 1] [--train-copies 2] [--jobs 2]
+Writes OUT_DIR/{train,dev,test_seen,test_unseen}/NNNNN.wav (16 kHz mono s16) and one NeMo-style
+manifest OUT_DIR/<split>.jsonl per split ({"audio_filepath", "duration", "text", "voice"}).
+Needs: espeak-ng, flite, sox (Debian packages).
+"""
+import argparse
+import json
+import os
+import random
+import subprocess
+import tempfile
+import wave
+from multiprocessing import Pool
+from pathlib import Path
+
+ESPEAK_SEEN_LANGS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc"]
+ESPEAK_SEEN_VARIANTS = ["m1", "m2", "m3", "m4", "m6", "f1", "f2", "f3", "f5"]
+FLITE_SEEN = ["kal16", "awb", "slt"]
+# Never used for train/dev: accents and timbres the model has not heard.
+ESPEAK_UNSEEN_LANGS = ["en-gb-x-gbclan", "en-gb-x-gbcwmd"]
+ESPEAK_UNSEEN_VARIANTS = ["m7", "f4"]
+FLITE_UNSEEN = ["rms"]
+
+
+def voices(seen):
+    if seen:
+        v = [("espeak", f"{l}+{x}") for l in ESPEAK_SEEN_LANGS for x in ESPEAK_SEEN_VARIANTS]
+        return v + [("flite", f) for f in FLITE_SEEN] * 6  # flite gets ~25% of utterances
+    v = [("espeak", f"{l}+{x}") for l in ESPEAK_UNSEEN_LANGS for x in ESPEAK_UNSEEN_VARIANTS]
+    return v + [("flite", f) for f in FLITE_UNSEEN] * 2
+
+
+def render(job):
+    """job = (split, index, text, seed, seen) -> manifest row."""
+    split, idx, text, seed, seen, out_dir = job
+    rng = random.Random(f"{seed}/{split}/{idx}")
+    engine, voice = rng.choice(voices(seen))
+    out = Path(out_dir) / split / f"{idx:05d}.wav"
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = os.path.join(tmp, "raw.wav")
+        if engine == "espeak":
+            rate, pitch = rng.randint(125, 195), rng.randint(25, 75)
+            cmd = ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", raw, text]
+            desc = f"espeak-ng {voice} -s{rate} -p{pitch}"
+        else:
+            stretch, f0 = round(rng.uniform(0.8, 1.25), 2), rng.randint(90, 180)
+            cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={stretch}",
+                   "--setf", f"int_f0_target_mean={f0}", "-t", text, "-o", raw]
+            desc = f"flite {voice} stretch={stretch} f0={f0}"
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        fx = ["gain", "-n", f"{rng.uniform(-18, -2):.1f}"]
+        if rng.random() < 0.35:
+            rev = rng.randint(10, 40)
+            fx += ["reverb", str(rev), "50", str(rng.randint(20, 60))]
+            desc += f" reverb{rev}"
+        lead, tail = rng.uniform(0.05, 0.4), rng.uniform(0.1, 0.4)
+        fx += ["pad", f"{lead:.2f}", f"{tail:.2f}"]
+        subprocess.run(["sox", "-q", raw, "-r", "16000", "-c", "1", "-b", "16", str(out), "channels", "1"] + fx,
+                       check=True)
+    with wave.open(str(out)) as w:
+        dur = w.getnframes() / w.getframerate()
+    return {"audio_filepath": str(out.resolve()), "duration": round(dur, 3), "text": text, "voice": desc}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("corpus", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--train-copies", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--splits", default="dev,test_seen,test_unseen,train")
+    a = ap.parse_args()
+
+    read = lambda n: (a.corpus / f"{n}.txt").read_text().splitlines()
+    plan = {
+        "train": (read("train") * a.train_copies, True),
+        "dev": (read("dev"), True),
+        "test_seen": (read("test"), True),
+        "test_unseen": (read("test"), False),
+    }
+    with Pool(a.jobs) as pool:
+        for split in a.splits.split(","):
+            texts, seen = plan[split]
+            (a.out / split).mkdir(parents=True, exist_ok=True)
+            jobs = [(split, i, t, a.seed, seen, str(a.out)) for i, t in enumerate(texts)]
+            rows = pool.map(render, jobs, chunksize=16)
+            with open(a.out / f"{split}.jsonl", "w") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+            hours = sum(r["duration"] for r in rows) / 3600
+            print(f"{split}: {len(rows)} utterances, {hours:.2f} h", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Train the demo Canary model: NeMo's EncDecMultiTaskModel (canary2 prompt format, English
+aggregate tokenizer, FastConformer + Transformer decoder: the layer types of the released
+models) in a plain PyTorch loop on the synthetic corpus from synth.py.
+
+Resumable: the loop saves OUT/last.pt every --save-minutes and at the end; rerunning the same
+command continues from it (model, optimiser, schedule, step, RNG). `--export` writes the .nemo
+from the last checkpoint (NeMo's own save_to) and exits.
+
+Usage:
+  train.py DATA_DIR OUT_DIR [--steps N] [--batch-seconds S] [--threads 2]
+  train.py DATA_DIR OUT_DIR --export MODEL.nemo
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+import torch  # noqa: E402
+from omegaconf import OmegaConf, open_dict  # noqa: E402
+
+from nemo.collections.asr.models import EncDecMultiTaskModel  # noqa: E402
+from nemo.collections.common.tokenizers.canary_tokenizer import CANARY_SPECIAL_TOKENIZER  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "reference"))
+import make_fixtures as fx  # noqa: E402  (tokenizer builders and the base model config)
+
+# The demo model's shape. .nemo stays < 30 MB (fp32 weights, ~5 M parameters). No dropout: on two
+# CPU cores the run sees each sentence only a few times, and dropout costs ~10 % of a step; the
+# regularisers are voices, noise, reverberation and SpecAugment.
+ENC_D, ENC_LAYERS, ENC_HEADS, SUB_CHANNELS = 144, 8, 4, 64
+DEC_D, DEC_LAYERS, DEC_HEADS = 144, 2, 4
+EN_VOCAB = 1024
+LABEL_SMOOTHING = 0.1
+
+
+def build_model(data: Path, work: Path):
+    spec = dict(prompt_format="canary2", enc_d=ENC_D, dec_h=DEC_D, max_seq_len=512, tokenizer="agg2",
+                langs={"en": EN_VOCAB}, seed=0)
+    # fx.build_tokenizers trains the en BPE on fx.CORPUS["en"]: point it at our training text.
+    fx.CORPUS = {"en": (data / "corpus" / "train.txt").read_text().splitlines()}
+    tok = fx.build_tokenizers(spec, work / "tokenizer")
+    cfg = fx.model_config(spec, tok)
+    enc = cfg["encoder"]
+    enc.update(n_layers=ENC_LAYERS, n_heads=ENC_HEADS, subsampling_conv_channels=SUB_CHANNELS,
+               dropout=0.0, dropout_pre_encoder=0.0, dropout_att=0.0)
+    dec = cfg["transf_decoder"]["config_dict"]
+    dec.update(num_layers=DEC_LAYERS, num_attention_heads=DEC_HEADS, embedding_dropout=0.0, ffn_dropout=0.0,
+               attn_score_dropout=0.0, attn_layer_dropout=0.0)
+    cfg["spec_augment"].update(freq_masks=2, freq_width=20, time_masks=4, time_width=0.05)
+    cfg["decoding"]["beam"]["max_generation_delta"] = 50
+    cfg["label_smoothing"] = LABEL_SMOOTHING
+    torch.manual_seed(0)
+    with fx.quiet():
+        model = EncDecMultiTaskModel(cfg=OmegaConf.create(cfg))
+    return model
+
+
+def prompt_ids(model, text, pnc):
+    slots = {"source_lang": "<|en|>", "target_lang": "<|en|>", "pnc": "<|pnc|>" if pnc else "<|nopnc|>",
+             "decodercontext": "", "emotion": "<|emo:undefined|>", "itn": "<|noitn|>",
+             "timestamp": "<|notimestamp|>", "diarize": "<|nodiarize|>",
+             model.prompt.PROMPT_LANGUAGE_SLOT: CANARY_SPECIAL_TOKENIZER}
+    turns = [{"role": "user", "slots": slots},
+             {"role": "assistant", "slots": {"text": text, model.prompt.PROMPT_LANGUAGE_SLOT: "en"}}]
+    enc = model.prompt.encode_dialog(turns)
+    return enc["input_ids"].tolist(), len(enc["context_ids"])
+
+
+def load_split(data: Path, split):
+    rows = [json.loads(l) for l in open(data / "audio" / f"{split}.jsonl")]
+    audio = []
+    for r in rows:
+        with wave.open(r["audio_filepath"]) as w:
+            audio.append(np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16))
+    return rows, audio
+
+
+def batches(durations, batch_seconds, rng):
+    """Length-bucketed batches of about batch_seconds of padded audio, in random order."""
+    order = sorted(range(len(durations)), key=lambda i: durations[i] + rng.uniform(0, 0.3))
+    out, cur, longest = [], [], 0.0
+    for i in order:
+        longest2 = max(longest, durations[i])
+        if cur and longest2 * (len(cur) + 1) > batch_seconds:
+            out.append(cur)
+            cur, longest2 = [], durations[i]
+        cur.append(i)
+        longest = longest2
+    if cur:
+        out.append(cur)
+    rng.shuffle(out)
+    return out
+
+
+def augment(x, rng):
+    """Gain and additive noise (white or brown) at 5-40 dB SNR on half the utterances."""
+    x = x.astype(np.float32) / 32768.0
+    if rng.random() < 0.5:
+        p = float(np.mean(x * x)) + 1e-10
+        snr = rng.uniform(5, 40)
+        n = rng.standard_normal(len(x)).astype(np.float32)
+        if rng.random() < 0.5:
+            n = np.cumsum(n)
+            n -= np.convolve(n, np.ones(400) / 400, mode="same")  # brown, detrended
+        n *= math.sqrt(p / (10 ** (snr / 10)) / (float(np.mean(n * n)) + 1e-10))
+        x = x + n
+    x *= 10 ** (rng.uniform(-10, 6) / 20)
+    return np.clip(x, -1, 1)
+
+
+def lr_at(step, peak, warmup, progress):
+    """Linear warmup, then cosine decay to 1e-5 over `progress` (0..1 of the run)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = min(1.0, progress)
+    return 1e-5 + (peak - 1e-5) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--hours", type=float, default=0.0,
+                    help="training-time budget: the schedule ends at --steps or after this many hours, "
+                         "whichever comes first (0: steps only)")
+    ap.add_argument("--batch-seconds", type=float, default=100.0)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--save-minutes", type=float, default=10.0)
+    ap.add_argument("--export", type=Path)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--train-split", default="train")
+    ap.add_argument("--log-every", type=int, default=50)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    model = build_model(a.data, a.out)
+    ckpt_path = a.out / "last.pt"
+    state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
+    if state:
+        model.load_state_dict(state["model"])
+    if a.export:
+        model.eval()
+        model.save_to(str(a.export))
+        print(f"exported step {state['step'] if state else 0} to {a.export}")
+        return
+
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"parameters: {n_params / 1e6:.2f} M", flush=True)
+    rows, audio = load_split(a.data, a.train_split)
+    durs = [len(x) / 16000 for x in audio]
+    enc_cache = {}
+
+    def ids_for(i, pnc):
+        key = (i, pnc)
+        if key not in enc_cache:
+            enc_cache[key] = prompt_ids(model, rows[i]["text"], pnc)
+        return enc_cache[key]
+
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=1e-3)
+    step, epoch, pos, train_s = 0, 0, 0, 0.0
+    rng = np.random.default_rng(a.seed)
+    if state:
+        opt.load_state_dict(state["optimizer"])
+        step, epoch, pos, train_s = state["step"], state["epoch"], state["pos"], state["train_seconds"]
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed at step {step} (epoch {epoch}, {train_s / 3600:.2f} h trained)", flush=True)
+
+    def save():
+        tmp = a.out / "last.pt.tmp"
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epoch": epoch,
+                    "pos": pos, "train_seconds": train_s, "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state()}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    def progress(step_, seconds):
+        p = (step_ - a.warmup) / max(1, a.steps - a.warmup)
+        if a.hours > 0:
+            p = max(p, seconds / (a.hours * 3600))
+        return p
+
+    model.train()
+    last_save, t_log, loss_acc, tok_acc = time.time(), time.time(), 0.0, 0
+    while step < a.steps and progress(step, train_s) < 1.0:
+        plan = batches(durs, a.batch_seconds, random.Random(f"{a.seed}/{epoch}"))
+        while pos < len(plan) and step < a.steps and progress(step, train_s) < 1.0:
+            t0 = time.time()
+            idx = plan[pos]
+            waves = [augment(audio[i], rng) for i in idx]
+            lens = torch.tensor([len(w) for w in waves])
+            sig = torch.zeros(len(idx), int(lens.max()))
+            for j, w in enumerate(waves):
+                sig[j, : len(w)] = torch.from_numpy(w)
+            seqs = [ids_for(i, bool(rng.random() < 0.5)) for i in idx]
+            L = max(len(s) for s, _ in seqs)
+            tokens = torch.full((len(idx), L), model.tokenizer.pad_id, dtype=torch.long)
+            mask = torch.zeros(len(idx), L - 1, dtype=torch.bool)
+            for j, (s, n_ctx) in enumerate(seqs):
+                tokens[j, : len(s)] = torch.tensor(s)
+                mask[j, n_ctx - 1 : len(s) - 1] = True  # predict the answer (text + EOS) only
+            tok_lens = torch.tensor([len(s) - 1 for s, _ in seqs])
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, a.lr, a.warmup, progress(step, train_s))
+            log_probs, _, _, _ = model(input_signal=sig, input_signal_length=lens,
+                                       transcript=tokens[:, :-1], transcript_length=tok_lens)
+            labels = tokens[:, 1:]
+            nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+            smooth = -log_probs[..., : model.tokenizer.vocab_size].mean(-1)
+            per_tok = (1 - LABEL_SMOOTHING) * nll + LABEL_SMOOTHING * smooth
+            loss = (per_tok * mask).sum() / mask.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            pos += 1
+            train_s += time.time() - t0
+            loss_acc += float((nll * mask).sum())
+            tok_acc += int(mask.sum())
+            if step % a.log_every == 0:
+                print(f"step {step} epoch {epoch} nll/token {loss_acc / tok_acc:.3f} "
+                      f"lr {opt.param_groups[0]['lr']:.2e} {(time.time() - t_log) / a.log_every:.2f} s/step "
+                      f"trained {train_s / 3600:.2f} h", flush=True)
+                loss_acc, tok_acc, t_log = 0.0, 0, time.time()
+            if time.time() - last_save > a.save_minutes * 60:
+                save()
+                last_save = time.time()
+        if pos >= len(plan):
+            epoch, pos = epoch + 1, 0
+    save()
+    print(f"done: {step} steps, {train_s / 3600:.2f} h", flush=True)
+
+
+if __name__ == "__main__":
+    main()
