@@ -86,6 +86,11 @@ typedef struct {
   canary_precision precision;
   int gpu_device_id;
   int n_threads;          /* BLAS threads on the CPU; 0 = all cores */
+  /* CUDA: the workspace of each state is sized once for the longest window and the largest beam
+   * it will see (0 = 40 s and beam 4). Longer windows / larger beams are refused with a clear
+   * error rather than allocating on the hot path. */
+  int max_window_seconds;
+  int max_beam;
 } canary_model_options;
 
 void canary_model_options_init (canary_model_options *opts);
@@ -111,6 +116,7 @@ typedef struct {
   guint64 weight_bytes;           /* bytes of weights the model reads (shared tensors once) */
   guint64 copied_weight_bytes;    /* of which held as copies beyond the file mapping (converted
                                    * dtypes, BatchNorm folded into the depthwise conv) */
+  guint64 device_weight_bytes;    /* CUDA: the one device allocation holding the weights; 0 on CPU */
   double load_ms;
 } canary_model_info;
 
@@ -145,6 +151,17 @@ void canary_decode_options_init (canary_decode_options *opts);
 
 canary_state *canary_state_new (canary_model *model, GError **error);
 void canary_state_free (canary_state *state);
+
+/* GPU memory as the CUDA backend sees it (all zero on the CPU backend). */
+typedef struct {
+  guint64 weight_bytes;     /* the model's weight allocation (shared by every state) */
+  guint64 arena_bytes;      /* this state's workspace arena */
+  guint64 engine_bytes;     /* weights + arena: what the engine allocated for this stream */
+  guint64 process_used;     /* device memory in use on the GPU (cudaMemGetInfo: total − free) */
+  guint64 device_total;
+} canary_device_memory;
+
+gboolean canary_state_device_memory (canary_state *state, canary_device_memory *out, GError **error);
 
 /* Asks a running canary_transcribe on this state to stop at its next step (thread-safe);
  * it then fails with CANARY_ERROR_CANCELLED. The flag clears when the next call starts. */

@@ -175,11 +175,10 @@ row_log_probs (const float *logits, int V, float *out, int pos, GError **error)
 }
 
 static gboolean
-check_options (const canary_decoder_state *st, const canary_decoder *dec, int P, const canary_beam_options *opt,
-    GError **error)
+check_options (const canary_step_ops *ops, int P, const canary_beam_options *opt, GError **error)
 {
-  const int V = canary_decoder_vocab (dec);
-  const int max_beam = MIN (V, canary_decoder_state_max_beam (st));
+  const int V = ops->vocab;
+  const int max_beam = MIN (V, ops->max_beam);
   if (opt->beam_size < 1 || opt->beam_size > max_beam) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
         "beam size %d outside 1..%d (vocabulary and decoder state limits)", opt->beam_size, max_beam);
@@ -195,20 +194,20 @@ check_options (const canary_decoder_state *st, const canary_decoder *dec, int P,
         opt->eos_id, opt->pad_id, V - 1);
     return FALSE;
   }
-  if (canary_decoder_state_pad (st) != opt->pad_id) {
+  if (ops->pad_id != opt->pad_id) {
     /* The decoder masks PAD inputs as attention keys; both must agree on which id that is. */
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
-        "PAD id %d differs from the decoder state's %d", opt->pad_id, canary_decoder_state_pad (st));
+        "PAD id %d differs from the decoder state's %d", opt->pad_id, ops->pad_id);
     return FALSE;
   }
-  if (P < 1 || P > canary_decoder_max_seq_len (dec)) {
+  if (P < 1 || P > ops->max_seq_len) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
-        "prompt of %d tokens outside 1..max_sequence_length %d", P, canary_decoder_max_seq_len (dec));
+        "prompt of %d tokens outside 1..max_sequence_length %d", P, ops->max_seq_len);
     return FALSE;
   }
-  if (opt->max_len_total < 1 || opt->max_len_total > canary_decoder_max_seq_len (dec)) {
+  if (opt->max_len_total < 1 || opt->max_len_total > ops->max_seq_len) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT, "max_len_total %d outside 1..%d",
-        opt->max_len_total, canary_decoder_max_seq_len (dec));
+        opt->max_len_total, ops->max_seq_len);
     return FALSE;
   }
   return TRUE;
@@ -217,10 +216,10 @@ check_options (const canary_decoder_state *st, const canary_decoder *dec, int P,
 /* Step 0 (NeMo: the first _one_step_forward): the prompt in one call, top-k of the log-probs at its
  * last position, then every hypothesis starts from the prompt's cache. */
 static gboolean
-beam_start (canary_decoder_state *st, beam_work *w, const gint32 *prompt, int P, const canary_beam_options *opt,
-    GError **error)
+beam_start (const canary_step_ops *ops, gpointer st, beam_work *w, const gint32 *prompt, int P,
+    const canary_beam_options *opt, GError **error)
 {
-  if (!canary_decoder_step (st, prompt, 1, P, 0, w->logits, error)
+  if (!ops->step (st, prompt, 1, P, 0, w->logits, error)
       || !row_log_probs (w->logits, w->V, w->logp, P - 1, error))
     return FALSE;
   top_k (w->logp, w->V, w->k, w->ci, w->cs);
@@ -239,7 +238,7 @@ beam_start (canary_decoder_state *st, beam_work *w, const gint32 *prompt, int P,
     w->finished[b] = 0;
     w->parent[b] = 0;
   }
-  return canary_decoder_reorder (st, w->parent, w->k, error);
+  return ops->reorder (st, w->parent, w->k, error);
 }
 
 /* Scores the k continuations of every hypothesis into w->cand (divided by the parent's length
@@ -269,8 +268,8 @@ beam_candidates (beam_work *w, int pos, const canary_beam_options *opt, GError *
 /* Top-k of the k² candidates, new prefixes, cache reorder, and NeMo's bookkeeping. Returns TRUE in
  * *all_done when every hypothesis ends in EOS/PAD. */
 static gboolean
-beam_select (canary_decoder_state *st, beam_work *w, int plen, const canary_beam_options *opt, gboolean *all_done,
-    GError **error)
+beam_select (const canary_step_ops *ops, gpointer st, beam_work *w, int plen, const canary_beam_options *opt,
+    gboolean *all_done, GError **error)
 {
   const int k = w->k;
   top_k (w->cand, k * k, k, w->sel, w->sel_val);
@@ -295,7 +294,7 @@ beam_select (canary_decoder_state *st, beam_work *w, int plen, const canary_beam
   gint32 *tmp = w->prefix;
   w->prefix = w->prefix_next;
   w->prefix_next = tmp;
-  return canary_decoder_reorder (st, w->parent, k, error);
+  return ops->reorder (st, w->parent, k, error);
 }
 
 /* Best hypothesis by score / length penalty (first maximum, as torch.argmax), its ids after the
@@ -333,23 +332,22 @@ cancelled (const canary_beam_options *opt, int pos, GError **error)
 }
 
 gboolean
-canary_beam_search (canary_decoder_state *st, const gint32 *prompt, int P, const canary_beam_options *opt,
-    GArray *out_ids, double *out_score, int *out_steps, GError **error)
+canary_beam_search_ops (const canary_step_ops *ops, gpointer st, const gint32 *prompt, int P,
+    const canary_beam_options *opt, GArray *out_ids, double *out_score, int *out_steps, GError **error)
 {
-  g_return_val_if_fail (st && prompt && opt && out_ids, FALSE);
+  g_return_val_if_fail (ops && st && prompt && opt && out_ids, FALSE);
   g_return_val_if_fail (g_array_get_element_size (out_ids) == sizeof (gint32), FALSE);
-  const canary_decoder *dec = canary_decoder_state_decoder (st);
-  if (!check_options (st, dec, P, opt, error))
+  if (!check_options (ops, P, opt, error))
     return FALSE;
 
   /* NeMo: max_generation_length = max_len_total − P; loop positions P .. max_len_total − 1. */
   const int max_gen = MAX (0, opt->max_len_total - P);
   beam_work w;
-  if (!beam_work_init (&w, opt->beam_size, canary_decoder_vocab (dec), P + 1 + max_gen, error))
+  if (!beam_work_init (&w, opt->beam_size, ops->vocab, P + 1 + max_gen, error))
     return FALSE;
 
   int steps = 0, plen = P + 1;
-  gboolean ok = !cancelled (opt, 0, error) && beam_start (st, &w, prompt, P, opt, error);
+  gboolean ok = !cancelled (opt, 0, error) && beam_start (ops, st, &w, prompt, P, opt, error);
   steps += ok;
   for (int pos = P; ok && pos < P + max_gen; pos++) {
     if (cancelled (opt, pos, error)) {
@@ -359,9 +357,9 @@ canary_beam_search (canary_decoder_state *st, const gint32 *prompt, int P, const
     for (int b = 0; b < w.k; b++)
       w.last[b] = w.prefix[(gsize) b * w.cap + plen - 1];
     gboolean all_done = FALSE;
-    ok = canary_decoder_step (st, w.last, w.k, 1, pos, w.logits, error)
+    ok = ops->step (st, w.last, w.k, 1, pos, w.logits, error)
         && beam_candidates (&w, pos, opt, error)
-        && beam_select (st, &w, plen, opt, &all_done, error);
+        && beam_select (ops, st, &w, plen, opt, &all_done, error);
     steps += ok;
     plen += ok;
     if (ok && all_done)
@@ -373,4 +371,34 @@ canary_beam_search (canary_decoder_state *st, const gint32 *prompt, int P, const
     *out_steps = steps;
   beam_work_free (&w);
   return ok;
+}
+
+static gboolean
+cpu_step (gpointer st, const gint32 *tokens, int n_beams, int n_tokens, int start_pos, float *logits,
+    GError **error)
+{
+  return canary_decoder_step (st, tokens, n_beams, n_tokens, start_pos, logits, error);
+}
+
+static gboolean
+cpu_reorder (gpointer st, const int *parent, int n_beams, GError **error)
+{
+  return canary_decoder_reorder (st, parent, n_beams, error);
+}
+
+gboolean
+canary_beam_search (canary_decoder_state *st, const gint32 *prompt, int P, const canary_beam_options *opt,
+    GArray *out_ids, double *out_score, int *out_steps, GError **error)
+{
+  g_return_val_if_fail (st != NULL, FALSE);
+  const canary_decoder *dec = canary_decoder_state_decoder (st);
+  const canary_step_ops ops = {
+    .step = cpu_step,
+    .reorder = cpu_reorder,
+    .vocab = canary_decoder_vocab (dec),
+    .max_beam = canary_decoder_state_max_beam (st),
+    .max_seq_len = canary_decoder_max_seq_len (dec),
+    .pad_id = canary_decoder_state_pad (st),
+  };
+  return canary_beam_search_ops (&ops, st, prompt, P, opt, out_ids, out_score, out_steps, error);
 }

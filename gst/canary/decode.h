@@ -30,6 +30,20 @@ int canary_beam_max_len_total (int max_seq_len, int src_len, int max_generation_
 gboolean canary_beam_search (canary_decoder_state *st, const gint32 *prompt, int P, const canary_beam_options *opt,
     GArray *out_ids, double *out_score, int *out_steps, GError **error);
 
+/* The decoder a search drives: the CPU decoder state, or the CUDA backend's. `step` and `reorder`
+ * have the contracts of canary_decoder_step and canary_decoder_reorder (logits in FP32 on the
+ * host); the ints are that decoder's vocabulary, hypothesis limit, positions and PAD id. */
+typedef struct {
+  gboolean (*step) (gpointer state, const gint32 *tokens, int n_beams, int n_tokens, int start_pos,
+      float *logits, GError **error);
+  gboolean (*reorder) (gpointer state, const int *parent, int n_beams, GError **error);
+  int vocab, max_beam, max_seq_len, pad_id;
+} canary_step_ops;
+
+/* canary_beam_search over any decoder (the search itself is the same code for every backend). */
+gboolean canary_beam_search_ops (const canary_step_ops *ops, gpointer state, const gint32 *prompt, int P,
+    const canary_beam_options *opt, GArray *out_ids, double *out_score, int *out_steps, GError **error);
+
 /* log_softmax of one row of V logits, FP32 output; max-shifted, sum of exponentials in double. */
 void canary_log_softmax (const float *logits, int V, float *out);
 

@@ -19,6 +19,10 @@
 #include "nemo.h"
 #include "tokenizer.h"
 #include "util.h"
+#ifdef CANARY_HAVE_CUDA
+#include "cuda_backend.h"
+#include "cuda_device.h"
+#endif
 
 /* Longest window one call accepts. The encoder's self-attention is O(T²) and the released models
  * were trained on <= 40 s; 120 s still fits comfortably in memory and leaves room for callers that
@@ -29,6 +33,11 @@
 #define CANARY_MAX_PROMPT_TOKENS 64
 
 #define CANARY_MAX_BEAM 64
+
+/* CUDA arena defaults (canary_model_options.max_window_seconds / max_beam): the longest window
+ * the released models were trained on, and the beam most applications use. */
+#define CANARY_CUDA_DEFAULT_WINDOW_SECONDS 40
+#define CANARY_CUDA_DEFAULT_BEAM 4
 
 struct _canary_model {
   gint ref_count;          /* protected by cache_lock */
@@ -46,6 +55,9 @@ struct _canary_model {
   canary_model_info info;
   char *path;
   int eos_id, pad_id;
+#ifdef CANARY_HAVE_CUDA
+  canary_cuda_model *cuda;  /* set when the model runs on the GPU */
+#endif
 };
 
 struct _canary_state {
@@ -56,6 +68,9 @@ struct _canary_state {
   float *mel_buf;
   gsize mel_cap;           /* floats */
   volatile gint cancel;
+#ifdef CANARY_HAVE_CUDA
+  canary_cuda_state *cuda;
+#endif
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -89,17 +104,40 @@ canary_decode_options_init (canary_decode_options *opts)
 static GMutex cache_lock;
 static GHashTable *cache;  /* cache_key → canary_model* (not referenced: entries leave on last unref) */
 
-/* Picks the backend this build can run for the requested device/precision. Only the FP32 CPU
- * backend exists in this build; asking for CUDA or FP16 explicitly is an error, AUTO resolves to
- * the CPU. */
+/* Picks the backend for the requested device/precision. device=auto means "the GPU when this
+ * build has the CUDA backend and a usable GPU is there, else the CPU" ($CANARY_AUTO_DEVICE=cpu
+ * pins it to the CPU, which the CPU test suites do); fp16 needs the GPU. */
 static gboolean
 resolve_backend (const canary_model_options *in, canary_device *device, canary_precision *precision,
     GError **error)
 {
-  if (in->device == CANARY_DEVICE_CUDA) {
+  gboolean want_cuda = in->device == CANARY_DEVICE_CUDA;
+  if (in->device == CANARY_DEVICE_AUTO) {
+#ifdef CANARY_HAVE_CUDA
+    GError *why = NULL;
+    if (g_strcmp0 (g_getenv ("CANARY_AUTO_DEVICE"), "cpu") == 0) {
+      want_cuda = FALSE;
+    } else if (canary_cuda_use_device (in->gpu_device_id, &why)) {
+      want_cuda = TRUE;
+    } else {
+      CANARY_INFO ("device=auto: %s; running on the CPU", why->message);
+      g_error_free (why);
+    }
+#endif
+  }
+  if (want_cuda) {
+#ifdef CANARY_HAVE_CUDA
+    if (in->device == CANARY_DEVICE_CUDA && !canary_cuda_use_device (in->gpu_device_id, error))
+      return FALSE;
+    *device = CANARY_DEVICE_CUDA;
+    *precision = in->precision == CANARY_PRECISION_FP32 ? CANARY_PRECISION_FP32 : CANARY_PRECISION_FP16;
+    return TRUE;
+#else
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_DEVICE,
-        "device=cuda requested, but this build of the engine has no CUDA backend (CPU only)");
+        "device=cuda requested, but this build of the engine has no CUDA backend (built with -Dcuda=disabled "
+        "or without the CUDA toolkit)");
     return FALSE;
+#endif
   }
   if (in->precision == CANARY_PRECISION_FP16) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_UNSUPPORTED,
@@ -114,6 +152,9 @@ resolve_backend (const canary_model_options *in, canary_device *device, canary_p
 static void
 model_free (canary_model *m)
 {
+#ifdef CANARY_HAVE_CUDA
+  canary_cuda_model_free (m->cuda);
+#endif
   canary_decoder_free (m->decoder);
   canary_encoder_free (m->encoder);
   canary_mel_free (m->mel);
@@ -227,6 +268,15 @@ model_build (canary_model *m, GError **error)
   info->max_seq_len = canary_decoder_max_seq_len (m->decoder);
   info->weight_bytes = encoder_weight_bytes (m->ckpt) + canary_decoder_weight_bytes (m->decoder);
   info->copied_weight_bytes = canary_encoder_weight_bytes (m->encoder) + canary_decoder_owned_bytes (m->decoder);
+#ifdef CANARY_HAVE_CUDA
+  if (info->device == CANARY_DEVICE_CUDA) {
+    m->cuda = canary_cuda_model_new (cfg, m->ckpt,
+        info->precision == CANARY_PRECISION_FP32 ? CANARY_CUDA_F32 : CANARY_CUDA_F16, m->opts.gpu_device_id, error);
+    if (!m->cuda)
+      goto prefix_path;
+    info->device_weight_bytes = canary_cuda_model_device_bytes (m->cuda);
+  }
+#endif
   info->load_ms = canary_now_ms () - t0;
   return TRUE;
 
@@ -247,6 +297,47 @@ make_cache_key (const char *path, canary_device device, canary_precision precisi
   free (real);
   g_free (abs);
   return key;
+}
+
+/* Loads (or takes from the cache) the model for an already resolved backend. */
+static canary_model *
+load_resolved (const char *path, const canary_model_options *opts, canary_device device,
+    canary_precision precision, GError **error)
+{
+  char *key = make_cache_key (path, device, precision, opts->gpu_device_id);
+  g_mutex_lock (&cache_lock);
+  if (!cache)
+    cache = g_hash_table_new (g_str_hash, g_str_equal);
+  canary_model *m = g_hash_table_lookup (cache, key);
+  if (m) {
+    m->ref_count++;
+    g_mutex_unlock (&cache_lock);
+    g_free (key);
+    CANARY_DEBUG ("model %s taken from the cache (%d users)", path, m->ref_count);
+    return m;
+  }
+
+  /* Loading holds the cache lock: a second instance asking for the same file waits and then
+   * shares the result instead of mapping and binding it twice (one copy of the weights per GPU). */
+  m = g_new0 (canary_model, 1);
+  m->ref_count = 1;
+  m->cache_key = key;
+  m->opts = *opts;
+  m->path = g_strdup (path);
+  m->info.device = device;
+  m->info.precision = precision;
+  if (!model_build (m, error)) {
+    g_mutex_unlock (&cache_lock);
+    model_free (m);
+    return NULL;
+  }
+  g_hash_table_insert (cache, m->cache_key, m);
+  g_mutex_unlock (&cache_lock);
+  CANARY_INFO ("loaded %s in %.1f ms: %s prompt, %s tokenizer, %d+%d layers, V=%d, %s %s",
+      path, m->info.load_ms, m->info.prompt_format, m->info.tokenizer_kind, m->info.enc_layers,
+      m->info.dec_layers, m->info.vocab_size, device == CANARY_DEVICE_CUDA ? "cuda" : "cpu",
+      precision == CANARY_PRECISION_FP16 ? "fp16" : "fp32");
+  return m;
 }
 
 canary_model *
@@ -270,38 +361,20 @@ canary_model_load (const char *path, const canary_model_options *opts, GError **
   if (opts->n_threads > 0)
     openblas_set_num_threads (opts->n_threads);
 
-  char *key = make_cache_key (path, device, precision, opts->gpu_device_id);
-  g_mutex_lock (&cache_lock);
-  if (!cache)
-    cache = g_hash_table_new (g_str_hash, g_str_equal);
-  canary_model *m = g_hash_table_lookup (cache, key);
-  if (m) {
-    m->ref_count++;
-    g_mutex_unlock (&cache_lock);
-    g_free (key);
-    CANARY_DEBUG ("model %s taken from the cache (%d users)", path, m->ref_count);
-    return m;
+  GError *gpu_error = NULL;
+  canary_model *m = load_resolved (path, opts, device, precision, &gpu_error);
+  /* device=auto: a GPU that cannot take the model (out of memory, a CUDA failure) means the CPU,
+   * with a warning; file errors are reported as they are. */
+  if (!m && device == CANARY_DEVICE_CUDA && opts->device == CANARY_DEVICE_AUTO
+      && (g_error_matches (gpu_error, CANARY_ERROR, CANARY_ERROR_DEVICE)
+          || g_error_matches (gpu_error, CANARY_ERROR, CANARY_ERROR_OUT_OF_MEMORY))
+      && opts->precision != CANARY_PRECISION_FP16) {
+    CANARY_WARN ("device=auto: the GPU cannot run %s (%s); falling back to the CPU", path, gpu_error->message);
+    g_clear_error (&gpu_error);
+    m = load_resolved (path, opts, CANARY_DEVICE_CPU, CANARY_PRECISION_FP32, &gpu_error);
   }
-
-  /* Loading holds the cache lock: a second instance asking for the same file waits and then
-   * shares the result instead of mapping and binding it twice. */
-  m = g_new0 (canary_model, 1);
-  m->ref_count = 1;
-  m->cache_key = key;
-  m->opts = *opts;
-  m->path = g_strdup (path);
-  if (!model_build (m, error)) {
-    g_mutex_unlock (&cache_lock);
-    model_free (m);
-    return NULL;
-  }
-  m->info.device = device;
-  m->info.precision = precision;
-  g_hash_table_insert (cache, m->cache_key, m);
-  g_mutex_unlock (&cache_lock);
-  CANARY_INFO ("loaded %s in %.1f ms: %s prompt, %s tokenizer, %d+%d layers, V=%d",
-      path, m->info.load_ms, m->info.prompt_format, m->info.tokenizer_kind, m->info.enc_layers,
-      m->info.dec_layers, m->info.vocab_size);
+  if (!m)
+    g_propagate_error (error, gpu_error);
   return m;
 }
 
@@ -353,6 +426,23 @@ canary_state_new (canary_model *model, GError **error)
   g_return_val_if_fail (model != NULL, NULL);
   canary_state *st = g_new0 (canary_state, 1);
   st->model = canary_model_ref (model);
+#ifdef CANARY_HAVE_CUDA
+  if (model->cuda) {
+    /* The arena is sized once for the longest window and the largest beam of this model's
+     * options: nothing is allocated per window or per token. */
+    const canary_model_options *o = &model->opts;
+    const int secs = o->max_window_seconds > 0 ? MIN (o->max_window_seconds, CANARY_MAX_WINDOW_SECONDS)
+                                               : CANARY_CUDA_DEFAULT_WINDOW_SECONDS;
+    const int beam = o->max_beam > 0 ? MIN (o->max_beam, CANARY_MAX_BEAM) : CANARY_CUDA_DEFAULT_BEAM;
+    const int frames = (int) canary_mel_n_frames (model->mel, (gsize) secs * model->info.sample_rate);
+    st->cuda = canary_cuda_state_new (model->cuda, frames, beam, CANARY_MAX_PROMPT_TOKENS, model->pad_id, error);
+    if (!st->cuda) {
+      canary_state_free (st);
+      return NULL;
+    }
+    return st;
+  }
+#endif
   /* Sized for a 10 s window up front; forward grows it for longer input. */
   int frames = (int) canary_mel_n_frames (model->mel, 10 * (gsize) model->info.sample_rate);
   st->enc_work = canary_encoder_work_new (model->encoder, frames, error);
@@ -368,6 +458,9 @@ canary_state_free (canary_state *state)
 {
   if (!state)
     return;
+#ifdef CANARY_HAVE_CUDA
+  canary_cuda_state_free (state->cuda);
+#endif
   if (state->dec_state)
     canary_decoder_state_free (state->dec_state);
   if (state->enc_work)
@@ -375,6 +468,26 @@ canary_state_free (canary_state *state)
   g_free (state->mel_buf);
   canary_model_unref (state->model);
   g_free (state);
+}
+
+gboolean
+canary_state_device_memory (canary_state *state, canary_device_memory *out, GError **error)
+{
+  g_return_val_if_fail (state != NULL && out != NULL, FALSE);
+  memset (out, 0, sizeof *out);
+#ifdef CANARY_HAVE_CUDA
+  if (state->cuda) {
+    guint64 free_b = 0, total = 0;
+    if (!canary_cuda_state_mem_info (state->cuda, &free_b, &total, error))
+      return FALSE;
+    out->weight_bytes = canary_cuda_model_device_bytes (state->model->cuda);
+    out->arena_bytes = canary_cuda_state_device_bytes (state->cuda);
+    out->engine_bytes = out->weight_bytes + out->arena_bytes;
+    out->process_used = total - free_b;
+    out->device_total = total;
+  }
+#endif
+  return TRUE;
 }
 
 void
@@ -521,6 +634,50 @@ strip_whitespace (char *text)
   return text;
 }
 
+#ifdef CANARY_HAVE_CUDA
+/* Steps 3 and 4 on the GPU: the encoder (and the window's cross-attention K/V), then beam 1 with
+ * the device argmax and the captured step, or the shared beam search over the CUDA decoder. */
+static gboolean
+transcribe_cuda (canary_state *st, const canary_decode_options *opts, GArray *prompt, int frames, int n_valid,
+    GArray *ids, canary_result *res, GError **error)
+{
+  canary_model *m = st->model;
+  const canary_cuda_plan *plan = canary_cuda_state_plan (st->cuda);
+  if (opts->beam_size > plan->max_beam) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
+        "beam size %d is larger than the %d this CUDA state was sized for (canary_model_options.max_beam)",
+        opts->beam_size, plan->max_beam);
+    return FALSE;
+  }
+  double t0 = canary_now_ms ();
+  int t_enc, enc_len;
+  if (!canary_cuda_encode (st->cuda, st->mel_buf, frames, n_valid, &t_enc, &enc_len, error))
+    return FALSE;
+  res->encoder_ms = canary_now_ms () - t0;
+  if (g_atomic_int_get (&st->cancel)) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_CANCELLED, "transcription cancelled");
+    return FALSE;
+  }
+  canary_beam_options bo = {
+    .beam_size = opts->beam_size,
+    .length_penalty = opts->length_penalty,
+    .max_len_total = canary_beam_max_len_total (m->info.max_seq_len, t_enc,
+        opts->max_generation_delta == CANARY_DELTA_FROM_MODEL ? m->config->max_generation_delta
+                                                              : opts->max_generation_delta),
+    .eos_id = m->eos_id,
+    .pad_id = m->pad_id,
+    .cancel = &st->cancel,
+  };
+  if (opts->beam_size == 1)
+    return canary_cuda_greedy (st->cuda, (const gint32 *) prompt->data, (int) prompt->len, &bo, TRUE, ids,
+        &res->score, &res->n_decoder_steps, error);
+  canary_step_ops ops;
+  canary_cuda_step_ops (st->cuda, &ops);
+  return canary_beam_search_ops (&ops, st->cuda, (const gint32 *) prompt->data, (int) prompt->len, &bo, ids,
+      &res->score, &res->n_decoder_steps, error);
+}
+#endif
+
 canary_result *
 canary_transcribe (canary_state *st, const float *samples, gsize n_samples,
     const canary_decode_options *opts, GError **error)
@@ -572,6 +729,16 @@ canary_transcribe (canary_state *st, const float *samples, gsize n_samples,
   }
   double t_mel = canary_now_ms ();
 
+#ifdef CANARY_HAVE_CUDA
+  if (st->cuda) {
+    if (!transcribe_cuda (st, opts, prompt, (int) frames, n_valid, ids, res, error))
+      goto out;
+    res->mel_ms = t_mel - t_start;
+    res->decoder_ms = canary_now_ms () - t_mel - res->encoder_ms;
+    goto finish;
+  }
+#endif
+
   /* 3. Encoder. */
   const float *enc;
   int t_enc, enc_len;
@@ -603,15 +770,18 @@ canary_transcribe (canary_state *st, const float *samples, gsize n_samples,
           &res->score, &res->n_decoder_steps, error))
     goto out;
   double t_dec = canary_now_ms ();
+  res->mel_ms = t_mel - t_start;
+  res->encoder_ms = t_enc_done - t_mel;
+  res->decoder_ms = t_dec - t_enc_done;
 
+#ifdef CANARY_HAVE_CUDA
+finish:
+#endif
   res->n_tokens = ids->len;
   res->tokens = (gint32 *) g_array_free (ids, FALSE);
   ids = NULL;
   res->text = strip_whitespace (canary_tokenizer_decode (m->tokenizer, res->tokens, res->n_tokens));
   res->n_samples = n_samples;
-  res->mel_ms = t_mel - t_start;
-  res->encoder_ms = t_enc_done - t_mel;
-  res->decoder_ms = t_dec - t_enc_done;
   res->total_ms = canary_now_ms () - t_start;
   CANARY_DEBUG ("window of %" G_GSIZE_FORMAT " samples: %zu tokens, mel %.1f ms, encoder %.1f ms, "
       "decoder %.1f ms (%d steps)", n_samples, res->n_tokens, res->mel_ms, res->encoder_ms,
