@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # The README's first command: install what is needed, build, and transcribe examples/audio/*.wav
-# through gst-launch-1.0 and canarytranscribe, printing the text of each clip.
+# through gst-launch-1.0 and canarytranscribe, printing the text of each clip (and, below it, what
+# was said, from examples/audio/README.md).
 #
-#   bash examples/transcribe-examples.sh            # default model
+#   bash examples/transcribe-examples.sh            # the bundled demo model (no model-path)
 #   MODEL=/path/to/canary-180m-flash.nemo bash examples/transcribe-examples.sh
 #
-# The default is the bundled demo model (examples/models/canary-default.nemo). Until that model
-# exists in this tree, the script says so and uses the NeMo-made test model
-# tests/fixtures/canary2-tiny/model.nemo instead: a real Canary-architecture checkpoint whose
-# weights are random, so its output is what NeMo itself produces for it — not English.
+# Without MODEL the element loads its default model, examples/models/canary-default.nemo (a
+# small Canary trained on synthetic English speech, see examples/models/README.md).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -22,20 +21,17 @@ fi
 [ -d build ] || meson setup build >/dev/null
 ninja -C build >/dev/null
 
-if [ -z "${MODEL:-}" ]; then
-  if [ -f examples/models/canary-default.nemo ]; then
-    MODEL=$root/examples/models/canary-default.nemo
-  else
-    MODEL=$root/tests/fixtures/canary2-tiny/model.nemo
-    echo "note: no bundled demo model yet (examples/models/canary-default.nemo); using the random-weight" >&2
-    echo "      test model $MODEL — its text is not English. Set MODEL=/path/to/a/real/canary.nemo." >&2
-  fi
-fi
+canary=(canarytranscribe)
+if [ -n "${MODEL:-}" ]; then canary+=("model-path=$MODEL"); fi
 
 export GST_PLUGIN_PATH="$root/build/gst${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 for wav in examples/audio/*.wav; do
-  printf '%s: ' "$(basename "$wav")"
+  name=$(basename "$wav")
+  printf '%s: ' "$name"
+  # One WebVTT cue per 10 s window; print the cues' text on one line.
   gst-launch-1.0 -q filesrc location="$wav" ! decodebin ! audioconvert ! audioresample ! \
-    canarytranscribe model-path="$MODEL" ! fdsink
-  echo
+    "${canary[@]}" ! webvttenc ! fdsink |
+    awk 'NR > 1 && NF && !/-->/ && !/^[0-9]+$/ { printf "%s%s", sep, $0; sep = " " } END { print "" }'
+  said=$(awk -F' [|] ' -v f="| $name" 'index($0, f) == 1 { print $3 }' examples/audio/README.md)
+  [ -z "$said" ] || printf '    (said: %s)\n' "${said% |}"
 done

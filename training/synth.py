@@ -3,7 +3,7 @@
 mild reverberation and gain through sox. Deterministic from --seed (each utterance draws its
 parameters from its own seeded RNG, so parallel workers do not change the result).
 
-Usage: synth.py CORPUS_DIR OUT_DIR [--seed 1] [--train-copies 2] [--jobs 2]
+Usage: synth.py CORPUS_DIR OUT_DIR [--seed 1] [--train-copies 3] [--jobs 2]
 Writes OUT_DIR/{train,dev,test_seen,test_unseen}/NNNNN.wav (16 kHz mono s16) and one NeMo-style
 manifest OUT_DIR/<split>.jsonl per split ({"audio_filepath", "duration", "text", "voice"}).
 Needs: espeak-ng, flite, sox (Debian packages).
@@ -72,7 +72,7 @@ def main():
     ap.add_argument("corpus", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--train-copies", type=int, default=2)
+    ap.add_argument("--train-copies", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--splits", default="dev,test_seen,test_unseen,train")
     a = ap.parse_args()

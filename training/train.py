@@ -8,8 +8,9 @@ command continues from it (model, optimiser, schedule, step, RNG). `--export` wr
 from the last checkpoint (NeMo's own save_to) and exits.
 
 Usage:
-  train.py DATA_DIR OUT_DIR [--steps N] [--batch-seconds S] [--threads 2]
-  train.py DATA_DIR OUT_DIR --export MODEL.nemo
+  train.py WORK OUT_DIR [--steps N] [--hours H] [--batch-seconds S] [--threads 2]
+  train.py WORK OUT_DIR --export MODEL.nemo
+WORK holds make_corpus.py's corpus/ and synth.py's audio/.
 """
 import argparse
 import json
@@ -41,6 +42,10 @@ ENC_D, ENC_LAYERS, ENC_HEADS, SUB_CHANNELS = 144, 8, 4, 64
 DEC_D, DEC_LAYERS, DEC_HEADS = 144, 2, 4
 EN_VOCAB = 1024
 LABEL_SMOOTHING = 0.1
+# Joint CTC-attention training: an auxiliary CTC head on the encoder output (training only, not
+# exported) makes the encoder learn the alignment early, so the decoder's cross-attention does
+# not have to discover it from scratch; it shortens the run on CPUs considerably.
+CTC_WEIGHT = 0.3
 
 
 def build_model(data: Path, work: Path):
@@ -170,10 +175,14 @@ def main():
             enc_cache[key] = prompt_ids(model, rows[i]["text"], pnc)
         return enc_cache[key]
 
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=1e-3)
+    ctc_head = torch.nn.Linear(DEC_D, model.tokenizer.vocab_size + 1)  # last index: blank
+    blank = model.tokenizer.vocab_size
+    params = list(model.parameters()) + list(ctc_head.parameters())
+    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.98), weight_decay=1e-3)
     step, epoch, pos, train_s = 0, 0, 0, 0.0
     rng = np.random.default_rng(a.seed)
     if state:
+        ctc_head.load_state_dict(state["ctc_head"])
         opt.load_state_dict(state["optimizer"])
         step, epoch, pos, train_s = state["step"], state["epoch"], state["pos"], state["train_seconds"]
         rng.bit_generator.state = state["rng"]
@@ -182,7 +191,7 @@ def main():
 
     def save():
         tmp = a.out / "last.pt.tmp"
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epoch": epoch,
+        torch.save({"model": model.state_dict(), "ctc_head": ctc_head.state_dict(), "optimizer": opt.state_dict(), "step": step, "epoch": epoch,
                     "pos": pos, "train_seconds": train_s, "rng": rng.bit_generator.state,
                     "torch_rng": torch.get_rng_state()}, tmp)
         os.replace(tmp, ckpt_path)
@@ -194,7 +203,7 @@ def main():
         return p
 
     model.train()
-    last_save, t_log, loss_acc, tok_acc = time.time(), time.time(), 0.0, 0
+    last_save, t_log, loss_acc, tok_acc, ctc_acc = time.time(), time.time(), 0.0, 0, 0.0
     while step < a.steps and progress(step, train_s) < 1.0:
         plan = batches(durs, a.batch_seconds, random.Random(f"{a.seed}/{epoch}"))
         while pos < len(plan) and step < a.steps and progress(step, train_s) < 1.0:
@@ -215,27 +224,34 @@ def main():
             tok_lens = torch.tensor([len(s) - 1 for s, _ in seqs])
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, a.lr, a.warmup, progress(step, train_s))
-            log_probs, _, _, _ = model(input_signal=sig, input_signal_length=lens,
+            log_probs, enc_len, enc_states, _ = model(input_signal=sig, input_signal_length=lens,
                                        transcript=tokens[:, :-1], transcript_length=tok_lens)
             labels = tokens[:, 1:]
             nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
             smooth = -log_probs[..., : model.tokenizer.vocab_size].mean(-1)
             per_tok = (1 - LABEL_SMOOTHING) * nll + LABEL_SMOOTHING * smooth
             loss = (per_tok * mask).sum() / mask.sum()
+            ctc_lp = torch.log_softmax(ctc_head(enc_states), -1).transpose(0, 1)
+            targets = [torch.tensor(s[n_ctx:-1]) for s, n_ctx in seqs]  # text ids, no EOS
+            ctc = torch.nn.functional.ctc_loss(ctc_lp, torch.cat(targets), enc_len,
+                                               torch.tensor([len(t) for t in targets]), blank=blank,
+                                               reduction="mean", zero_infinity=True)
+            loss = (1 - CTC_WEIGHT) * loss + CTC_WEIGHT * ctc
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             step += 1
             pos += 1
             train_s += time.time() - t0
             loss_acc += float((nll * mask).sum())
             tok_acc += int(mask.sum())
+            ctc_acc += float(ctc)
             if step % a.log_every == 0:
                 print(f"step {step} epoch {epoch} nll/token {loss_acc / tok_acc:.3f} "
-                      f"lr {opt.param_groups[0]['lr']:.2e} {(time.time() - t_log) / a.log_every:.2f} s/step "
+                      f"ctc {ctc_acc / a.log_every:.3f} lr {opt.param_groups[0]['lr']:.2e} {(time.time() - t_log) / a.log_every:.2f} s/step "
                       f"trained {train_s / 3600:.2f} h", flush=True)
-                loss_acc, tok_acc, t_log = 0.0, 0, time.time()
+                loss_acc, tok_acc, ctc_acc, t_log = 0.0, 0, 0.0, time.time()
             if time.time() - last_save > a.save_minutes * 60:
                 save()
                 last_save = time.time()

@@ -743,6 +743,13 @@ def dump_model(name, spec, out_root: Path, work: Path, audio_dir: Path, tf_max_s
                "canary2 prompt function adds emotion <|emo:undefined|>, itn <|noitn|>, diarize <|nodiarize|>",
         "settings": base, "ids": prompts["default"]["ids"], "pieces": prompts["default"]["pieces"]}
     (mdir / "prompts.json").write_text(json.dumps(prompts, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    dump_clips(name, model, mdir, wavs, tf_max_steps, prompts, info)
+    return info
+
+
+def dump_clips(name, model, mdir: Path, wavs, tf_max_steps, prompts, info):
+    """NeMo's outputs for each clip (beam 1 and 4, teacher-forced log-probs) under mdir/<clip>/;
+    fills info["clips"] and info["min_logit_margin_beam1"]."""
     for c, w in wavs.items():
         r = run_clip(model, w, with_beam4=True)
         d = r["d"]
@@ -784,7 +791,6 @@ def dump_model(name, spec, out_root: Path, work: Path, audio_dir: Path, tf_max_s
               f"margin={info['clips'][c]['min_logit_margin_beam1']} tf_ok={r['argmax_ok']}", flush=True)
     info["min_logit_margin_beam1"] = min(v["min_logit_margin_beam1"] for v in info["clips"].values()
                                          if v["min_logit_margin_beam1"] is not None)
-    return info
 
 
 def save_determinism(model, nemo_path, tmpdir):
@@ -846,7 +852,7 @@ def dedupe(out: Path):
 def list_files(out: Path):
     """Only what this script writes (other tools own e.g. tests/fixtures/spm/)."""
     files = {}
-    mine = [out / "audio"] + [out / m for m in MODELS]
+    mine = [out / "audio"] + sorted(d for d in out.iterdir() if (d / "model.nemo").exists())
     for p in sorted(q for d in mine if d.exists() for q in d.rglob("*")):
         if p.is_dir() or p.name == "manifest.json":
             continue

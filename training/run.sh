@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The demo model's whole recipe, from nothing to examples/models/canary-default.nemo, its example
+# clips, its NeMo fixtures and its WER report. Each stage is skipped when its output exists, and
+# training resumes from its last checkpoint, so the script can be stopped and rerun at any time.
+#
+#   bash training/run.sh                 # WORK=training/work, NEMO_VENV=tests/reference/.venv
+#   NEMO_VENV=/path/to/venv STEPS=5000 HOURS=1.55 bash training/run.sh
+#
+# Needs: Debian packages espeak-ng flite sox wordnet-base (installed here), python3.11 and PyPI
+# access for the NeMo venv (tests/reference/requirements.txt), a built plugin for the element WER.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+WORK=${WORK:-$here/work}
+VENV=${NEMO_VENV:-$repo/tests/reference/.venv}
+STEPS=${STEPS:-5000}
+HOURS=${HOURS:-1.55}
+SEED=${SEED:-1}
+
+missing=$(for p in espeak-ng flite sox wordnet-base; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
+  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  python3.11 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -r "$repo/tests/reference/requirements.txt" -c "$repo/tests/reference/constraints.txt"
+fi
+py="$VENV/bin/python"
+export CUDA_VISIBLE_DEVICES= PYTHONHASHSEED=0
+
+[ -f "$WORK/corpus/test.txt" ] || "$py" "$here/make_corpus.py" "$WORK/corpus" --seed "$SEED"
+[ -f "$WORK/audio/train.jsonl" ] || "$py" "$here/synth.py" "$WORK/corpus" "$WORK/audio" --seed "$SEED"
+"$py" "$here/train.py" "$WORK" "$WORK/run" --steps "$STEPS" --hours "$HOURS" --seed "$SEED"
+"$py" "$here/train.py" "$WORK" "$WORK/run" --export "$repo/examples/models/canary-default.nemo"
+"$py" "$here/make_examples.py" "$WORK/audio"
+(cd "$repo/tests/reference" && "$py" make_demo_fixtures.py)
+
+# Word error rates (docs/accuracy.md): NeMo, then the element (needs the plugin built in build/).
+[ -f "$repo/build/gst/libgstcanary.so" ] || { meson setup "$repo/build" >/dev/null; }
+ninja -C "$repo/build" >/dev/null
+export GST_PLUGIN_PATH="$repo/build/gst"
+model="$repo/examples/models/canary-default.nemo"
+mkdir -p "$WORK/eval"
+for split in test_seen test_unseen; do
+  echo "== $split: NeMo"
+  "$py" "$here/evaluate.py" nemo "$model" "$WORK/audio/$split.jsonl" "$WORK/eval/$split.nemo.jsonl"
+  echo "== $split: element (CPU, FP32)"
+  "$py" "$here/evaluate.py" element "$model" "$WORK/audio/$split.jsonl" "$WORK/eval/$split.element.jsonl"
+  "$py" "$here/evaluate.py" compare "$WORK/eval/$split.element.jsonl" "$WORK/eval/$split.nemo.jsonl"
+done
+echo "== long-form (element)"
+"$py" "$here/evaluate.py" longform "$model" "$WORK/audio/test_seen.jsonl" "$WORK/eval/longform.json" --seconds 120
