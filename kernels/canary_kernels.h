@@ -72,6 +72,12 @@ cudaError_t ck_to_f32 (ck_dtype dt, const void *src, float *dst, size_t n, cudaS
 cudaError_t ck_conv0_relu (ck_dtype dt, const float *mel, int ld, int n_mels, int len0,
     const float *w, const float *b, void *out, int C, int t1, int f1, int len1, cudaStream_t stream);
 
+/* conv.0 + ReLU fused with the second stage's depthwise conv (w, b: FP32 [C][9], [C]): out is
+ * the stage-2 map [t2][f2][C], rows t >= len2 zero; conv.0's output is never stored. */
+cudaError_t ck_conv0_dw_s2 (ck_dtype dt, const float *mel, int ld, int n_mels, int len0,
+    const float *w0, const float *b0, int f1, int len1, const float *w, const float *b, void *out,
+    int C, int t2, int f2, int len2, cudaStream_t stream);
+
 /* Depthwise 3x3, stride 2, padding 1 on in[t_in][f_in][C] → out[t_out][f_out][C] (no
  * activation), rows t >= len_out zero (NeMo's masking before the pointwise conv). */
 cudaError_t ck_depthwise_s2 (ck_dtype dt, const void *in, int t_in, int f_in, const float *w,

@@ -42,9 +42,12 @@ canary_cuda_use_device (int id, GError **error)
     int drv = 0, rt = 0;
     cudaDriverGetVersion (&drv);
     cudaRuntimeGetVersion (&rt);
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_DEVICE,
-        "the NVIDIA driver (CUDA %d.%d) is older than this build's CUDA runtime %d.%d, or missing",
-        drv / 1000, drv % 1000 / 10, rt / 1000, rt % 1000 / 10);
+    if (drv == 0)
+      g_set_error (error, CANARY_ERROR, CANARY_ERROR_DEVICE, "no NVIDIA driver found (no CUDA GPU usable)");
+    else
+      g_set_error (error, CANARY_ERROR, CANARY_ERROR_DEVICE,
+          "the NVIDIA driver supports CUDA %d.%d, older than this build's CUDA runtime %d.%d",
+          drv / 1000, drv % 1000 / 10, rt / 1000, rt % 1000 / 10);
     return FALSE;
   }
   if (!canary_cuda_ok (err, "counting GPUs", error))

@@ -30,7 +30,8 @@ ln (enc_ctx *c, const cw_norm *n, const void *x, void *y, int rows)
 }
 
 /* dw_striding: conv.0 + ReLU, then per later stage depthwise → pointwise GEMM + ReLU, each map
- * masked past its length; flatten (already [t][f·C]) and pre_encode.out into x. */
+ * masked past its length; flatten (already [t][f·C]) and pre_encode.out into x. The maps live in
+ * sub_a/sub_b, sized for stage 2 (stage 1 is never stored, see ck_conv0_dw_s2). */
 static gboolean
 subsample (enc_ctx *c, const float *mel_dev, int n_frames, int n_valid, int *t, int *len, int *f)
 {
@@ -46,13 +47,19 @@ subsample (enc_ctx *c, const float *mel_dev, int n_frames, int n_valid, int *t, 
     f[s] = canary_cuda_stride2 (f[s - 1]);
   }
   guint8 *cur = cuda_region (st, CR_SUB_A), *other = cuda_region (st, CR_SUB_B);
-  if (!canary_cuda_ok (ck_conv0_relu (c->dt, mel_dev, n_frames, m->n_mels, n_valid, cuda_weight (st, c->w->conv0_w),
-          cuda_weight (st, c->w->conv0_b), cur, C, t[1], f[1], len[1], st->stream), "subsampling conv.0", c->error))
-    return FALSE;
+  const float *w0 = cuda_weight (st, c->w->conv0_w), *b0 = cuda_weight (st, c->w->conv0_b);
+  if (S == 1)
+    return canary_cuda_ok (ck_conv0_relu (c->dt, mel_dev, n_frames, m->n_mels, n_valid, w0, b0, cur, C, t[1], f[1],
+            len[1], st->stream), "subsampling conv.0", c->error)
+        && gemm (c, &c->w->pre_out, cur, t[1], cuda_region (st, CR_X), m->d, CL_EPI_BIAS, 0.0f);
   for (int s = 2; s <= S; s++) {
-    if (!canary_cuda_ok (ck_depthwise_s2 (c->dt, cur, t[s - 1], f[s - 1], cuda_weight (st, c->w->sub_dw_w[s - 1]),
-            cuda_weight (st, c->w->sub_dw_b[s - 1]), other, C, t[s], f[s], len[s], st->stream),
-            "subsampling depthwise conv", c->error))
+    /* Stage 2's depthwise conv runs fused with conv.0 (its input map is never stored). */
+    const float *dw = cuda_weight (st, c->w->sub_dw_w[s - 1]), *db = cuda_weight (st, c->w->sub_dw_b[s - 1]);
+    const cudaError_t err = s == 2
+        ? ck_conv0_dw_s2 (c->dt, mel_dev, n_frames, m->n_mels, n_valid, w0, b0, f[1], len[1], dw, db, other, C,
+            t[2], f[2], len[2], st->stream)
+        : ck_depthwise_s2 (c->dt, cur, t[s - 1], f[s - 1], dw, db, other, C, t[s], f[s], len[s], st->stream);
+    if (!canary_cuda_ok (err, "subsampling depthwise conv", c->error))
       return FALSE;
     /* Pointwise + ReLU on the valid rows only; the padding rows are zero (NeMo's mask). */
     const gsize valid = (gsize) len[s] * f[s], all = (gsize) t[s] * f[s];

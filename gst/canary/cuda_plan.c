@@ -19,6 +19,19 @@ canary_cuda_stride2 (int n)
   return n <= 0 ? 0 : (n - 1) / 2 + 1;
 }
 
+/* The largest subsampling map stored: stage 1's only when it is the last stage (otherwise conv.0
+ * runs fused with stage 2's depthwise conv and its output is never stored). */
+static guint64
+largest_map (const canary_cuda_dims *m, const int *t, const int *f)
+{
+  if (m->n_stages == 1)
+    return (guint64) t[1] * f[1] * m->chans;
+  guint64 sub = 0;
+  for (int s = 2; s <= m->n_stages; s++)
+    sub = MAX (sub, (guint64) t[s] * f[s] * m->chans);
+  return sub;
+}
+
 /* Element counts of every region (in its own element type) and that type's size. */
 static void
 region_sizes (const canary_cuda_dims *m, const canary_cuda_plan *p, guint64 elems[CR_N_REGIONS],
@@ -26,9 +39,7 @@ region_sizes (const canary_cuda_dims *m, const canary_cuda_plan *p, guint64 elem
 {
   const guint64 es = m->dtype == CANARY_CUDA_F16 ? 2 : 4;
   const guint64 T = p->t_max, D = m->d, H = m->H, R = p->max_rows;
-  guint64 sub = 0;
-  for (int s = 1; s <= m->n_stages; s++)
-    sub = MAX (sub, (guint64) p->sub_t[s] * p->sub_f[s] * m->chans);
+  const guint64 sub = largest_map (m, p->sub_t, p->sub_f);
   for (int i = 0; i < CR_N_REGIONS; i++)
     esize[i] = es;
   elems[CR_MEL] = (guint64) m->n_mels * p->max_frames;
@@ -147,9 +158,7 @@ canary_cuda_plan_formula (const canary_cuda_dims *m, int max_frames, int max_bea
   fill_stages (m, max_frames, &p);
   const guint64 e = m->dtype == CANARY_CUDA_F16 ? 2 : 4;
   const guint64 T = p.t_max, D = m->d, H = m->H, B = max_beam, R = MAX (max_beam, max_step_tokens);
-  guint64 S = 0;
-  for (int s = 1; s <= m->n_stages; s++)
-    S = MAX (S, (guint64) p.sub_t[s] * p.sub_f[s] * m->chans);
+  const guint64 S = largest_map (m, p.sub_t, p.sub_f);
   const guint64 act = 2 * S + T * D * 6 + T * MAX ((guint64) m->ff, 2 * D) + 2 * (2 * T - 1) * D
       + (m->has_proj ? T * m->out_dim : 0) + T * m->dec_layers * 2 * H
       + 2 * (guint64) m->dec_layers * B * m->max_len * H + R * (6 * H + m->inner);

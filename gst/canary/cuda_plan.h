@@ -36,7 +36,7 @@ typedef struct {
 /* The arena's regions. */
 typedef enum {
   CR_MEL,        /* FP32 [n_mels][max_frames]: features uploaded from the host */
-  CR_SUB_A,      /* subsampling maps [t][f][C], ping */
+  CR_SUB_A,      /* subsampling maps [t][f][C] (stage 2 on; stage 1 only as the last), ping */
   CR_SUB_B,      /*                              pong */
   CR_X,          /* residual stream [T][D] */
   CR_H,          /* LayerNorm output [T][D] */

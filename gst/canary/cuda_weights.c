@@ -445,8 +445,8 @@ pack_decoder (packer *pk, canary_cuda_weights *cw)
 
 /* ---- The image ----------------------------------------------------------------------------- */
 
-static gboolean
-fill_dims (const canary_config *cfg, const canary_ckpt *ck, canary_cuda_dtype dtype, canary_cuda_dims *m,
+gboolean
+canary_cuda_dims_from_config (const canary_config *cfg, const canary_ckpt *ck, canary_cuda_dtype dtype, canary_cuda_dims *m,
     GError **error)
 {
   memset (m, 0, sizeof *m);
@@ -519,7 +519,7 @@ canary_cuda_weights_build (const canary_config *cfg, const canary_ckpt *ck, cana
 {
   g_return_val_if_fail (cfg && ck, NULL);
   canary_cuda_weights *cw = g_new0 (canary_cuda_weights, 1);
-  if (!fill_dims (cfg, ck, dtype, &cw->dims, error)) {
+  if (!canary_cuda_dims_from_config (cfg, ck, dtype, &cw->dims, error)) {
     g_free (cw);
     return NULL;
   }

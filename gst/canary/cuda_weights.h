@@ -74,6 +74,9 @@ typedef struct {
 canary_cuda_weights *canary_cuda_weights_build (const canary_config *cfg, const canary_ckpt *ck,
     canary_cuda_dtype dtype, GError **error);
 void canary_cuda_weights_free (canary_cuda_weights *w);
+/* The shapes alone (what canary_cuda_weights_build checks first), for planning. */
+gboolean canary_cuda_dims_from_config (const canary_config *cfg, const canary_ckpt *ck, canary_cuda_dtype dtype,
+    canary_cuda_dims *dims, GError **error);
 /* Frees the host image once it is on the device; the offsets stay. */
 void canary_cuda_weights_drop_blob (canary_cuda_weights *w);
 
