@@ -109,18 +109,14 @@ cudaError_t ck_dec_embed (ck_dtype dt, const int *tokens, int rows, int n_tokens
     const ck_step_params *sp, const void *tok_emb, const void *pos_enc, const float *g,
     const float *b, void *x, int H, cudaStream_t stream);
 
-/* Appends the step's keys and values (columns [H, 2H) and [2H, 3H) of qkv[rows][3H]) to the
- * cache of one layer: cache[slot[beam]][sp->pos + t][H], cache rows max_len apart per slot. */
-cudaError_t ck_dec_kv_append (ck_dtype dt, const void *qkv, int n_beams, int n_tokens,
-    const ck_step_params *sp, const int *slot, void *k_cache, void *v_cache, int max_len, int H,
-    cudaStream_t stream);
-
-/* Causal self-attention over the cache for every new row (NeMo's additive −10000 mask: keys after
- * the query, and PAD among this step's tokens; see decoder.c self_key_masked). q = columns
- * [0, H) of qkv; scores scaled by 1/sqrt(d_head); ctx[rows][H]. */
+/* Causal self-attention of the step's rows (q|k|v = qkv[rows][3H], rows = n_beams·n_tokens) over
+ * the cached keys 0..sp->pos−1 of each hypothesis' slot and the step's own keys, with NeMo's
+ * additive −10000 mask (keys after the query, PAD among this step's tokens; see decoder.c
+ * self_key_masked); scores scaled by 1/sqrt(d_head); ctx[rows][H]. Also appends the step's K/V to
+ * the cache: cache[slot[beam]][sp->pos + t][H], rows max_len apart per slot. */
 cudaError_t ck_dec_self_attention (ck_dtype dt, const void *qkv, const int *tokens, int n_beams,
-    int n_tokens, const ck_step_params *sp, const int *slot, const void *k_cache,
-    const void *v_cache, int max_len, int pad_id, void *ctx, int H, int heads, cudaStream_t stream);
+    int n_tokens, const ck_step_params *sp, const int *slot, void *k_cache, void *v_cache,
+    int max_len, int pad_id, void *ctx, int H, int heads, cudaStream_t stream);
 
 /* Cross-attention of q[rows][H] over one layer's K/V (columns [0, H) and [H, 2H) of rows
  * `ld_kv` elements apart), sp->T frames of which frames >= sp->enc_len get −10000. */

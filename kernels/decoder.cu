@@ -5,7 +5,7 @@
 #include "common.cuh"
 
 #define DEC_THREADS 256
-#define DEC_WARPS 4
+#define DEC_WARPS 8         /* warps sharing one query's keys */
 #define DEC_MAX_R 8          /* channels per lane: d_head <= 256 */
 #define DEC_NEG_INF (-10000.0f)  /* NeMo's additive mask value */
 
@@ -26,29 +26,19 @@ embed_kernel (const int *tokens, int n_tokens, const ck_step_params *sp, const T
     st_f (x + (size_t) row * H + c, v[i]);
 }
 
-template <typename T>
-__global__ void
-kv_append_kernel (const T *qkv, int n_tokens, size_t n, const ck_step_params *sp, const int *slot,
-    T *k_cache, T *v_cache, int max_len, int H)
-{
-  for (size_t i = blockIdx.x * (size_t) blockDim.x + threadIdx.x; i < n; i += (size_t) gridDim.x * blockDim.x) {
-    const int c = (int) (i % H), row = (int) (i / H);
-    const int b = row / n_tokens, t = row % n_tokens;
-    const size_t dst = ((size_t) slot[b] * max_len + sp->pos + t) * H + c;
-    const T *src = qkv + (size_t) row * 3 * H;
-    k_cache[dst] = src[H + c];
-    v_cache[dst] = src[2 * H + c];
-  }
-}
-
-/* Online-softmax attention of one query (lane-split channels) over keys 0..n_keys−1, with an
- * additive mask given by `masked(j)`; shared by self- and cross-attention. */
-template <typename T, typename Mask>
+/* Attention of one query over n_keys keys by a whole block (flash-decoding): warp w takes keys
+ * w, w + DEC_WARPS, ..., keeping its own running max, sum and context (lane l holds channels
+ * l + 32r), and the warps' partial results are merged in shared memory at the end. A decoder
+ * step has only a few queries, so one warp per query would leave the GPU idle and serialise the
+ * keys; this spreads them over DEC_WARPS warps. `keys(j, &k, &v)` gives key j's rows; `masked(j)`
+ * NeMo's additive −10000. */
+template <typename T, typename Keys, typename Mask>
 __device__ __forceinline__ void
-attend (const T *q, const T *k, const T *v, size_t ld_k, int n_keys, int dk, float scale, Mask masked,
-    T *out)
+attend_block (const T *q, int n_keys, int dk, float scale, Keys keys, Mask masked, T *out)
 {
-  const int lane = threadIdx.x & 31;
+  __shared__ float s_m[DEC_WARPS], s_l[DEC_WARPS];
+  __shared__ float s_acc[DEC_WARPS][32 * DEC_MAX_R];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float qr[DEC_MAX_R], acc[DEC_MAX_R];
 #pragma unroll
   for (int r = 0; r < DEC_MAX_R; r++) {
@@ -57,8 +47,9 @@ attend (const T *q, const T *k, const T *v, size_t ld_k, int n_keys, int dk, flo
     acc[r] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
-  for (int j = 0; j < n_keys; j++) {
-    const T *kj = k + (size_t) j * ld_k;
+  for (int j = warp; j < n_keys; j += DEC_WARPS) {
+    const T *kj, *vj;
+    keys (j, &kj, &vj);
     float part = 0.0f;
 #pragma unroll
     for (int r = 0; r < DEC_MAX_R; r++) {
@@ -70,7 +61,6 @@ attend (const T *q, const T *k, const T *v, size_t ld_k, int n_keys, int dk, flo
     const float m_new = fmaxf (m, s);
     const float corr = expf (m - m_new), e = expf (s - m_new);
     l = l * corr + e;
-    const T *vj = v + (size_t) j * ld_k;
 #pragma unroll
     for (int r = 0; r < DEC_MAX_R; r++) {
       const int c = lane + 32 * r;
@@ -79,12 +69,25 @@ attend (const T *q, const T *k, const T *v, size_t ld_k, int n_keys, int dk, flo
     }
     m = m_new;
   }
-  const float inv = 1.0f / l;
+  if (lane == 0) {
+    s_m[warp] = m;
+    s_l[warp] = l;
+  }
 #pragma unroll
-  for (int r = 0; r < DEC_MAX_R; r++) {
-    const int c = lane + 32 * r;
-    if (c < dk)
-      st_f (out + c, acc[r] * inv);
+  for (int r = 0; r < DEC_MAX_R; r++)
+    s_acc[warp][lane + 32 * r] = acc[r];
+  __syncthreads ();
+  float mx = -INFINITY;
+  for (int w = 0; w < DEC_WARPS; w++)
+    mx = fmaxf (mx, s_m[w]);
+  float sum = 0.0f;
+  for (int w = 0; w < DEC_WARPS; w++)
+    sum += s_m[w] == -INFINITY ? 0.0f : s_l[w] * expf (s_m[w] - mx);
+  for (int c = threadIdx.x; c < dk; c += blockDim.x) {
+    float o = 0.0f;
+    for (int w = 0; w < DEC_WARPS; w++)
+      o += s_m[w] == -INFINITY ? 0.0f : s_acc[w][c] * expf (s_m[w] - mx);
+    st_f (out + c, o / sum);
   }
 }
 
@@ -104,21 +107,46 @@ struct self_mask {
   }
 };
 
+/* Keys before the step come from the cache; the step's own keys straight from its q|k|v rows
+ * (so no block reads a cache row another block of the same launch is writing). */
+template <typename T>
+struct self_keys {
+  const T *k_cache, *v_cache, *qkv_beam;
+  int start, H3, H;
+  __device__ void operator() (int j, const T **k, const T **v) const
+  {
+    if (j < start) {
+      *k = k_cache + (size_t) j * H;
+      *v = v_cache + (size_t) j * H;
+    } else {
+      const T *row = qkv_beam + (size_t) (j - start) * H3;
+      *k = row + H;
+      *v = row + 2 * H;
+    }
+  }
+};
+
+/* One block per (row, head): attention over the cache and the step's keys, then the append of
+ * this row's K/V for this head to the cache (every (row, head) slice written exactly once). */
 template <typename T>
 __global__ void
-self_attention_kernel (const T *qkv, const int *tokens, int n_beams, int n_tokens, const ck_step_params *sp,
-    const int *slot, const T *k_cache, const T *v_cache, int max_len, int pad, T *ctx, int H, int heads,
-    float scale)
+self_attention_kernel (const T *qkv, const int *tokens, int n_tokens, const ck_step_params *sp, const int *slot,
+    T *k_cache, T *v_cache, int max_len, int pad, T *ctx, int H, int heads, float scale)
 {
-  const int item = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
-  if (item >= n_beams * n_tokens * heads)
-    return;
-  const int row = item / heads, h = item % heads, dk = H / heads;
+  const int row = blockIdx.x / heads, h = blockIdx.x % heads, dk = H / heads;
   const int b = row / n_tokens, qi = row % n_tokens, start = sp->pos;
   const size_t base = (size_t) slot[b] * max_len * H + (size_t) h * dk;
+  const T *qkv_beam = qkv + (size_t) b * n_tokens * 3 * H + h * dk;
   self_mask mask = { tokens + (size_t) b * n_tokens, n_tokens, start, qi, pad };
-  attend (qkv + (size_t) row * 3 * H + h * dk, k_cache + base, v_cache + base, (size_t) H,
-      start + n_tokens, dk, scale, mask, ctx + (size_t) row * H + h * dk);
+  self_keys<T> keys = { k_cache + base, v_cache + base, qkv_beam, start, 3 * H, H };
+  attend_block (qkv + (size_t) row * 3 * H + h * dk, start + n_tokens, dk, scale, keys, mask,
+      ctx + (size_t) row * H + h * dk);
+  const T *src = qkv + (size_t) row * 3 * H + h * dk;
+  const size_t dst = base + (size_t) (start + qi) * H;
+  for (int c = threadIdx.x; c < dk; c += blockDim.x) {
+    k_cache[dst + c] = src[H + c];
+    v_cache[dst + c] = src[2 * H + c];
+  }
 }
 
 struct cross_mask {
@@ -127,17 +155,25 @@ struct cross_mask {
 };
 
 template <typename T>
+struct cross_keys {
+  const T *kv;
+  int ld, H;
+  __device__ void operator() (int j, const T **k, const T **v) const
+  {
+    *k = kv + (size_t) j * ld;
+    *v = *k + H;
+  }
+};
+
+template <typename T>
 __global__ void
-cross_attention_kernel (const T *q, int rows, const T *kv, int ld_kv, const ck_step_params *sp, T *ctx,
-    int H, int heads, float scale)
+cross_attention_kernel (const T *q, const T *kv, int ld_kv, const ck_step_params *sp, T *ctx, int H, int heads,
+    float scale)
 {
-  const int item = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
-  if (item >= rows * heads)
-    return;
-  const int row = item / heads, h = item % heads, dk = H / heads;
+  const int row = blockIdx.x / heads, h = blockIdx.x % heads, dk = H / heads;
   cross_mask mask = { sp->enc_len };
-  attend (q + (size_t) row * H + h * dk, kv + h * dk, kv + H + h * dk, (size_t) ld_kv, sp->T, dk, scale,
-      mask, ctx + (size_t) row * H + h * dk);
+  cross_keys<T> keys = { kv + h * dk, ld_kv, H };
+  attend_block (q + (size_t) row * H + h * dk, sp->T, dk, scale, keys, mask, ctx + (size_t) row * H + h * dk);
 }
 
 static cudaError_t
@@ -160,29 +196,16 @@ ck_dec_embed (ck_dtype dt, const int *tokens, int rows, int n_tokens, const ck_s
 }
 
 extern "C" cudaError_t
-ck_dec_kv_append (ck_dtype dt, const void *qkv, int n_beams, int n_tokens, const ck_step_params *sp,
-    const int *slot, void *k_cache, void *v_cache, int max_len, int H, cudaStream_t stream)
-{
-  const size_t n = (size_t) n_beams * n_tokens * H;
-  if (!n)
-    return cudaErrorInvalidValue;
-  CK_DISPATCH (dt, kv_append_kernel<T><<<ck_blocks (n, DEC_THREADS), DEC_THREADS, 0, stream>>> (
-      (const T *) qkv, n_tokens, n, sp, slot, (T *) k_cache, (T *) v_cache, max_len, H));
-  return cudaGetLastError ();
-}
-
-extern "C" cudaError_t
 ck_dec_self_attention (ck_dtype dt, const void *qkv, const int *tokens, int n_beams, int n_tokens,
-    const ck_step_params *sp, const int *slot, const void *k_cache, const void *v_cache, int max_len,
-    int pad_id, void *ctx, int H, int heads, cudaStream_t stream)
+    const ck_step_params *sp, const int *slot, void *k_cache, void *v_cache, int max_len, int pad_id, void *ctx, int H,
+    int heads, cudaStream_t stream)
 {
   if (check_heads (H, heads) != cudaSuccess || n_beams <= 0 || n_tokens <= 0)
     return cudaErrorInvalidValue;
-  const int items = n_beams * n_tokens * heads;
   const float scale = 1.0f / sqrtf ((float) (H / heads));
-  CK_DISPATCH (dt, self_attention_kernel<T><<<(items + DEC_WARPS - 1) / DEC_WARPS, 32 * DEC_WARPS, 0,
-      stream>>> ((const T *) qkv, tokens, n_beams, n_tokens, sp, slot, (const T *) k_cache,
-      (const T *) v_cache, max_len, pad_id, (T *) ctx, H, heads, scale));
+  CK_DISPATCH (dt, self_attention_kernel<T><<<n_beams * n_tokens * heads, 32 * DEC_WARPS, 0, stream>>> (
+      (const T *) qkv, tokens, n_tokens, sp, slot, (T *) k_cache, (T *) v_cache, max_len, pad_id, (T *) ctx, H, heads,
+      scale));
   return cudaGetLastError ();
 }
 
@@ -192,9 +215,8 @@ ck_dec_cross_attention (ck_dtype dt, const void *q, int rows, const void *kv, in
 {
   if (check_heads (H, heads) != cudaSuccess || rows <= 0)
     return cudaErrorInvalidValue;
-  const int items = rows * heads;
   const float scale = 1.0f / sqrtf ((float) (H / heads));
-  CK_DISPATCH (dt, cross_attention_kernel<T><<<(items + DEC_WARPS - 1) / DEC_WARPS, 32 * DEC_WARPS, 0,
-      stream>>> ((const T *) q, rows, (const T *) kv, ld_kv, sp, (T *) ctx, H, heads, scale));
+  CK_DISPATCH (dt, cross_attention_kernel<T><<<rows * heads, 32 * DEC_WARPS, 0, stream>>> ((const T *) q,
+      (const T *) kv, ld_kv, sp, (T *) ctx, H, heads, scale));
   return cudaGetLastError ();
 }

@@ -530,7 +530,6 @@ check_addresses (const canary_cuda_weights *w, const canary_cuda_plan *p, guintp
       if (l->u.gemm.bias)
         addrs[n++] = l->u.gemm.bias;
       break;
-    case CL_KV_APPEND:
     case CL_SELF_ATTENTION:
       addrs[n++] = l->u.self.qkv; addrs[n++] = l->u.self.tokens; addrs[n++] = l->u.self.slot;
       addrs[n++] = l->u.self.k_cache; addrs[n++] = l->u.self.v_cache; addrs[n++] = l->u.self.ctx;
@@ -571,9 +570,9 @@ test_launch_list (gconstpointer data)
   g_assert_no_error (err);
   g_assert_cmpuint (a->len, ==, b->len);
   g_assert_cmpint (memcmp (a->data, b->data, a->len * sizeof (canary_cuda_launch)), ==, 0);
-  /* 1 embedding + 12 per layer (3 LayerNorms, 6 GEMMs, append, 2 attentions) + final LayerNorm +
-   * head + argmax. */
-  g_assert_cmpuint (a->len, ==, 1 + 12 * (guint) w->dims.dec_layers + 3);
+  /* 1 embedding + 11 per layer (3 LayerNorms, 6 GEMMs, 2 attentions) + final LayerNorm + head +
+   * argmax. */
+  g_assert_cmpuint (a->len, ==, 1 + 11 * (guint) w->dims.dec_layers + 3);
   const canary_cuda_launch *first = &g_array_index (a, canary_cuda_launch, 0);
   const canary_cuda_launch *last = &g_array_index (a, canary_cuda_launch, a->len - 1);
   g_assert_cmpint (first->op, ==, CL_EMBED);

@@ -27,11 +27,6 @@ canary_cuda_exec (canary_cuda_state *st, const canary_cuda_launch *l, GError **e
     }
     case CL_GEMM:
       return canary_cuda_gemm_run (st->gemm, m->dtype, &l->u.gemm, s, error);
-    case CL_KV_APPEND: {
-      const cl_self *a = &l->u.self;
-      return canary_cuda_ok (ck_dec_kv_append (dt, P (a->qkv), a->n_beams, a->n_tokens, sp, P (a->slot),
-          P (a->k_cache), P (a->v_cache), m->max_len, m->H, s), "decoder K/V cache append", error);
-    }
     case CL_SELF_ATTENTION: {
       const cl_self *a = &l->u.self;
       return canary_cuda_ok (ck_dec_self_attention (dt, P (a->qkv), P (a->tokens), a->n_beams, a->n_tokens, sp,

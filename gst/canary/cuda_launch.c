@@ -65,11 +65,9 @@ block (builder *b, int j, int n_beams, int n_tokens)
 
   norm (b, j, &L->ln1, x, h, rows);
   gemm (b, j, &L->self_qkv, h, rows, qkv, 3 * H, CL_EPI_BIAS, 0.0f, FALSE);
-  canary_cuda_launch l = { .op = CL_KV_APPEND, .layer = j };
+  canary_cuda_launch l = { .op = CL_SELF_ATTENTION, .layer = j };
   l.u.self = (cl_self) { qkv, region (b, CR_TOKENS), region (b, CR_SLOT),
     region (b, CR_SELF_K) + j * cache_layer, region (b, CR_SELF_V) + j * cache_layer, ctx, n_beams, n_tokens };
-  emit (b, &l);
-  l.op = CL_SELF_ATTENTION;
   emit (b, &l);
   gemm (b, j, &L->self_out, ctx, rows, x, H, CL_EPI_BIAS, 1.0f, FALSE);
 

@@ -21,8 +21,7 @@ typedef enum {
   CL_EMBED,            /* tokens → LN(tok_emb + pos_enc) */
   CL_LAYER_NORM,
   CL_GEMM,             /* y[m][n] = x[m][k]·w[n][k]ᵀ (+ bias, ReLU) (+ beta·y) */
-  CL_KV_APPEND,        /* this step's K/V into the layer's cache */
-  CL_SELF_ATTENTION,
+  CL_SELF_ATTENTION,   /* over the cache and the step's keys; appends the step's K/V */
   CL_CROSS_ATTENTION,
   CL_ARGMAX,           /* device argmax of logits row 0, next token, position advance */
 } canary_cuda_op;
