@@ -310,6 +310,181 @@ kernel_gemm (ck_dtype dt)
   g_free (want);
 }
 
+
+static void
+kernel_subsampling (ck_dtype dt)
+{
+  const int M = 20, T0 = 23, L0 = 19, C = 8;
+  const int t1 = 12, f1 = 10, L1 = 10, t2 = 6, f2 = 5, L2 = 5, t3 = 3, f3 = 3, L3 = 3;
+  float *mel = rand_vec ((gsize) M * T0, 2.0, CK_F32), *w0 = rand_vec (C * 9, 1.0, CK_F32), *b0 = rand_vec (C, 1.0, CK_F32);
+  float *w = rand_vec (C * 9, 1.0, CK_F32), *b = rand_vec (C, 1.0, CK_F32);
+  void *dm = dev_upload (mel, (gsize) M * T0, CK_F32), *dw0 = dev_upload (w0, C * 9, CK_F32), *db0 = dev_upload (b0, C, CK_F32);
+  void *dw = dev_upload (w, C * 9, CK_F32), *db = dev_upload (b, C, CK_F32), *d2 = NULL, *d3 = NULL;
+  cudaMalloc (&d2, (gsize) t2 * f2 * C * 4);
+  cudaMalloc (&d3, (gsize) t3 * f3 * C * 4);
+  g_assert_cmpint (ck_conv0_dw_s2 (dt, dm, T0, M, L0, dw0, db0, f1, L1, dw, db, d2, C, t2, f2, L2, 0), ==, cudaSuccess);
+  float *y2 = dev_download (d2, (gsize) t2 * f2 * C, dt);
+  /* conv.0 + ReLU with its masks, stored; then the depthwise conv. */
+  double *s1 = g_new0 (double, (gsize) t1 * f1 * C), *want = g_new0 (double, (gsize) t2 * f2 * C);
+  for (int t = 0; t < L1; t++)
+    for (int f = 0; f < f1; f++)
+      for (int c = 0; c < C; c++) {
+        double o = b0[c];
+        for (int i = 0; i < 3; i++)
+          for (int j = 0; j < 3; j++) {
+            const int ti = 2 * t + i - 1, fj = 2 * f + j - 1;
+            if (ti >= 0 && ti < L0 && fj >= 0 && fj < M)
+              o += w0[c * 9 + i * 3 + j] * mel[(gsize) fj * T0 + ti];
+          }
+        s1[((gsize) t * f1 + f) * C + c] = MAX (o, 0.0);
+      }
+  for (int t = 0; t < L2; t++)
+    for (int f = 0; f < f2; f++)
+      for (int c = 0; c < C; c++) {
+        double o = b[c];
+        for (int i = 0; i < 3; i++)
+          for (int j = 0; j < 3; j++) {
+            const int ti = 2 * t + i - 1, fj = 2 * f + j - 1;
+            if (ti >= 0 && ti < t1 && fj >= 0 && fj < f1)
+              o += w[c * 9 + i * 3 + j] * s1[((gsize) ti * f1 + fj) * C + c];
+          }
+        want[((gsize) t * f2 + f) * C + c] = o;
+      }
+  assert_close (y2, want, (gsize) t2 * f2 * C, dt, "conv.0 + ReLU + depthwise conv");
+  /* The next stage's depthwise conv on that map. */
+  g_assert_cmpint (ck_depthwise_s2 (dt, d2, t2, f2, dw, db, d3, C, t3, f3, L3, 0), ==, cudaSuccess);
+  float *y3 = dev_download (d3, (gsize) t3 * f3 * C, dt);
+  double *want3 = g_new0 (double, (gsize) t3 * f3 * C);
+  for (int t = 0; t < L3; t++)
+    for (int f = 0; f < f3; f++)
+      for (int c = 0; c < C; c++) {
+        double o = b[c];
+        for (int i = 0; i < 3; i++)
+          for (int j = 0; j < 3; j++) {
+            const int ti = 2 * t + i - 1, fj = 2 * f + j - 1;
+            if (ti >= 0 && ti < t2 && fj >= 0 && fj < f2)
+              o += w[c * 9 + i * 3 + j] * y2[((gsize) ti * f2 + fj) * C + c];
+          }
+        want3[((gsize) t * f3 + f) * C + c] = o;
+      }
+  assert_close (y3, want3, (gsize) t3 * f3 * C, dt, "depthwise conv, stride 2");
+  void *bufs[] = { dm, dw0, db0, dw, db, d2, d3 };
+  for (gsize i = 0; i < G_N_ELEMENTS (bufs); i++)
+    cudaFree (bufs[i]);
+  float *fs[] = { mel, w0, b0, w, b, y2, y3 };
+  for (gsize i = 0; i < G_N_ELEMENTS (fs); i++)
+    g_free (fs[i]);
+  g_free (s1);
+  g_free (want);
+  g_free (want3);
+}
+
+/* softmax(q·k/sqrt(dk) + mask) · v over n keys, in double. */
+static void
+ref_attend (const float *q, const float *const *k, const float *const *v, const gboolean *masked, int n, int dk,
+    double *out)
+{
+  double *s = g_new (double, n), mx = -INFINITY, sum = 0;
+  for (int j = 0; j < n; j++) {
+    double d = 0;
+    for (int c = 0; c < dk; c++)
+      d += (double) q[c] * k[j][c];
+    s[j] = d / sqrt ((double) dk) + (masked[j] ? -10000.0 : 0.0);
+    mx = MAX (mx, s[j]);
+  }
+  for (int j = 0; j < n; j++)
+    sum += (s[j] = exp (s[j] - mx));
+  for (int c = 0; c < dk; c++) {
+    double o = 0;
+    for (int j = 0; j < n; j++)
+      o += s[j] / sum * v[j][c];
+    out[c] = o;
+  }
+  g_free (s);
+}
+
+static void
+kernel_decoder_attention (ck_dtype dt)
+{
+  const int heads = 4, dk = 40, H = heads * dk, B = 2, n_tok = 3, start = 5, max_len = 16, pad = 7, slots = 2;
+  const int rows = B * n_tok, n_keys = start + n_tok;
+  const int slot[2] = { 1, 0 };
+  int tok[6];
+  for (int i = 0; i < rows; i++)
+    tok[i] = g_test_rand_int_range (5, 9);  /* PAD (7) among them now and then */
+  float *qkv = rand_vec ((gsize) rows * 3 * H, 1.0, dt);
+  float *kc = rand_vec ((gsize) slots * max_len * H, 1.0, dt), *vc = rand_vec ((gsize) slots * max_len * H, 1.0, dt);
+  void *dq = dev_upload (qkv, (gsize) rows * 3 * H, dt), *dk_ = dev_upload (kc, (gsize) slots * max_len * H, dt);
+  void *dv = dev_upload (vc, (gsize) slots * max_len * H, dt), *dctx = NULL, *dtok = NULL, *dslot = NULL, *dsp = NULL;
+  cudaMalloc (&dctx, (gsize) rows * H * 4);
+  cudaMalloc (&dtok, sizeof tok);
+  cudaMalloc (&dslot, sizeof slot);
+  cudaMalloc (&dsp, sizeof (ck_step_params));
+  ck_step_params sp = { start, 11, 8, 0 };
+  cudaMemcpy (dtok, tok, sizeof tok, cudaMemcpyHostToDevice);
+  cudaMemcpy (dslot, slot, sizeof slot, cudaMemcpyHostToDevice);
+  cudaMemcpy (dsp, &sp, sizeof sp, cudaMemcpyHostToDevice);
+  g_assert_cmpint (ck_dec_self_attention (dt, dq, dtok, B, n_tok, dsp, dslot, dk_, dv, max_len, pad, dctx, H, heads, 0),
+      ==, cudaSuccess);
+  float *y = dev_download (dctx, (gsize) rows * H, dt);
+  float *kc2 = dev_download (dk_, (gsize) slots * max_len * H, dt);
+  double *want = g_new (double, (gsize) rows * H);
+  const float *k[8], *v[8];
+  gboolean masked[8];
+  for (int r = 0; r < rows; r++) {
+    const int b = r / n_tok, qi = r % n_tok;
+    for (int h = 0; h < heads; h++) {
+      for (int j = 0; j < n_keys; j++) {
+        const gsize off = j < start ? ((gsize) slot[b] * max_len + j) * H : (gsize) (b * n_tok + j - start) * 3 * H + H;
+        k[j] = (j < start ? kc : qkv) + off + h * dk;
+        v[j] = (j < start ? vc + off : qkv + off + H) + h * dk;
+        masked[j] = j > start + qi || (j >= start && tok[b * n_tok + j - start] == pad);
+      }
+      ref_attend (qkv + (gsize) r * 3 * H + h * dk, k, v, masked, n_keys, dk, want + (gsize) r * H + h * dk);
+    }
+  }
+  assert_close (y, want, (gsize) rows * H, dt, "decoder self-attention");
+  /* The step's keys were appended to each hypothesis' slot. */
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < H; c++)
+      g_assert_cmpfloat (kc2[((gsize) slot[r / n_tok] * max_len + start + r % n_tok) * H + c], ==,
+          qkv[(gsize) r * 3 * H + H + c]);
+
+  /* Cross-attention of the same rows over layer 1 of a two-layer K|V buffer, frames >= 8 masked. */
+  const int T = 11, Ld = 2, ld = Ld * 2 * H;
+  float *kv = rand_vec ((gsize) T * ld, 1.0, dt);
+  void *dkv = dev_upload (kv, (gsize) T * ld, dt);
+  const gsize es = dt == CK_F16 ? 2 : 4;
+  g_assert_cmpint (ck_dec_cross_attention (dt, dq, rows, (guint8 *) dkv + 2 * H * es, ld, dsp, dctx, H, heads, 0), ==,
+      cudaSuccess);
+  g_free (y);
+  y = dev_download (dctx, (gsize) rows * H, dt);
+  const float *ck[11], *cv[11];
+  gboolean cm[11];
+  for (int r = 0; r < rows; r++)
+    for (int h = 0; h < heads; h++) {
+      for (int t = 0; t < T; t++) {
+        ck[t] = kv + (gsize) t * ld + 2 * H + h * dk;
+        cv[t] = ck[t] + H;
+        cm[t] = t >= sp.enc_len;
+      }
+      /* q here is columns [0, H) of a row H wide: the rows of qkv are 3H wide, so read it the
+       * way the kernel does (row stride H). */
+      ref_attend (qkv + (gsize) r * H + h * dk, ck, cv, cm, T, dk, want + (gsize) r * H + h * dk);
+    }
+  assert_close (y, want, (gsize) rows * H, dt, "decoder cross-attention");
+  void *bufs[] = { dq, dk_, dv, dctx, dtok, dslot, dsp, dkv };
+  for (gsize i = 0; i < G_N_ELEMENTS (bufs); i++)
+    cudaFree (bufs[i]);
+  g_free (qkv);
+  g_free (kc);
+  g_free (vc);
+  g_free (kc2);
+  g_free (kv);
+  g_free (y);
+  g_free (want);
+}
+
 static void
 test_kernels (void)
 {
@@ -319,6 +494,8 @@ test_kernels (void)
     kernel_glu_conv (dt);
     kernel_relpos (dt);
     kernel_gemm (dt);
+    kernel_subsampling (dt);
+    kernel_decoder_attention (dt);
   }
   kernel_argmax ();
 }
