@@ -24,6 +24,11 @@
  *  - The decoder step's launch list: the same records (bytes) whenever it is built, every address
  *    inside the weight image or an arena region, the argmax writing the token buffer the embedding
  *    reads (the loop a replayed CUDA graph relies on), and no record depending on the position.
+ *  - The launch list executed on the CPU (tests/cuda_emulator.c, the kernels' arithmetic with FP16
+ *    rounding on every store) from NeMo's encoder output: teacher-forced log-probs against NeMo
+ *    (FP32 1e-4, as the CPU decoder; FP16 0.15 and argmax >= 99 %), and beam 1 run as the GPU runs
+ *    it — prompt with the device argmax, then one one-token list replayed unchanged — giving
+ *    NeMo's ids (FP32 always; FP16 unless a near-tie flips a token, which is then reported).
  *  - Error paths without a GPU: device=cuda gives CANARY_ERROR_DEVICE with a clear message;
  *    device=auto runs on the CPU; precision=fp16 on the CPU is refused.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
@@ -40,6 +45,7 @@
 #include "decode.h"
 #include "decoder.h"
 #include "encoder.h"
+#include "cuda_emulator.h"
 #include "fixture.h"
 #include "tokenizer.h"
 
@@ -610,6 +616,183 @@ test_launch_list (gconstpointer data)
   fixture_model_close (&fm);
 }
 
+
+/* ---- The decoder's launch list, executed on the CPU ------------------------------------------ */
+
+/* Tolerances of the emulated decoder against NeMo's teacher-forced log-probs: FP32 as the CPU
+ * decoder (1e-4); FP16 (weights and every stored activation rounded) the cuda suite's 0.15, with
+ * the argmax agreeing on >= 99 % of the rows. */
+#define EMU_TF_TOL_F32 1e-4
+#define EMU_TF_TOL_F16 0.15
+
+typedef struct {
+  canary_cuda_weights *w;
+  canary_cuda_plan plan;
+  guint8 *arena;
+  GArray *list;
+  int pad, eos;
+} emu;
+
+static void *
+emu_region (emu *e, canary_cuda_region_id id)
+{
+  return e->arena + e->plan.region[id].offset;
+}
+
+static canary_cuda_step_params *
+emu_params (emu *e)
+{
+  return emu_region (e, CR_PARAMS);
+}
+
+/* Builds the list for this call shape (on the host addresses) and runs it. */
+static void
+emu_call (emu *e, int n_beams, int n_tokens, gboolean all_rows, gboolean argmax)
+{
+  GError *err = NULL;
+  g_array_set_size (e->list, 0);
+  g_assert_true (canary_cuda_step_launches (e->w, &e->plan, (guintptr) e->w->blob, (guintptr) e->arena, n_beams,
+      n_tokens, all_rows, argmax, e->list, &err));
+  g_assert_no_error (err);
+  cuda_emu_run (e->w, &e->plan, e->arena, (const canary_cuda_launch *) e->list->data, e->list->len, e->pad);
+}
+
+/* The window's memory: NeMo's encoder output through the image's stacked cross K/V GEMM. */
+static void
+emu_set_memory (emu *e, const float *enc, int T, int enc_len)
+{
+  const canary_cuda_dims *m = &e->w->dims;
+  void *x = emu_region (e, CR_X);
+  for (gsize i = 0; i < (gsize) T * m->H; i++)
+    cuda_emu_store (e->w, x, i, enc[i]);
+  canary_cuda_launch g = { .op = CL_GEMM, .layer = -1 };
+  g.u.gemm = (cl_gemm) { (guintptr) x, (guintptr) e->w->blob + e->w->cross_kv.w, (guintptr) e->w->blob + e->w->cross_kv.b,
+    (guintptr) emu_region (e, CR_CROSS_KV), T, e->w->cross_kv.out, m->H, m->H, e->w->cross_kv.out, CL_EPI_BIAS, 0.0f, FALSE };
+  cuda_emu_run (e->w, &e->plan, e->arena, &g, 1, e->pad);
+  *emu_params (e) = (canary_cuda_step_params) { 0, T, enc_len, 0 };
+  int *slot = emu_region (e, CR_SLOT);
+  for (int b = 0; b < e->plan.max_beam; b++)
+    slot[b] = b;
+}
+
+static void
+emulated_clip (emu *e, const fixture_model *fm, const char *model, const char *clip)
+{
+  const canary_cuda_dims *m = &e->w->dims;
+  const gboolean f16 = m->dtype == CANARY_CUDA_F16;
+  npy_array a_enc, a_elen, tf;
+  fixture_load_npy (model, clip, "enc.npy", &a_enc);
+  fixture_load_npy (model, clip, "enc_len.npy", &a_elen);
+  fixture_load_npy (model, clip, "tf_logprobs.npy", &tf);
+  GArray *seq = fixture_load_ids (model, clip, "prompt_ids.npy"), *want = fixture_load_ids (model, clip, "beam1_ids.npy");
+  const int P = (int) seq->len, V = m->V, T = (int) (a_enc.numel / m->H), enc_len = (int) npy_get_i64 (&a_elen, 0);
+  float *enc = npy_to_f32 (&a_enc);
+  GArray *prompt = g_array_copy (seq);
+  g_array_append_vals (seq, want->data, want->len);
+  g_array_set_size (seq, MIN (seq->len, (guint) m->max_len));
+  const int n = (int) seq->len, S = (int) tf.shape[0];
+
+  /* Teacher forcing, in calls of at most 64 tokens continuing the cache. */
+  emu_set_memory (e, enc, T, enc_len);
+  float *logits = g_new (float, (gsize) n * V), *lp = g_new (float, V);
+  for (int at = 0; at < n; at += 64) {
+    const int len = MIN (64, n - at);
+    memcpy (emu_region (e, CR_TOKENS), (const gint32 *) seq->data + at, sizeof (gint32) * len);
+    emu_params (e)->pos = at;
+    emu_call (e, 1, len, TRUE, FALSE);
+    memcpy (logits + (gsize) at * V, emu_region (e, CR_LOGITS), sizeof (float) * len * V);
+  }
+  double max_err = 0;
+  int agree = 0;
+  const float *ref = tf.data;
+  for (int s = 0; s < S; s++) {
+    canary_log_softmax (logits + (gsize) (P - 1 + s) * V, V, lp);
+    int a = 0, b = 0;
+    for (int v = 0; v < V; v++) {
+      max_err = MAX (max_err, fabs ((double) lp[v] - ref[(gsize) s * V + v]));
+      a = lp[v] > lp[a] ? v : a;
+      b = ref[(gsize) s * V + v] > ref[(gsize) s * V + b] ? v : b;
+    }
+    agree += a == b;
+  }
+  g_test_message ("%s/%s emulated %s decoder: max |log-prob diff| %.3g, argmax agrees on %d of %d", model, clip,
+      f16 ? "fp16" : "fp32", max_err, agree, S);
+  g_assert_cmpfloat (max_err, <=, f16 ? EMU_TF_TOL_F16 : EMU_TF_TOL_F32);
+  g_assert_cmpfloat ((double) agree, >=, FP16_ARGMAX_AGREE * S);
+
+  /* Beam 1 the way the GPU runs it: the prompt with the device argmax, then ONE one-token list,
+   * built once and replayed unchanged (what the CUDA graph holds) until EOS or the cap. */
+  emu_set_memory (e, enc, T, enc_len);
+  memcpy (emu_region (e, CR_TOKENS), prompt->data, sizeof (gint32) * P);
+  emu_call (e, 1, P, FALSE, TRUE);
+  g_assert_cmpint (emu_params (e)->pos, ==, P);
+  const int cap = canary_beam_max_len_total (m->max_len, T, fm->cfg->max_generation_delta);
+  GArray *ids = g_array_new (FALSE, FALSE, sizeof (gint32));
+  const canary_cuda_choice *ch = emu_region (e, CR_CHOICE);
+  g_array_append_val (ids, ch->token);
+  GError *err = NULL;
+  GArray *step = g_array_new (FALSE, FALSE, sizeof (canary_cuda_launch));
+  g_assert_true (canary_cuda_step_launches (e->w, &e->plan, (guintptr) e->w->blob, (guintptr) e->arena, 1, 1, FALSE,
+      TRUE, step, &err));
+  for (int pos = P; pos < cap; pos++) {
+    cuda_emu_run (e->w, &e->plan, e->arena, (const canary_cuda_launch *) step->data, step->len, e->pad);
+    g_assert_cmpint (emu_params (e)->pos, ==, pos + 1);
+    g_array_append_val (ids, ch->token);
+    if (ch->token == e->eos || ch->token == e->pad)
+      break;
+  }
+  while (ids->len > 0 && (g_array_index (ids, gint32, ids->len - 1) == e->eos
+             || g_array_index (ids, gint32, ids->len - 1) == e->pad))
+    g_array_set_size (ids, ids->len - 1);
+  if (!f16 || (ids->len == want->len && memcmp (ids->data, want->data, ids->len * 4) == 0))
+    assert_ids_equal (ids, want, "emulated beam-1 ids vs NeMo");
+  else
+    g_test_message ("%s/%s emulated fp16: beam-1 ids differ from NeMo's (teacher-forced argmax agreement %d of %d)",
+        model, clip, agree, S);
+  g_array_unref (step);
+  g_array_unref (ids);
+  g_free (logits);
+  g_free (lp);
+  g_free (enc);
+  g_array_unref (seq);
+  g_array_unref (prompt);
+  g_array_unref (want);
+  npy_array_clear (&a_enc);
+  npy_array_clear (&a_elen);
+  npy_array_clear (&tf);
+}
+
+static void
+test_emulated_decoder (gconstpointer data)
+{
+  const char *model = data;
+  fixture_model fm;
+  if (!fixture_model_open_or_skip (model, &fm))
+    return;
+  GError *err = NULL;
+  canary_tokenizer *tok = canary_tokenizer_new (fm.cfg, fm.ar, &err);
+  g_assert_no_error (err);
+  for (int i = 0; i < 2; i++) {
+    emu e = { 0 };
+    e.w = canary_cuda_weights_build (fm.cfg, fm.ck, i ? CANARY_CUDA_F16 : CANARY_CUDA_F32, &err);
+    g_assert_no_error (err);
+    g_assert_true (canary_cuda_plan_make (&e.w->dims, 2001, 4, 64, &e.plan, &err));
+    e.arena = g_malloc0 (e.plan.total);
+    e.list = g_array_new (FALSE, FALSE, sizeof (canary_cuda_launch));
+    e.pad = canary_tokenizer_pad (tok);
+    e.eos = canary_tokenizer_eos (tok);
+    GPtrArray *clips = fixture_list_clips (model, "enc.npy");
+    for (guint c = 0; c < clips->len; c++)
+      emulated_clip (&e, &fm, model, clips->pdata[c]);
+    g_ptr_array_unref (clips);
+    g_array_unref (e.list);
+    g_free (e.arena);
+    canary_cuda_weights_free (e.w);
+  }
+  canary_tokenizer_free (tok);
+  fixture_model_close (&fm);
+}
+
 /* ---- Error paths without a GPU --------------------------------------------------------------- */
 
 static void
@@ -677,6 +860,9 @@ main (int argc, char **argv)
     char *p1 = g_strdup_printf ("/cuda-host/weight-image/%s", fixture_models[i]);
     char *p2 = g_strdup_printf ("/cuda-host/fp16-weights-vs-nemo/%s", fixture_models[i]);
     char *p3 = g_strdup_printf ("/cuda-host/launch-list/%s", fixture_models[i]);
+    char *p4 = g_strdup_printf ("/cuda-host/emulated-decoder/%s", fixture_models[i]);
+    g_test_add_data_func (p4, fixture_models[i], test_emulated_decoder);
+    g_free (p4);
     g_test_add_data_func (p1, fixture_models[i], test_weight_image);
     g_test_add_data_func (p2, fixture_models[i], test_fp16_weights_vs_nemo);
     g_test_add_data_func (p3, fixture_models[i], test_launch_list);

@@ -10,6 +10,10 @@
 #include "cuda_device.h"
 #include "util.h"
 
+/* The host mirror of the device structs (cuda_launch.h) must match the kernels' layout. */
+G_STATIC_ASSERT (sizeof (canary_cuda_step_params) == sizeof (ck_step_params));
+G_STATIC_ASSERT (sizeof (canary_cuda_choice) == sizeof (ck_choice));
+
 #define POS_BASE 10000.0  /* NeMo reuses INF_VAL as the sinusoid base (MODEL-SPEC §3.3) */
 
 /* The encoder's relative positions t_max−1 … −(t_max−1), [2·t_max−1][D], computed in FP32 as
