@@ -1,4 +1,4 @@
-/* gst-canary tests — the CUDA decoder's launch list on the CPU (see cuda_emulator.h).
+/* gst-canary tests — the CUDA launch lists (encoder, decoder) on the CPU (see cuda_emulator.h).
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "cuda_emulator.h"
 
@@ -229,6 +229,159 @@ run_argmax (const canary_cuda_weights *w, const cl_argmax *a, canary_cuda_step_p
   sp->pos += a->advance;
 }
 
+static float
+sigm (float x)
+{
+  return 1.0f / (1.0f + expf (-x));
+}
+
+/* conv.0 + ReLU at stage-1 position (t, f), channel c, with its masks (0 outside). */
+static float
+conv0_at (const cl_conv0 *c, int t, int f, int ch)
+{
+  if (t < 0 || t >= c->len1 || f < 0 || f >= c->f1)
+    return 0.0f;
+  const float *mel = PTR (c->mel), *w0 = PTR (c->w0), *b0 = PTR (c->b0);
+  float v = b0[ch];
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 3; j++) {
+      const int tm = 2 * t + i - 1, fm = 2 * f + j - 1;
+      if (tm >= 0 && tm < c->len0 && fm >= 0 && fm < c->n_mels)
+        v += w0[ch * 9 + i * 3 + j] * mel[(gsize) fm * c->ld + tm];
+    }
+  return MAX (v, 0.0f);
+}
+
+static void
+run_conv0 (const canary_cuda_weights *w, const cl_conv0 *c)
+{
+  const float *dw = PTR (c->w), *db = PTR (c->b);
+  for (int t = 0; t < c->t_out; t++)
+    for (int f = 0; f < c->f_out; f++)
+      for (int ch = 0; ch < c->C; ch++) {
+        float o = 0.0f;
+        if (t < c->len_out) {
+          if (!c->w) {
+            o = conv0_at (c, t, f, ch);
+          } else {
+            o = db[ch];
+            for (int i = 0; i < 3; i++)
+              for (int j = 0; j < 3; j++)
+                o += dw[ch * 9 + i * 3 + j] * conv0_at (c, 2 * t + i - 1, 2 * f + j - 1, ch);
+          }
+        }
+        cuda_emu_store (w, PTR (c->out), ((gsize) t * c->f_out + f) * c->C + ch, o);
+      }
+}
+
+static void
+run_depthwise (const canary_cuda_weights *w, const cl_depthwise *d)
+{
+  const float *dw = PTR (d->w), *db = PTR (d->b);
+  for (int t = 0; t < d->t_out; t++)
+    for (int f = 0; f < d->f_out; f++)
+      for (int ch = 0; ch < d->C; ch++) {
+        float o = 0.0f;
+        if (t < d->len_out) {
+          o = db[ch];
+          for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++) {
+              const int ti = 2 * t + i - 1, fj = 2 * f + j - 1;
+              if (ti >= 0 && ti < d->t_in && fj >= 0 && fj < d->f_in)
+                o += dw[ch * 9 + i * 3 + j] * cuda_emu_load (w, PTR (d->in), ((gsize) ti * d->f_in + fj) * d->C + ch);
+            }
+        }
+        cuda_emu_store (w, PTR (d->out), ((gsize) t * d->f_out + f) * d->C + ch, o);
+      }
+}
+
+static void
+run_norm2 (const canary_cuda_weights *w, const cl_norm2 *n)
+{
+  float *v = g_new (float, n->width);
+  for (int r = 0; r < n->rows; r++) {
+    const gsize at = (gsize) r * n->width;
+    for (int c = 0; c < n->width; c++)
+      v[c] = cuda_emu_load (w, PTR (n->x), at + c);
+    layer_norm (v, n->width, PTR (n->g1), PTR (n->b1));
+    for (int c = 0; c < n->width; c++) {
+      cuda_emu_store (w, PTR (n->x), at + c, v[c]);
+      v[c] = cuda_emu_load (w, PTR (n->x), at + c);
+    }
+    layer_norm (v, n->width, PTR (n->g2), PTR (n->b2));
+    for (int c = 0; c < n->width; c++)
+      cuda_emu_store (w, PTR (n->y), at + c, v[c]);
+  }
+  g_free (v);
+}
+
+static void
+run_relpos (const canary_cuda_weights *w, const cl_relpos *r)
+{
+  const int dk = r->dk, D = r->heads * dk, L = r->L;
+  const float *u = PTR (r->bias_u), *bv = PTR (r->bias_v);
+  double *s = g_new (double, MAX (L, 1)), *o = g_new (double, dk);
+  for (int i = 0; i < r->T; i++) {
+    for (int h = 0; h < r->heads; h++) {
+      for (int c = 0; c < dk; c++)
+        o[c] = 0;
+      if (i < L) {
+        double mx = -INFINITY, sum = 0;
+        for (int j = 0; j < L; j++) {
+          double ac = 0, bd = 0;
+          for (int c = 0; c < dk; c++) {
+            const float q = cuda_emu_load (w, PTR (r->qkv), (gsize) i * 3 * D + h * dk + c);
+            ac += (double) (q + u[h * dk + c]) * cuda_emu_load (w, PTR (r->qkv), (gsize) j * 3 * D + D + h * dk + c);
+            bd += (double) (q + bv[h * dk + c]) * cuda_emu_load (w, PTR (r->p), (gsize) (L - 1 - i + j) * D + h * dk + c);
+          }
+          s[j] = (ac + bd) / sqrt ((double) dk);
+          mx = MAX (mx, s[j]);
+        }
+        for (int j = 0; j < L; j++)
+          sum += (s[j] = exp (s[j] - mx));
+        for (int j = 0; j < L; j++)
+          for (int c = 0; c < dk; c++)
+            o[c] += s[j] / sum * cuda_emu_load (w, PTR (r->qkv), (gsize) j * 3 * D + 2 * D + h * dk + c);
+      }
+      for (int c = 0; c < dk; c++)
+        cuda_emu_store (w, PTR (r->ctx), (gsize) i * D + h * dk + c, (float) o[c]);
+    }
+  }
+  g_free (s);
+  g_free (o);
+}
+
+static void
+run_glu_conv (const canary_cuda_weights *w, const cl_glu_conv *g)
+{
+  const float *dw = PTR (g->w), *db = PTR (g->b);
+  const int half = (g->K - 1) / 2;
+  for (int t = 0; t < g->T; t++)
+    for (int c = 0; c < g->D; c++) {
+      float o = db[c];
+      for (int k = 0; k < g->K; k++) {
+        const int s = t + k - half;
+        if (s < 0 || s >= g->L)
+          continue;
+        const gsize row = (gsize) s * 2 * g->D;
+        o += dw[(gsize) c * g->K + k] * cuda_emu_load (w, PTR (g->pw1), row + c)
+            * sigm (cuda_emu_load (w, PTR (g->pw1), row + g->D + c));
+      }
+      cuda_emu_store (w, PTR (g->out), (gsize) t * g->D + c, o * sigm (o));
+    }
+}
+
+static void
+run_check (const canary_cuda_weights *w, const canary_cuda_launch *l)
+{
+  for (gsize i = 0; i < l->u.check.n; i++) {
+    const float v = cuda_emu_load (w, PTR (l->u.check.buf), i);
+    if (!isfinite (v))
+      g_error ("emulated CUDA %s: non-finite value after %s (layer %d)",
+          w->dims.dtype == CANARY_CUDA_F16 ? "fp16" : "fp32", l->u.check.stage, l->layer);
+  }
+}
+
 void
 cuda_emu_run (const canary_cuda_weights *w, const canary_cuda_plan *plan, guint8 *arena,
     const canary_cuda_launch *records, guint n, int pad_id)
@@ -254,6 +407,33 @@ cuda_emu_run (const canary_cuda_weights *w, const canary_cuda_plan *plan, guint8
         break;
       case CL_ARGMAX:
         run_argmax (w, &l->u.argmax, sp);
+        break;
+      case CL_CONV0:
+        run_conv0 (w, &l->u.conv0);
+        break;
+      case CL_DEPTHWISE:
+        run_depthwise (w, &l->u.depthwise);
+        break;
+      case CL_ZERO:
+        memset (PTR (l->u.zero.p), 0, l->u.zero.bytes);
+        break;
+      case CL_SWISH:
+        for (gsize j = 0; j < l->u.swish.n; j++) {
+          const float v = cuda_emu_load (w, PTR (l->u.swish.x), j);
+          cuda_emu_store (w, PTR (l->u.swish.x), j, v * sigm (v));
+        }
+        break;
+      case CL_LAYER_NORM2:
+        run_norm2 (w, &l->u.norm2);
+        break;
+      case CL_RELPOS:
+        run_relpos (w, &l->u.relpos);
+        break;
+      case CL_GLU_CONV:
+        run_glu_conv (w, &l->u.glu);
+        break;
+      case CL_CHECK:
+        run_check (w, l);
         break;
     }
   }

@@ -1,11 +1,11 @@
-/* gst-canary tests — runs the CUDA decoder's launch list (cuda_launch.h) on the CPU.
+/* gst-canary tests — runs the CUDA launch lists (cuda_launch.h: encoder and decoder) on the CPU.
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * The launch records hold plain addresses; built with wbase = the host weight image and abase =
  * a host buffer laid out by the arena plan, they can be executed here, op by op, with the kernels'
  * arithmetic (FP32 compute, FP16 rounding on every store in FP16 mode, FP32 logits). This checks
- * the list itself — shapes, strides, addresses, the order of operations, the argmax feeding the
- * next replay — and the FP16 activation numerics, against NeMo, without a GPU. It does not check
+ * the lists themselves — shapes, strides, addresses, layouts, the order of operations, the argmax
+ * feeding the next replay — and the FP16 activation numerics, against NeMo, without a GPU. It does not check
  * the CUDA kernels (the cuda suite does). */
 #pragma once
 

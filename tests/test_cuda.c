@@ -7,11 +7,12 @@
  *  - FP16: encoder output within FP16_ENC_TOL = 2e-2 · max(1, max|NeMo|): FP16 weights alone give
  *    < 1e-3 on the fixtures (test_cuda_host.c); FP16 activations add one rounding (2^-11) per
  *    stored tensor per layer. Teacher-forced log-probs within FP16_TF_TOL = 0.15 absolute (0.1 for
- *    the weights alone, test_cuda_host.c, plus the activations), and the teacher-forced argmax
- *    equal to NeMo's on >= 99 % of the steps.
+ *    the weights alone, test_cuda_host.c, plus the activations; the CPU emulation of the FP16
+ *    pipeline measures up to 0.137).
  *  - Beam-1 ids: identical to NeMo's in FP32. In FP16 identical, or — where a near-tie flips a
- *    token — the first differing step's NeMo logit margin is printed, and the teacher-forced
- *    argmax agreement above must hold.
+ *    token — the first differing step's NeMo margin (top-1 minus top-2 log-prob) is printed and
+ *    must be below FP16_TF_TOL, and the teacher-forced argmax must agree with NeMo's on >= 99 % of
+ *    the steps of all the model's clips (one flip in a 38-step clip is already 97 %).
  *  - The graph replay gives exactly the plain launch path's ids and score.
  *  - Kernels one by one against CPU loops on fresh random inputs (g_test_rand: a new seed each
  *    run, values never all zero): FP32 within 1e-5 relative, FP16 within 4e-3 relative (a few
@@ -564,11 +565,10 @@ encoder_clip (gpu_model *g, const char *model, const char *clip, int *t_enc)
   npy_array_clear (&a_enc);
 }
 
-/* Teacher forcing in chunks of at most 64 tokens (the state's call size); returns the argmax
- * agreement with NeMo's rows and, for the first row where our argmax differs from `ids`, NeMo's
- * margin between its top two log-probs there. */
-static double
-teacher_clip (gpu_model *g, const char *model, const char *clip)
+/* Teacher forcing in chunks of at most 64 tokens (the state's call size): log-probs within the
+ * tolerance; the steps whose argmax equals NeMo's are added to *agree, the steps to *steps. */
+static void
+teacher_clip (gpu_model *g, const char *model, const char *clip, int *agree_total, int *steps_total)
 {
   npy_array tf;
   fixture_load_npy (model, clip, "tf_logprobs.npy", &tf);
@@ -598,17 +598,16 @@ teacher_clip (gpu_model *g, const char *model, const char *clip)
     }
     agree += a == b;
   }
-  const double rate = (double) agree / S;
   g_test_message ("%s/%s %s: teacher-forced log-probs max |diff| %.3g, argmax agrees on %d of %d", model, clip,
       g->dt == CANARY_CUDA_F16 ? "fp16" : "fp32", max_err, agree, S);
   g_assert_cmpfloat (max_err, <=, g->dt == CANARY_CUDA_F16 ? FP16_TF_TOL : TF_TOL);
-  g_assert_cmpfloat (rate, >=, ARGMAX_AGREE);
+  *agree_total += agree;
+  *steps_total += S;
   g_free (logits);
   g_free (lp);
   g_array_unref (seq);
   g_array_unref (b1);
   npy_array_clear (&tf);
-  return rate;
 }
 
 static canary_beam_options
@@ -676,8 +675,12 @@ decode_clip (gpu_model *g, const char *model, const char *clip, int t_enc)
     guint s = 0;
     while (s < MIN (graph->len, want1->len) && g_array_index (graph, gint32, s) == g_array_index (want1, gint32, s))
       s++;
-    g_test_message ("%s/%s fp16: beam-1 ids differ from NeMo's at step %u (NeMo's margin there %.4g); the "
-        "teacher-forced argmax agreement (checked above) holds", model, clip, s, nemo_margin (model, clip, (int) s));
+    /* Accepted only at a near-tie: NeMo's own margin there below the FP16 log-prob bound (the
+     * teacher-forced agreement over the model's clips is checked after them). */
+    const double margin = nemo_margin (model, clip, (int) s);
+    g_test_message ("%s/%s fp16: beam-1 ids differ from NeMo's at step %u, where NeMo's margin between its two best "
+        "log-probs is %.4g", model, clip, s, margin);
+    g_assert_true (margin <= FP16_TF_TOL);
   }
   if (g->dt == CANARY_CUDA_F32) {
     canary_step_ops ops;
@@ -709,14 +712,18 @@ test_fixture (gconstpointer data)
     gpu_model g;
     gpu_model_open (model, i ? CANARY_CUDA_F16 : CANARY_CUDA_F32, &g);
     GPtrArray *clips = fixture_list_clips (model, "enc.npy");
+    int agree = 0, steps = 0;
     for (guint c = 0; c < clips->len; c++) {
       int t_enc;
       encoder_clip (&g, model, clips->pdata[c], &t_enc);
-      teacher_clip (&g, model, clips->pdata[c]);
+      teacher_clip (&g, model, clips->pdata[c], &agree, &steps);
       /* Teacher forcing used the cache: run the encoder again for a clean window. */
       encoder_clip (&g, model, clips->pdata[c], &t_enc);
       decode_clip (&g, model, clips->pdata[c], t_enc);
     }
+    g_test_message ("%s %s: teacher-forced argmax agrees with NeMo on %d of %d steps", model,
+        i ? "fp16" : "fp32", agree, steps);
+    g_assert_cmpfloat ((double) agree, >=, ARGMAX_AGREE * steps);
     g_ptr_array_unref (clips);
     gpu_model_close (&g);
   }

@@ -2,6 +2,7 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "cuda_plan.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "canary.h"
@@ -164,4 +165,20 @@ canary_cuda_plan_formula (const canary_cuda_dims *m, int max_frames, int max_bea
       + 2 * (guint64) m->dec_layers * B * m->max_len * H + R * (6 * H + m->inner);
   return 4 * (guint64) m->n_mels * max_frames + e * act + 4 * R * m->V + 4 * (R + B + 10)
       + CANARY_CUDA_LT_WORKSPACE;
+}
+
+void
+canary_cuda_pos_table (int t_max, int D, float *out)
+{
+  /* NeMo reuses INF_VAL = 10000 as the sinusoid base. */
+  const float scale = (float) (-(log (10000.0) / D));
+  const int rows = 2 * t_max - 1;
+  for (int j = 0; j < D / 2; j++) {
+    const float div = expf ((float) (2 * j) * scale);
+    for (int r = 0; r < rows; r++) {
+      const float a = (float) (t_max - 1 - r) * div;
+      out[(gsize) r * D + 2 * j] = sinf (a);
+      out[(gsize) r * D + 2 * j + 1] = cosf (a);
+    }
+  }
 }

@@ -14,11 +14,7 @@
 G_STATIC_ASSERT (sizeof (canary_cuda_step_params) == sizeof (ck_step_params));
 G_STATIC_ASSERT (sizeof (canary_cuda_choice) == sizeof (ck_choice));
 
-#define POS_BASE 10000.0  /* NeMo reuses INF_VAL as the sinusoid base (MODEL-SPEC §3.3) */
-
-/* The encoder's relative positions t_max−1 … −(t_max−1), [2·t_max−1][D], computed in FP32 as
- * NeMo does (and encoder.c), then stored in the activation type. A window of L valid frames
- * uses the rows t_max−L … t_max+L−2. */
+/* The encoder's positional table (canary_cuda_pos_table), stored once in the activation type. */
 static gboolean
 upload_pos_table (canary_cuda_state *st, GError **error)
 {
@@ -31,15 +27,7 @@ upload_pos_table (canary_cuda_state *st, GError **error)
         " bytes for the positional table", n * 4);
     return FALSE;
   }
-  const float scale = (float) (-(log (POS_BASE) / D));
-  for (int j = 0; j < D / 2; j++) {
-    const float div = expf ((float) (2 * j) * scale);
-    for (int r = 0; r < rows; r++) {
-      const float a = (float) (st->plan.t_max - 1 - r) * div;
-      tab[(gsize) r * D + 2 * j] = sinf (a);
-      tab[(gsize) r * D + 2 * j + 1] = cosf (a);
-    }
-  }
+  canary_cuda_pos_table (st->plan.t_max, D, tab);
   /* Through the FP32 staging area of the features (the largest FP32 region), in slices. */
   float *stage = cuda_region (st, CR_MEL);
   const gsize cap = st->plan.region[CR_MEL].bytes / 4;
