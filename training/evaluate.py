@@ -41,7 +41,9 @@ def run_nemo(model_path, rows):
     model.eval()
     hyps = model.transcribe([r["audio_filepath"] for r in rows], batch_size=16, num_workers=0, verbose=False,
                             source_lang="en", target_lang="en", pnc="yes")
-    return [h.text if hasattr(h, "text") else h for h in hyps]
+    # batched transcribe() keeps the decoder's leading space; single-file transcribe() and the
+    # element strip it
+    return [(h.text if hasattr(h, "text") else h).strip() for h in hyps]
 
 
 def report(rows, hyps, out):
