@@ -48,7 +48,7 @@ def main():
         wavs[c] = out / "audio" / f"{c}.wav"
 
     model = fx.restore(src)
-    prompts = fx.make_prompts(model)
+    prompts = fx.make_prompts(model, langs=("en",))  # an English-only model
     (mdir / "prompts.json").write_text(json.dumps(prompts, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     info = {"source": "examples/models/canary-default.nemo (trained by training/, see docs/accuracy.md)",
             "config": fx.config_summary(model), "clips": {}}

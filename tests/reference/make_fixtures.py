@@ -509,8 +509,9 @@ def prompt_variants(fmt):
     return base, var
 
 
-def make_prompts(model):
-    """Prompt ids from NeMo's dataset prompt function (the path transcribe() uses) for each setting."""
+def make_prompts(model, langs=("en", "de", "es", "fr")):
+    """Prompt ids from NeMo's dataset prompt function (the path transcribe() uses) for each setting
+    whose languages the model has."""
     from lhotse import MonoCut, Recording, SupervisionSegment
     from lhotse.audio import AudioSource
 
@@ -518,6 +519,8 @@ def make_prompts(model):
     out = {}
     for name, over in var:
         settings = dict(base, **over)
+        if settings["source_lang"] not in langs or settings["target_lang"] not in langs:
+            continue
         rec = Recording(id="r", sources=[AudioSource(type="file", channels=[0], source="/dev/null")],
                         sampling_rate=16000, num_samples=16000, duration=1.0)
         cut = MonoCut(id="c", start=0.0, duration=1.0, channel=0, recording=rec,
