@@ -8,42 +8,20 @@
 
 #include "canary.h"
 #include "cuda_device.h"
+#include "decoder.h"
 
 static gboolean
 check_call (const canary_cuda_state *st, const gint32 *tokens, int n_beams, int n_tokens, int start_pos,
     GError **error)
 {
   const canary_cuda_dims *m = &st->model->w->dims;
-  if (!st->has_memory) {
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT, "CUDA decoder step before the encoder ran");
-    return FALSE;
-  }
-  if (n_beams < 1 || n_beams > st->plan.max_beam || n_tokens < 1 || (gint64) n_beams * n_tokens > st->plan.max_rows) {
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
-        "CUDA decoder step: %d hypotheses × %d tokens exceeds the arena's limits (%d hypotheses, %d rows)",
-        n_beams, n_tokens, st->plan.max_beam, st->plan.max_rows);
-    return FALSE;
-  }
-  if (start_pos < 0 || start_pos > m->max_len - n_tokens) {
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
-        "CUDA decoder step: positions %d..%d exceed max_sequence_length %d", start_pos, start_pos + n_tokens - 1,
-        m->max_len);
-    return FALSE;
-  }
-  if (start_pos > 0 && (start_pos > st->length || n_beams != st->n_beams)) {
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
-        "CUDA decoder step: start_pos %d with %d hypotheses does not continue the cache (%d positions, %d hypotheses)",
-        start_pos, n_beams, st->length, st->n_beams);
-    return FALSE;
-  }
-  for (int i = 0; i < n_beams * n_tokens; i++) {
-    if (tokens[i] < 0 || tokens[i] >= m->V) {
-      g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT, "CUDA decoder step: token id %d outside 0..%d",
-          tokens[i], m->V - 1);
-      return FALSE;
-    }
-  }
-  return TRUE;
+  /* the arena bounds rows (hypotheses × tokens), not tokens on their own */
+  const canary_step_limits lim = {
+    .max_beam = st->plan.max_beam, .max_tokens = st->plan.max_rows, .max_rows = st->plan.max_rows,
+    .max_len = m->max_len, .V = m->V,
+    .cache_len = st->length, .cache_beams = st->n_beams, .has_memory = st->has_memory,
+  };
+  return canary_decoder_check_step ("CUDA decoder step", &lim, tokens, n_beams, n_tokens, start_pos, error);
 }
 
 static gboolean

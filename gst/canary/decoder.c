@@ -736,42 +736,53 @@ canary_decoder_set_memory (canary_decoder_state *st, const float *enc, int T, in
   return TRUE;
 }
 
-static gboolean
-check_step (const canary_decoder_state *st, const gint32 *tokens, int n_beams, int n_tokens, int start_pos,
-    GError **error)
+gboolean
+canary_decoder_check_step (const char *who, const canary_step_limits *lim, const gint32 *tokens, int n_beams,
+    int n_tokens, int start_pos, GError **error)
 {
-  const canary_decoder *dec = st->dec;
-  if (!st->has_memory) {
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT, "decoder step before set_memory");
+  if (!lim->has_memory) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT, "%s before the encoder output was set", who);
     return FALSE;
   }
-  if (n_beams < 1 || n_beams > st->max_beam || n_tokens < 1 || n_tokens > st->max_tokens
-      || n_beams * n_tokens > st->max_rows) {
+  if (n_beams < 1 || n_beams > lim->max_beam || n_tokens < 1 || n_tokens > lim->max_tokens
+      || (gint64) n_beams * n_tokens > lim->max_rows) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
-        "decoder step: %d hypotheses × %d tokens exceeds the state's limits (%d hypotheses, %d tokens, %d rows)",
-        n_beams, n_tokens, st->max_beam, st->max_tokens, st->max_rows);
+        "%s: %d hypotheses × %d tokens exceeds the state's limits (%d hypotheses, %d tokens, %d rows)",
+        who, n_beams, n_tokens, lim->max_beam, lim->max_tokens, lim->max_rows);
     return FALSE;
   }
-  if (start_pos < 0 || start_pos > dec->max_len - n_tokens) {
+  if (start_pos < 0 || start_pos > lim->max_len - n_tokens) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
-        "decoder step: positions %d..%d exceed max_sequence_length %d", start_pos, start_pos + n_tokens - 1,
-        dec->max_len);
+        "%s: positions %d..%d exceed max_sequence_length %d", who, start_pos, start_pos + n_tokens - 1,
+        lim->max_len);
     return FALSE;
   }
-  if (start_pos > 0 && (start_pos > st->length || n_beams != st->n_beams)) {
+  if (start_pos > 0 && (start_pos > lim->cache_len || n_beams != lim->cache_beams)) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
-        "decoder step: start_pos %d with %d hypotheses does not continue the cache (%d positions, %d hypotheses)",
-        start_pos, n_beams, st->length, st->n_beams);
+        "%s: start_pos %d with %d hypotheses does not continue the cache (%d positions, %d hypotheses)",
+        who, start_pos, n_beams, lim->cache_len, lim->cache_beams);
     return FALSE;
   }
   for (int i = 0; i < n_beams * n_tokens; i++) {
-    if (tokens[i] < 0 || tokens[i] >= dec->V) {
-      g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT, "decoder step: token id %d outside 0..%d",
-          tokens[i], dec->V - 1);
+    if (tokens[i] < 0 || tokens[i] >= lim->V) {
+      g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT, "%s: token id %d outside 0..%d", who,
+          tokens[i], lim->V - 1);
       return FALSE;
     }
   }
   return TRUE;
+}
+
+static gboolean
+check_step (const canary_decoder_state *st, const gint32 *tokens, int n_beams, int n_tokens, int start_pos,
+    GError **error)
+{
+  const canary_step_limits lim = {
+    .max_beam = st->max_beam, .max_tokens = st->max_tokens, .max_rows = st->max_rows,
+    .max_len = st->dec->max_len, .V = st->dec->V,
+    .cache_len = st->length, .cache_beams = st->n_beams, .has_memory = st->has_memory,
+  };
+  return canary_decoder_check_step ("decoder step", &lim, tokens, n_beams, n_tokens, start_pos, error);
 }
 
 /* Everything up to the final LayerNorm: st->x holds the last block's output for every row. */

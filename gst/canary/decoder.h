@@ -82,6 +82,19 @@ gboolean canary_decoder_step_all (canary_decoder_state *st, const gint32 *tokens
 /* Beam reordering: hypothesis b of the new set continues old hypothesis parent[b] (0 <= parent[b] <
  * current count), for b < n_beams (<= max_beam). Caches are reassigned in place; a cache is copied
  * only when a parent has more than one child. */
+/* The contract of a decoder step call, shared by the CPU decoder and the CUDA backend: the
+ * state's limits, positions inside the position table, a call that continues the cache, token ids
+ * inside the vocabulary. */
+typedef struct {
+  int max_beam, max_tokens, max_rows;  /* the state's limits */
+  int max_len, V;                      /* the model's position table and vocabulary */
+  int cache_len, cache_beams;          /* what the cache holds now */
+  gboolean has_memory;                 /* the encoder output is set */
+} canary_step_limits;
+
+gboolean canary_decoder_check_step (const char *who, const canary_step_limits *lim, const gint32 *tokens,
+    int n_beams, int n_tokens, int start_pos, GError **error);
+
 gboolean canary_decoder_reorder (canary_decoder_state *st, const int *parent, int n_beams, GError **error);
 
 /* Cached positions (the next start_pos of an incremental step) and the current hypothesis count. */
