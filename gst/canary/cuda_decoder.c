@@ -113,29 +113,19 @@ canary_cuda_reorder (gpointer state, const int *parent, int n_beams, GError **er
   const gsize es = m->dtype == CANARY_CUDA_F16 ? 2 : 4;
   const gsize slot_bytes = (gsize) m->max_len * m->H * es, used = (gsize) st->length * m->H * es;
   const gsize layer_bytes = (gsize) st->plan.max_beam * slot_bytes;
-  memset (st->claimed, 0, st->plan.max_beam);
+  canary_plan_slots (st->h_slot, parent, n_beams, st->plan.max_beam, st->claimed, st->slot_next);
   for (int b = 0; b < n_beams; b++) {
-    const int s = st->h_slot[parent[b]];
-    st->slot_next[b] = st->claimed[s] ? -1 : s;
-    st->claimed[s] = 1;
-  }
-  int free_slot = 0;
-  for (int b = 0; b < n_beams; b++) {
-    if (st->slot_next[b] >= 0)
+    const int from = st->h_slot[parent[b]], to = st->slot_next[b];
+    if (to == from)
       continue;
-    while (st->claimed[free_slot])
-      free_slot++;
-    const int from = st->h_slot[parent[b]];
     for (int j = 0; j < m->dec_layers; j++) {
       for (int kv = 0; kv < 2; kv++) {
         guint8 *base = (guint8 *) cuda_region (st, kv ? CR_SELF_V : CR_SELF_K) + (gsize) j * layer_bytes;
-        if (used && !canary_cuda_ok (cudaMemcpyAsync (base + (gsize) free_slot * slot_bytes, base + (gsize) from * slot_bytes,
+        if (used && !canary_cuda_ok (cudaMemcpyAsync (base + (gsize) to * slot_bytes, base + (gsize) from * slot_bytes,
                 used, cudaMemcpyDeviceToDevice, st->stream), "copying a beam's cache", error))
           return FALSE;
       }
     }
-    st->claimed[free_slot] = 1;
-    st->slot_next[b] = free_slot;
   }
   memcpy (st->h_slot, st->slot_next, sizeof (int) * n_beams);
   st->n_beams = n_beams;

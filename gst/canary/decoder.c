@@ -849,6 +849,26 @@ copy_slot (canary_decoder_state *st, int from, int to)
   }
 }
 
+void
+canary_plan_slots (const int *slot, const int *parent, int n_beams, int max_beam, guint8 *claimed, int *slot_next)
+{
+  memset (claimed, 0, max_beam);
+  for (int b = 0; b < n_beams; b++) {
+    const int s = slot[parent[b]];
+    slot_next[b] = claimed[s] ? -1 : s;
+    claimed[s] = 1;
+  }
+  int free_slot = 0;
+  for (int b = 0; b < n_beams; b++) {
+    if (slot_next[b] >= 0)
+      continue;
+    while (claimed[free_slot])
+      free_slot++;
+    claimed[free_slot] = 1;
+    slot_next[b] = free_slot;
+  }
+}
+
 /* Hypothesis b continues old hypothesis parent[b]. The first child of a parent takes over its slot
  * (no copy); further children get a slot no new hypothesis needs and a copy of the parent's cache.
  * Such slots always exist: the number of extra children equals max_beam minus the slots in use. */
@@ -868,22 +888,10 @@ canary_decoder_reorder (canary_decoder_state *st, const int *parent, int n_beams
       return FALSE;
     }
   }
-  memset (st->claimed, 0, st->max_beam);
-  for (int b = 0; b < n_beams; b++) {
-    int s = st->slot[parent[b]];
-    st->slot_next[b] = st->claimed[s] ? -1 : s;
-    st->claimed[s] = 1;
-  }
-  int free_slot = 0;
-  for (int b = 0; b < n_beams; b++) {
-    if (st->slot_next[b] >= 0)
-      continue;
-    while (st->claimed[free_slot])
-      free_slot++;
-    copy_slot (st, st->slot[parent[b]], free_slot);
-    st->claimed[free_slot] = 1;
-    st->slot_next[b] = free_slot;
-  }
+  canary_plan_slots (st->slot, parent, n_beams, st->max_beam, st->claimed, st->slot_next);
+  for (int b = 0; b < n_beams; b++)
+    if (st->slot_next[b] != st->slot[parent[b]])
+      copy_slot (st, st->slot[parent[b]], st->slot_next[b]);
   memcpy (st->slot, st->slot_next, sizeof (int) * n_beams);
   st->n_beams = n_beams;
   return TRUE;

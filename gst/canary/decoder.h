@@ -95,6 +95,13 @@ typedef struct {
 gboolean canary_decoder_check_step (const char *who, const canary_step_limits *lim, const gint32 *tokens,
     int n_beams, int n_tokens, int start_pos, GError **error);
 
+/* Cache slots after a beam reorder (hypothesis b continues parent[b]), shared by the CPU and CUDA
+ * decoders: the first child of a parent keeps its slot, further children get a slot no new
+ * hypothesis needs (slot_next[b] != slot[parent[b]]: copy the parent's cache there). claimed is
+ * scratch of max_beam bytes. */
+void canary_plan_slots (const int *slot, const int *parent, int n_beams, int max_beam, guint8 *claimed,
+    int *slot_next);
+
 gboolean canary_decoder_reorder (canary_decoder_state *st, const int *parent, int n_beams, GError **error);
 
 /* Cached positions (the next start_pos of an incremental step) and the current hypothesis count. */

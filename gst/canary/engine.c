@@ -634,6 +634,25 @@ strip_whitespace (char *text)
   return text;
 }
 
+/* NeMo's beam-search settings for one window; the generation cap uses the padded encoder length
+ * t_enc (the tensor size), as NeMo's generator does. */
+static canary_beam_options
+beam_options (canary_state *st, const canary_decode_options *opts, int t_enc)
+{
+  const canary_model *m = st->model;
+  const canary_beam_options bo = {
+    .beam_size = opts->beam_size,
+    .length_penalty = opts->length_penalty,
+    .max_len_total = canary_beam_max_len_total (m->info.max_seq_len, t_enc,
+        opts->max_generation_delta == CANARY_DELTA_FROM_MODEL ? m->config->max_generation_delta
+                                                              : opts->max_generation_delta),
+    .eos_id = m->eos_id,
+    .pad_id = m->pad_id,
+    .cancel = &st->cancel,
+  };
+  return bo;
+}
+
 #ifdef CANARY_HAVE_CUDA
 /* Steps 3 and 4 on the GPU: the encoder (and the window's cross-attention K/V), then beam 1 with
  * the device argmax and the captured step, or the shared beam search over the CUDA decoder. */
@@ -641,7 +660,6 @@ static gboolean
 transcribe_cuda (canary_state *st, const canary_decode_options *opts, GArray *prompt, int frames, int n_valid,
     GArray *ids, canary_result *res, GError **error)
 {
-  canary_model *m = st->model;
   const canary_cuda_plan *plan = canary_cuda_state_plan (st->cuda);
   if (opts->beam_size > plan->max_beam) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
@@ -658,16 +676,7 @@ transcribe_cuda (canary_state *st, const canary_decode_options *opts, GArray *pr
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_CANCELLED, "transcription cancelled");
     return FALSE;
   }
-  canary_beam_options bo = {
-    .beam_size = opts->beam_size,
-    .length_penalty = opts->length_penalty,
-    .max_len_total = canary_beam_max_len_total (m->info.max_seq_len, t_enc,
-        opts->max_generation_delta == CANARY_DELTA_FROM_MODEL ? m->config->max_generation_delta
-                                                              : opts->max_generation_delta),
-    .eos_id = m->eos_id,
-    .pad_id = m->pad_id,
-    .cancel = &st->cancel,
-  };
+  const canary_beam_options bo = beam_options (st, opts, t_enc);
   if (opts->beam_size == 1)
     return canary_cuda_greedy (st->cuda, (const gint32 *) prompt->data, (int) prompt->len, &bo, TRUE, ids,
         &res->score, &res->n_decoder_steps, error);
@@ -756,16 +765,7 @@ canary_transcribe (canary_state *st, const float *samples, gsize n_samples,
   if (!ensure_decoder_state (st, opts->beam_size, t_enc, error) ||
       !canary_decoder_set_memory (st->dec_state, enc, t_enc, enc_len, error))
     goto out;
-  canary_beam_options bo = {
-    .beam_size = opts->beam_size,
-    .length_penalty = opts->length_penalty,
-    .max_len_total = canary_beam_max_len_total (m->info.max_seq_len, t_enc,
-        opts->max_generation_delta == CANARY_DELTA_FROM_MODEL ? m->config->max_generation_delta
-                                                              : opts->max_generation_delta),
-    .eos_id = m->eos_id,
-    .pad_id = m->pad_id,
-    .cancel = &st->cancel,
-  };
+  const canary_beam_options bo = beam_options (st, opts, t_enc);
   if (!canary_beam_search (st->dec_state, (const gint32 *) prompt->data, (int) prompt->len, &bo, ids,
           &res->score, &res->n_decoder_steps, error))
     goto out;
