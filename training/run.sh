@@ -6,18 +6,18 @@
 #   bash training/run.sh                 # WORK=training/work, NEMO_VENV=tests/reference/.venv
 #   NEMO_VENV=/path/to/venv STEPS=5000 HOURS=1.55 bash training/run.sh
 #
-# Needs: Debian packages espeak-ng flite sox wordnet-base (installed here), python3.11 and PyPI
+# Needs: Debian packages espeak-ng flite sox wordnet-base festival festvox-* (installed here), python3.11 and PyPI
 # access for the NeMo venv (tests/reference/requirements.txt), a built plugin for the element WER.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 WORK=${WORK:-$here/work}
 VENV=${NEMO_VENV:-$repo/tests/reference/.venv}
-STEPS=${STEPS:-5000}
-HOURS=${HOURS:-1.55}
+STEPS=${STEPS:-14000}
+HOURS=${HOURS:-1.6}   # one session's training budget; a later session resumes (train.py --init)
 SEED=${SEED:-1}
 
-missing=$(for p in espeak-ng flite sox wordnet-base; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+missing=$(for p in espeak-ng flite sox wordnet-base festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
@@ -33,7 +33,9 @@ export CUDA_VISIBLE_DEVICES= PYTHONHASHSEED=0
 
 [ -f "$WORK/corpus/test.txt" ] || "$py" "$here/make_corpus.py" "$WORK/corpus" --seed "$SEED"
 [ -f "$WORK/audio/train.jsonl" ] || "$py" "$here/synth.py" "$WORK/corpus" "$WORK/audio" --seed "$SEED"
-"$py" "$here/train.py" "$WORK" "$WORK/run" --steps "$STEPS" --hours "$HOURS" --seed "$SEED"
+# Resumes from $WORK/run/last.pt; on a fresh machine, from the committed model's weights.
+nice -n 10 "$py" "$here/train.py" "$WORK" "$WORK/run" --steps "$STEPS" --hours "$HOURS" --seed "$SEED" \
+  --init "$repo/examples/models/canary-default.nemo"
 "$py" "$here/train.py" "$WORK" "$WORK/run" --export "$repo/examples/models/canary-default.nemo"
 "$py" "$here/make_examples.py" "$WORK/audio"
 (cd "$repo/tests/reference" && "$py" make_demo_fixtures.py)

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Synthesise the demo model's speech corpus: espeak-ng and flite voices, varied rate and pitch,
-mild reverberation and gain through sox. Deterministic from --seed (each utterance draws its
+"""Synthesise the demo model's speech corpus: espeak-ng, flite and Festival voices (every English
+voice these Debian packages offer), varied rate and pitch, mild reverberation and gain through sox. Deterministic from --seed (each utterance draws its
 parameters from its own seeded RNG, so parallel workers do not change the result).
 
 Usage: synth.py CORPUS_DIR OUT_DIR [--seed 1] [--train-copies 3] [--jobs 2]
 Writes OUT_DIR/{train,dev,test_seen,test_unseen}/NNNNN.wav (16 kHz mono s16) and one NeMo-style
 manifest OUT_DIR/<split>.jsonl per split ({"audio_filepath", "duration", "text", "voice"}).
-Needs: espeak-ng, flite, sox (Debian packages).
+Needs: espeak-ng, flite, sox, festival with festvox-kallpc16k, festvox-kdlpc16k,
+festvox-us-slt-hts (Debian packages).
 """
 import argparse
 import json
@@ -21,18 +22,22 @@ from pathlib import Path
 ESPEAK_SEEN_LANGS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc"]
 ESPEAK_SEEN_VARIANTS = ["m1", "m2", "m3", "m4", "m6", "f1", "f2", "f3", "f5"]
 FLITE_SEEN = ["kal16", "awb", "slt"]
+# Festival: a third engine (diphone and HTS voices), so the model does not learn one vocoder.
+FESTIVAL_SEEN = ["kal_diphone", "cmu_us_slt_arctic_hts"]
 # Never used for train/dev: accents and timbres the model has not heard.
 ESPEAK_UNSEEN_LANGS = ["en-gb-x-gbclan", "en-gb-x-gbcwmd"]
 ESPEAK_UNSEEN_VARIANTS = ["m7", "f4"]
 FLITE_UNSEEN = ["rms"]
+FESTIVAL_UNSEEN = ["ked_diphone"]
 
 
 def voices(seen):
     if seen:
         v = [("espeak", f"{l}+{x}") for l in ESPEAK_SEEN_LANGS for x in ESPEAK_SEEN_VARIANTS]
-        return v + [("flite", f) for f in FLITE_SEEN] * 6  # flite gets ~25% of utterances
+        # espeak 54 entries, flite 18 (~20 %), Festival 16 (~18 %)
+        return v + [("flite", f) for f in FLITE_SEEN] * 6 + [("festival", f) for f in FESTIVAL_SEEN] * 8
     v = [("espeak", f"{l}+{x}") for l in ESPEAK_UNSEEN_LANGS for x in ESPEAK_UNSEEN_VARIANTS]
-    return v + [("flite", f) for f in FLITE_UNSEEN] * 2
+    return v + [("flite", f) for f in FLITE_UNSEEN] * 2 + [("festival", f) for f in FESTIVAL_UNSEEN] * 2
 
 
 def render(job):
@@ -47,13 +52,26 @@ def render(job):
             rate, pitch = rng.randint(125, 195), rng.randint(25, 75)
             cmd = ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", raw, text]
             desc = f"espeak-ng {voice} -s{rate} -p{pitch}"
-        else:
+        elif engine == "flite":
             stretch, f0 = round(rng.uniform(0.8, 1.25), 2), rng.randint(90, 180)
             cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={stretch}",
                    "--setf", f"int_f0_target_mean={f0}", "-t", text, "-o", raw]
             desc = f"flite {voice} stretch={stretch} f0={f0}"
+        elif engine == "festival":
+            stretch = round(rng.uniform(0.8, 1.25), 2)
+            txt = os.path.join(tmp, "text.txt")
+            Path(txt).write_text(text + "\n")
+            cmd = ["text2wave", "-eval", f"(voice_{voice})", "-eval",
+                   f"(Parameter.set 'Duration_Stretch {stretch})", txt, "-o", raw]
+            desc = f"festival {voice} stretch={stretch}"
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        fx = ["gain", "-n", f"{rng.uniform(-18, -2):.1f}"]
+        fx = []
+        if engine == "festival" or rng.random() < 0.3:
+            # Pitch shift (the engines' own pitch controls differ; Festival has none here)
+            cents = rng.randint(-300, 300)
+            fx += ["pitch", str(cents)]
+            desc += f" pitch{cents:+d}c"
+        fx += ["gain", "-n", f"{rng.uniform(-18, -2):.1f}"]
         if rng.random() < 0.35:
             rev = rng.randint(10, 40)
             fx += ["reverb", str(rev), "50", str(rng.randint(20, 60))]

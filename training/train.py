@@ -3,12 +3,19 @@
 aggregate tokenizer, FastConformer + Transformer decoder: the layer types of the released
 models) in a plain PyTorch loop on the synthetic corpus from synth.py.
 
-Resumable: the loop saves OUT/last.pt every --save-minutes and at the end; rerunning the same
-command continues from it (model, optimiser, schedule, step, RNG). `--export` writes the .nemo
-from the last checkpoint (NeMo's own save_to) and exits.
+Resumable across sessions: the loop saves OUT/last.pt every --save-minutes and at the end;
+rerunning the same command continues from it (model, optimiser, schedule, step, RNG). When there is
+no OUT/last.pt (a fresh machine) but --init names an existing .nemo (the committed demo model), the
+weights start from it with a fresh optimiser, a short warmup and a new schedule of --hours.
+`--export` writes the .nemo from the last checkpoint (NeMo's own save_to) and exits.
+
+Data: epoch 0 runs single utterances shortest-first (the alignment is learned on short clips);
+from epoch --join-from-epoch on, half the training items are several utterances joined with
+pauses into segments of up to --join-seconds, as the element's 10 s windows hold several
+sentences and pauses.
 
 Usage:
-  train.py WORK OUT_DIR [--steps N] [--hours H] [--batch-seconds S] [--threads 2]
+  train.py WORK OUT_DIR [--steps N] [--hours H] [--batch-seconds S] [--threads 2] [--init M.nemo]
   train.py WORK OUT_DIR --export MODEL.nemo
 WORK holds make_corpus.py's corpus/ and synth.py's audio/.
 """
@@ -38,7 +45,9 @@ import make_fixtures as fx  # noqa: E402  (tokenizer builders and the base model
 # The demo model's shape. .nemo stays < 30 MB (fp32 weights, ~5 M parameters). No dropout: on two
 # CPU cores the run sees each sentence only a few times, and dropout costs ~10 % of a step; the
 # regularisers are voices, noise, reverberation and SpecAugment.
-ENC_D, ENC_LAYERS, ENC_HEADS, SUB_CHANNELS = 144, 8, 4, 64
+# 6 encoder layers (4.05 M parameters): leaves the CTC plateau at step ~1850 with the schedule
+# below, where 8 layers with faster-decaying schedules never did (docs/accuracy.md).
+ENC_D, ENC_LAYERS, ENC_HEADS, SUB_CHANNELS = 144, 6, 4, 64
 DEC_D, DEC_LAYERS, DEC_HEADS = 144, 2, 4
 EN_VOCAB = 256  # subword units shared across words: ~14 examples per word is too few for word pieces
 LABEL_SMOOTHING = 0.1
@@ -95,8 +104,36 @@ def load_split(data: Path, split):
     return rows, audio
 
 
-def batches(durations, batch_seconds, rng):
-    """Length-bucketed batches of about batch_seconds of padded audio, in random order."""
+def make_items(durations, rng, join, join_seconds):
+    """Training items: tuples of utterance indices. Without `join`, one utterance each; with it,
+    half the items join 2+ random utterances (pauses added in `render_item`) into up to
+    join_seconds of audio, the rest stay single (dictation's short phrases)."""
+    order = list(range(len(durations)))
+    rng.shuffle(order)
+    items, k = [], 0
+    while k < len(order):
+        if not join or rng.random() < 0.5:
+            items.append((order[k],))
+            k += 1
+            continue
+        budget, cur = rng.uniform(4.0, join_seconds), [order[k]]
+        total = durations[order[k]]
+        k += 1
+        while k < len(order) and total + 0.5 + durations[order[k]] <= budget:
+            total += 0.5 + durations[order[k]]
+            cur.append(order[k])
+            k += 1
+        items.append(tuple(cur))
+    return items
+
+
+def item_seconds(item, durations):
+    return sum(durations[i] for i in item) + 0.5 * (len(item) - 1)
+
+
+def batches(durations, batch_seconds, rng, shuffle=True):
+    """Length-bucketed batches of about batch_seconds of padded audio, in random order (or
+    shortest first, without `shuffle`)."""
     order = sorted(range(len(durations)), key=lambda i: durations[i] + rng.uniform(0, 0.3))
     out, cur, longest = [], [], 0.0
     for i in order:
@@ -108,8 +145,24 @@ def batches(durations, batch_seconds, rng):
         longest = longest2
     if cur:
         out.append(cur)
-    rng.shuffle(out)
+    if shuffle:
+        rng.shuffle(out)
     return out
+
+
+def render_item(item, audio, rng):
+    """The utterances of an item back to back, each with its own gain (talkers and distances
+    change within a window) and a pause of 0.1-1.0 s between them (the utterances carry their
+    own 0.05-0.4 s of leading and trailing silence besides)."""
+    if len(item) == 1:
+        return audio[item[0]]
+    parts = []
+    for j, i in enumerate(item):
+        if j:
+            parts.append(np.zeros(int(rng.uniform(0.1, 1.0) * 16000), dtype=np.int16))
+        g = 10 ** (rng.uniform(-6, 3) / 20)
+        parts.append(np.clip(audio[i].astype(np.float32) * g, -32768, 32767).astype(np.int16))
+    return np.concatenate(parts)
 
 
 def augment(x, rng, noise=True):
@@ -144,10 +197,15 @@ def main():
     ap.add_argument("--hours", type=float, default=0.0,
                     help="training-time budget: the schedule ends at --steps or after this many hours, "
                          "whichever comes first (0: steps only)")
-    ap.add_argument("--batch-seconds", type=float, default=100.0)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=int, default=500)
-    ap.add_argument("--clean-steps", type=int, default=800,
+    ap.add_argument("--batch-seconds", type=float, default=60.0)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup", type=int, default=1000)
+    ap.add_argument("--init", type=Path,
+                    help="a .nemo to start from when OUT/last.pt does not exist (fresh optimiser)")
+    ap.add_argument("--init-warmup", type=int, default=200, help="warmup steps when starting from --init")
+    ap.add_argument("--join-from-epoch", type=int, default=2)
+    ap.add_argument("--join-seconds", type=float, default=10.0)
+    ap.add_argument("--clean-steps", type=int, default=3000,
                     help="curriculum: no added noise and no SpecAugment for the first N steps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-minutes", type=float, default=10.0)
@@ -164,6 +222,14 @@ def main():
     state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
     if state:
         model.load_state_dict(state["model"])
+    elif a.init and a.init.exists() and not a.export:
+        with fx.quiet():
+            init = EncDecMultiTaskModel.restore_from(str(a.init), map_location="cpu")
+        if init.tokenizer.vocab_size != model.tokenizer.vocab_size:
+            sys.exit(f"{a.init}: vocabulary {init.tokenizer.vocab_size} != {model.tokenizer.vocab_size}")
+        model.load_state_dict(init.state_dict())
+        a.warmup = a.init_warmup
+        print(f"weights from {a.init} (fresh optimiser, warmup {a.warmup})", flush=True)
     if a.export:
         model.eval()
         model.save_to(str(a.export))
@@ -176,10 +242,12 @@ def main():
     durs = [len(x) / 16000 for x in audio]
     enc_cache = {}
 
-    def ids_for(i, pnc):
-        key = (i, pnc)
+    def ids_for(item, pnc):
+        if len(item) > 1:  # joined items are drawn anew every epoch: not worth caching
+            return prompt_ids(model, " ".join(rows[i]["text"] for i in item), pnc)
+        key = (item[0], pnc)
         if key not in enc_cache:
-            enc_cache[key] = prompt_ids(model, rows[i]["text"], pnc)
+            enc_cache[key] = prompt_ids(model, rows[item[0]]["text"], pnc)
         return enc_cache[key]
 
     ctc_head = torch.nn.Linear(DEC_D, model.tokenizer.vocab_size + 1)  # last index: blank
@@ -213,13 +281,16 @@ def main():
     model.train()
     last_save, t_log, loss_acc, tok_acc, ctc_acc = time.time(), time.time(), 0.0, 0, 0.0
     while step < a.steps and progress(step, train_s) < 1.0:
-        plan = batches(durs, a.batch_seconds, random.Random(f"{a.seed}/{epoch}"))
+        erng = random.Random(f"{a.seed}/{epoch}")
+        items = make_items(durs, erng, epoch >= a.join_from_epoch, a.join_seconds)
+        item_durs = [item_seconds(it, durs) for it in items]
+        plan = [[items[k] for k in b] for b in batches(item_durs, a.batch_seconds, erng, shuffle=epoch > 0)]
         while pos < len(plan) and step < a.steps and progress(step, train_s) < 1.0:
             t0 = time.time()
             idx = plan[pos]
             clean = step < a.clean_steps
             model.spec_augmentation = None if clean else spec_augment
-            waves = [augment(audio[i], rng, noise=not clean) for i in idx]
+            waves = [augment(render_item(it, audio, rng), rng, noise=not clean) for it in idx]
             lens = torch.tensor([len(w) for w in waves])
             sig = torch.zeros(len(idx), int(lens.max()))
             for j, w in enumerate(waves):
