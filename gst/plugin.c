@@ -4,15 +4,19 @@
 
 #include <gst/gst.h>
 
-#include "gstcanarytranscribe.h"
-#include "gsttextinjectsink.h"
+#include "transcribe/gstcanarytranscribe.h"
+#if HAVE_TEXTINJECT
+#include "textinject/gsttextinjectsink.h"
+#endif
 
 static gboolean
 plugin_init (GstPlugin *plugin)
 {
   gst_canary_transcribe_init_engine_logging ();
   gboolean ok = GST_ELEMENT_REGISTER (canarytranscribe, plugin);
+#if HAVE_TEXTINJECT
   ok &= GST_ELEMENT_REGISTER (textinjectsink, plugin);
+#endif
   return ok;
 }
 

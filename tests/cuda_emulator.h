@@ -11,7 +11,7 @@
 
 #include <glib.h>
 
-#include "cuda_launch.h"
+#include "cuda/launch.h"
 
 G_BEGIN_DECLS
 

@@ -27,9 +27,9 @@
 
 #include <glib.h>
 
-#include "ckpt.h"
-#include "config.h"
-#include "nemo.h"
+#include "formats/ckpt.h"
+#include "formats/config.h"
+#include "formats/tar.h"
 #include "npy.h"
 
 G_BEGIN_DECLS

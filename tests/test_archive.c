@@ -2,9 +2,9 @@
  * and malformed archives (truncation everywhere, bad fields, hostile PAX headers, gzip garbage).
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "canary.h"
-#include "config.h"
+#include "formats/config.h"
 #include "fixture.h"
-#include "nemo.h"
+#include "formats/tar.h"
 #include "testutil.h"
 
 #include <glib/gstdio.h>

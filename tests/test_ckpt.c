@@ -3,11 +3,11 @@
  * malformed zips/pickles/views built byte by byte.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "canary.h"
-#include "ckpt.h"
-#include "config.h"
+#include "formats/ckpt.h"
+#include "formats/config.h"
 #include "fixture.h"
-#include "nemo.h"
-#include "pickle.h"
+#include "formats/tar.h"
+#include "formats/pickle.h"
 #include "testutil.h"
 
 #include <math.h>

@@ -3,9 +3,9 @@
  * layouts, and configs that must be rejected with an error naming the key.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "canary.h"
-#include "config.h"
+#include "formats/config.h"
 #include "fixture.h"
-#include "nemo.h"
+#include "formats/tar.h"
 #include "testutil.h"
 
 #include <math.h>

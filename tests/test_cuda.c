@@ -25,13 +25,13 @@
 
 #include "canary.h"
 #include "canary_kernels.h"
-#include "cuda_backend.h"
-#include "cuda_device.h"
-#include "cuda_gemm.h"
-#include "cuda_weights.h"
-#include "decode.h"
+#include "cuda/backend.h"
+#include "cuda/device.h"
+#include "cuda/gemm.h"
+#include "cuda/weights.h"
+#include "search.h"
 #include "fixture.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 #define ENC_TOL 1e-4
 #define TF_TOL 1e-4

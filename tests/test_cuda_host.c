@@ -38,16 +38,16 @@
 #include <string.h>
 
 #include "canary.h"
-#include "ckpt.h"
-#include "cuda_launch.h"
-#include "cuda_plan.h"
-#include "cuda_weights.h"
-#include "decode.h"
-#include "decoder.h"
-#include "encoder.h"
+#include "formats/ckpt.h"
+#include "cuda/launch.h"
+#include "cuda/plan.h"
+#include "cuda/weights.h"
+#include "search.h"
+#include "cpu/decoder.h"
+#include "cpu/encoder.h"
 #include "cuda_emulator.h"
 #include "fixture.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 #define FP16_ENC_TOL 1e-2
 #define FP16_TF_TOL 0.1

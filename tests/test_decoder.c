@@ -14,16 +14,16 @@
 #include <string.h>
 
 #include "canary.h"
-#include "ckpt.h"
-#include "config.h"
-#include "decode.h"
-#include "decoder.h"
+#include "formats/ckpt.h"
+#include "formats/config.h"
+#include "search.h"
+#include "cpu/decoder.h"
 #include "fixture.h"
-#include "nemo.h"
+#include "formats/tar.h"
 #include "npy.h"
-#include "synth.h"
+#include "random_model.h"
 #include "testutil.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 /* Teacher-forced log-probs, FP32 here vs FP32 in NeMo: the same operations in a different summation
  * order (BLAS blocking, LayerNorm/softmax reductions). The fixtures' random heads are made decisive,

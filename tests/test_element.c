@@ -20,7 +20,7 @@
 #include "canary.h"
 
 /* The merge rule is a static helper of the plugin; test it directly. */
-#include "canarytextmerge.c"
+#include "transcribe/canarytextmerge.c"
 
 #define RATE 16000
 #define MODEL1 FIXTURES_DIR "/canary1-tiny/model.nemo"

@@ -21,12 +21,12 @@
 #include <string.h>
 
 #include "canary.h"
-#include "ckpt.h"
-#include "config.h"
-#include "encoder.h"
+#include "formats/ckpt.h"
+#include "formats/config.h"
+#include "cpu/encoder.h"
 #include "fixture.h"
-#include "mel.h"
-#include "nemo.h"
+#include "cpu/mel.h"
+#include "formats/tar.h"
 #include "npy.h"
 
 #define ENC_TOL 1e-4

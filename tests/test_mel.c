@@ -18,11 +18,11 @@
 #include <string.h>
 
 #include "canary.h"
-#include "ckpt.h"
-#include "config.h"
+#include "formats/ckpt.h"
+#include "formats/config.h"
 #include "fixture.h"
-#include "mel.h"
-#include "nemo.h"
+#include "cpu/mel.h"
+#include "formats/tar.h"
 #include "npy.h"
 #include "wav.h"
 

@@ -1,6 +1,6 @@
 /* gst-canary tests — tensor.c: dtype table, contiguity, conversion to float32, zero-copy view.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "tensor.h"
+#include "formats/tensor.h"
 #include "npy.h"
 
 #include <math.h>

@@ -10,11 +10,11 @@
 #include <string.h>
 
 #include "canary.h"
-#include "config.h"
+#include "formats/config.h"
 #include "fixture.h"
-#include "nemo.h"
+#include "formats/tar.h"
 #include "testutil.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 /* ----------------------------------------------------------------------------------------------
  * Small helpers

@@ -20,10 +20,10 @@
 #include <stdlib.h>
 
 #include "canary.h"
-#include "cuda_backend.h"
-#include "cuda_device.h"
-#include "mel.h"
-#include "synth.h"
+#include "cuda/backend.h"
+#include "cuda/device.h"
+#include "cpu/mel.h"
+#include "random_model.h"
 #include "util.h"
 
 #define PROMPT_LEN 9

@@ -18,11 +18,11 @@
 #include <sys/resource.h>
 
 #include "canary.h"
-#include "decode.h"
-#include "decoder.h"
-#include "encoder.h"
-#include "mel.h"
-#include "synth.h"
+#include "search.h"
+#include "cpu/decoder.h"
+#include "cpu/encoder.h"
+#include "cpu/mel.h"
+#include "random_model.h"
 #include "util.h"
 
 static int

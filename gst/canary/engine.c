@@ -10,18 +10,18 @@
 #include <math.h>
 #include <string.h>
 
-#include "ckpt.h"
-#include "config.h"
-#include "decode.h"
-#include "decoder.h"
-#include "encoder.h"
-#include "mel.h"
-#include "nemo.h"
-#include "tokenizer.h"
+#include "formats/ckpt.h"
+#include "formats/config.h"
+#include "search.h"
+#include "cpu/decoder.h"
+#include "cpu/encoder.h"
+#include "cpu/mel.h"
+#include "formats/tar.h"
+#include "text/tokenizer.h"
 #include "util.h"
 #ifdef CANARY_HAVE_CUDA
-#include "cuda_backend.h"
-#include "cuda_device.h"
+#include "cuda/backend.h"
+#include "cuda/device.h"
 #endif
 
 /* Longest window one call accepts. The encoder's self-attention is O(T²) and the released models

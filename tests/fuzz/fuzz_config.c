@@ -1,6 +1,6 @@
 /* gst-canary fuzz target — model_config.yaml through libyaml and the config reader.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "config.h"
+#include "formats/config.h"
 
 #include <stdint.h>
 

@@ -1,6 +1,6 @@
 /* gst-canary fuzz target — the pickle VM on raw data.pkl bytes.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "pickle.h"
+#include "formats/pickle.h"
 
 #include <stdint.h>
 

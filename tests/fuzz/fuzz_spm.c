@@ -1,6 +1,6 @@
 /* gst-canary fuzz target — SentencePiece ModelProto (protobuf) through canary_spm_parse.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <stdint.h>
 

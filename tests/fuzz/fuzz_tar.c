@@ -1,6 +1,6 @@
 /* gst-canary fuzz target — .nemo archives (tar, PAX, GNU, gzip) through canary_archive_open_bytes.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "nemo.h"
+#include "formats/tar.h"
 
 #include <stdint.h>
 

@@ -1,6 +1,6 @@
 /* gst-canary fuzz target — torch zip checkpoints: zip directory, entries, pickle, views.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "ckpt.h"
+#include "formats/ckpt.h"
 
 #include <stdint.h>
 

@@ -1,0 +1,898 @@
+/* gst-canary — NeMo's Transformer decoder (pre-LN) and its tied output head, FP32 on the CPU.
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ * Reference: MODEL-SPEC §4 and NeMo's transformer_modules.py (TransformerEmbedding,
+ * MultiHeadAttention), transformer_decoders.py (TransformerDecoderBlock.forward_preln,
+ * TransformerDecoder.forward) and transformer_utils.py (form_attention_mask, NEG_INF). */
+#include "cpu/decoder.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "canary.h"
+#include "util.h"
+
+/* LayerNorm epsilon of every decoder LayerNorm (nn.LayerNorm(hidden, eps=1e-5) in NeMo). */
+#define DEC_LN_EPS 1e-5
+/* NeMo's additive attention mask value: masked scores get −10000, not −inf, so a row whose keys are
+ * all masked still softmaxes over them (uniformly shifted) instead of producing NaN. */
+#define DEC_NEG_INF (-10000.0f)
+/* Alignment of each buffer carved out of the state's arena (cache lines, AVX-512 loads). */
+#define DEC_ALIGN 64
+
+typedef struct {
+  const float *w;  /* [out, in], row-major as torch stores nn.Linear weights */
+  const float *b;  /* [out] */
+  int out, in;
+} dec_linear;
+
+typedef struct {
+  const float *g, *b;  /* [H] */
+} dec_layer_norm;
+
+typedef struct {
+  dec_layer_norm ln1, ln2, ln3;
+  dec_linear self_q, self_k, self_v, self_o;      /* first_sub_layer */
+  dec_linear cross_q, cross_k, cross_v, cross_o;  /* second_sub_layer */
+  dec_linear ff_in, ff_out;                       /* third_sub_layer */
+} dec_block;
+
+struct _canary_decoder {
+  int n_layers, H, n_heads, d_head, inner, max_len, V;
+  float qk_scale;          /* sqrt(sqrt(d_head)); NeMo divides both q and k by it */
+  const float *tok_emb;    /* [V, H] (normally the same storage as head.w) */
+  const float *pos_enc;    /* [max_len, H], already divided by sqrt(H) in the checkpoint */
+  dec_layer_norm emb_ln, final_ln;
+  dec_linear head;         /* [V, H] + [V] */
+  dec_block *blocks;
+  GPtrArray *owned;        /* converted copies of tensors that could not be used in place */
+  gsize weight_bytes;
+  gsize owned_bytes;       /* the part of weight_bytes held in `owned` */
+};
+
+struct _canary_decoder_state {
+  const canary_decoder *dec;
+  int max_beam, max_tokens, max_rows, max_frames, pad_id;
+
+  /* Self-attention cache, [layer][slot][max_len][H]; keys already divided by qk_scale. A slot is
+   * a physical cache; slot[b] maps hypothesis b to its slot so that reordering moves indices, not
+   * data (see canary_decoder_reorder). */
+  float *self_k, *self_v;
+  int *slot, *slot_next;
+  guint8 *claimed;
+  int n_beams, length;
+
+  /* Cross-attention K/V of the current window, [layer][max_frames][H], shared by all hypotheses. */
+  float *cross_k, *cross_v;
+  int T, enc_len;
+  gboolean has_memory;
+
+  /* Step scratch, max_rows rows each (scores: max_rows × max(max_len, max_frames)). */
+  float *x, *y, *q, *k, *v, *ctx, *ff, *scores;
+  gpointer arena;
+  gsize arena_bytes;
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Loading */
+
+static char *
+shape_string (int ndim, const int64_t *shape)
+{
+  GString *s = g_string_new ("[");
+  for (int i = 0; i < ndim; i++)
+    g_string_append_printf (s, "%s%" G_GINT64_FORMAT, i ? ", " : "", shape[i]);
+  g_string_append_c (s, ']');
+  return g_string_free (s, FALSE);
+}
+
+/* Returns `t` as f32, in place when canary_tensor_f32_view allows it, else as a copy the decoder
+ * owns. `converted` maps a tensor's data pointer to what was returned for it, so the tied
+ * embedding/head matrix is converted and counted in weight_bytes once. */
+static const float *
+tensor_as_f32 (canary_decoder *dec, GHashTable *converted, const canary_tensor *t)
+{
+  const float *p = g_hash_table_lookup (converted, t->data);
+  if (p)
+    return p;
+  p = canary_tensor_f32_view (t);
+  if (!p) {
+    float *copy = canary_tensor_to_f32 (t);
+    g_ptr_array_add (dec->owned, copy);
+    dec->owned_bytes += (gsize) t->numel * sizeof (float);
+    p = copy;
+  }
+  g_hash_table_insert (converted, (gpointer) t->data, (gpointer) p);
+  dec->weight_bytes += (gsize) t->numel * sizeof (float);
+  return p;
+}
+
+/* Looks `key` up and checks that it is a floating-point tensor of shape [d0] (d1 < 0) or [d0, d1];
+ * d0 < 0 accepts any first dimension (reported through *rows). */
+static const float *
+bind (canary_decoder *dec, const canary_ckpt *ck, GHashTable *converted, const char *key, int64_t d0,
+    int64_t d1, int64_t *rows, GError **error)
+{
+  const canary_tensor *t = canary_ckpt_get (ck, key);
+  if (!t) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "decoder weight '%s' is missing from the checkpoint",
+        key);
+    return NULL;
+  }
+  if (t->dtype != CANARY_DTYPE_F32 && t->dtype != CANARY_DTYPE_F16 && t->dtype != CANARY_DTYPE_BF16
+      && t->dtype != CANARY_DTYPE_F64) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "decoder weight '%s' has dtype %s, expected a float type",
+        key, canary_dtype_name (t->dtype));
+    return NULL;
+  }
+  int ndim = d1 < 0 ? 1 : 2;
+  int64_t want[2] = { d0 < 0 ? (t->ndim > 0 ? t->shape[0] : 0) : d0, d1 };
+  if (t->ndim != ndim || t->shape[0] != want[0] || (ndim == 2 && t->shape[1] != want[1]) || want[0] <= 0) {
+    char *got = shape_string (t->ndim, t->shape), *exp = shape_string (ndim, want);
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "decoder weight '%s' has shape %s, expected %s%s", key,
+        got, exp, d0 < 0 ? " (any first dimension)" : "");
+    g_free (got);
+    g_free (exp);
+    return NULL;
+  }
+  if (rows)
+    *rows = t->shape[0];
+  return tensor_as_f32 (dec, converted, t);
+}
+
+static gboolean
+bind_linear (canary_decoder *dec, const canary_ckpt *ck, GHashTable *converted, const char *prefix, int out,
+    int in, dec_linear *l, GError **error)
+{
+  char *wk = g_strconcat (prefix, ".weight", NULL), *bk = g_strconcat (prefix, ".bias", NULL);
+  l->w = bind (dec, ck, converted, wk, out, in, NULL, error);
+  l->b = l->w ? bind (dec, ck, converted, bk, out, -1, NULL, error) : NULL;
+  l->out = out;
+  l->in = in;
+  g_free (wk);
+  g_free (bk);
+  return l->b != NULL;
+}
+
+static gboolean
+bind_layer_norm (canary_decoder *dec, const canary_ckpt *ck, GHashTable *converted, const char *prefix,
+    dec_layer_norm *ln, GError **error)
+{
+  char *wk = g_strconcat (prefix, ".weight", NULL), *bk = g_strconcat (prefix, ".bias", NULL);
+  ln->g = bind (dec, ck, converted, wk, dec->H, -1, NULL, error);
+  ln->b = ln->g ? bind (dec, ck, converted, bk, dec->H, -1, NULL, error) : NULL;
+  g_free (wk);
+  g_free (bk);
+  return ln->b != NULL;
+}
+
+static gboolean
+bind_block (canary_decoder *dec, const canary_ckpt *ck, GHashTable *converted, int j, dec_block *blk,
+    GError **error)
+{
+  const int H = dec->H, F = dec->inner;
+  char *p = g_strdup_printf ("transf_decoder._decoder.layers.%d", j);
+  char *k[12];
+  k[0] = g_strconcat (p, ".layer_norm_1", NULL);
+  k[1] = g_strconcat (p, ".layer_norm_2", NULL);
+  k[2] = g_strconcat (p, ".layer_norm_3", NULL);
+  k[3] = g_strconcat (p, ".first_sub_layer.query_net", NULL);
+  k[4] = g_strconcat (p, ".first_sub_layer.key_net", NULL);
+  k[5] = g_strconcat (p, ".first_sub_layer.value_net", NULL);
+  k[6] = g_strconcat (p, ".first_sub_layer.out_projection", NULL);
+  k[7] = g_strconcat (p, ".second_sub_layer.query_net", NULL);
+  k[8] = g_strconcat (p, ".second_sub_layer.key_net", NULL);
+  k[9] = g_strconcat (p, ".second_sub_layer.value_net", NULL);
+  k[10] = g_strconcat (p, ".second_sub_layer.out_projection", NULL);
+  k[11] = g_strconcat (p, ".third_sub_layer", NULL);
+  char *ffi = g_strconcat (k[11], ".dense_in", NULL), *ffo = g_strconcat (k[11], ".dense_out", NULL);
+
+  gboolean ok = bind_layer_norm (dec, ck, converted, k[0], &blk->ln1, error)
+      && bind_layer_norm (dec, ck, converted, k[1], &blk->ln2, error)
+      && bind_layer_norm (dec, ck, converted, k[2], &blk->ln3, error)
+      && bind_linear (dec, ck, converted, k[3], H, H, &blk->self_q, error)
+      && bind_linear (dec, ck, converted, k[4], H, H, &blk->self_k, error)
+      && bind_linear (dec, ck, converted, k[5], H, H, &blk->self_v, error)
+      && bind_linear (dec, ck, converted, k[6], H, H, &blk->self_o, error)
+      && bind_linear (dec, ck, converted, k[7], H, H, &blk->cross_q, error)
+      && bind_linear (dec, ck, converted, k[8], H, H, &blk->cross_k, error)
+      && bind_linear (dec, ck, converted, k[9], H, H, &blk->cross_v, error)
+      && bind_linear (dec, ck, converted, k[10], H, H, &blk->cross_o, error)
+      && bind_linear (dec, ck, converted, ffi, F, H, &blk->ff_in, error)
+      && bind_linear (dec, ck, converted, ffo, H, F, &blk->ff_out, error);
+
+  for (int i = 0; i < 12; i++)
+    g_free (k[i]);
+  g_free (ffi);
+  g_free (ffo);
+  g_free (p);
+  return ok;
+}
+
+/* The sizes the code relies on, named by their model_config.yaml keys. */
+static gboolean
+check_config (const canary_config *cfg, GError **error)
+{
+  const struct {
+    const char *key;
+    int value;
+  } dims[] = {
+    { "transf_decoder.config_dict.num_layers", cfg->dec_layers },
+    { "transf_decoder.config_dict.hidden_size", cfg->dec_hidden },
+    { "transf_decoder.config_dict.num_attention_heads", cfg->dec_heads },
+    { "transf_decoder.config_dict.inner_size", cfg->dec_inner },
+    { "transf_decoder.config_dict.max_sequence_length", cfg->dec_max_seq_len },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (dims); i++) {
+    /* 1 << 20 bounds every product below well inside int/gsize range. */
+    if (dims[i].value <= 0 || dims[i].value > (1 << 20)) {
+      g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "config %s = %d is out of range", dims[i].key,
+          dims[i].value);
+      return FALSE;
+    }
+  }
+  if (cfg->dec_hidden % cfg->dec_heads != 0) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT,
+        "config transf_decoder.config_dict.hidden_size = %d is not a multiple of num_attention_heads = %d",
+        cfg->dec_hidden, cfg->dec_heads);
+    return FALSE;
+  }
+  if (!cfg->dec_pre_ln) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_UNSUPPORTED,
+        "config transf_decoder.config_dict.pre_ln = false (post-LN decoder) is not supported");
+    return FALSE;
+  }
+  if (cfg->dec_hidden_act && g_ascii_strcasecmp (cfg->dec_hidden_act, "relu") != 0) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_UNSUPPORTED,
+        "config transf_decoder.config_dict.hidden_act = '%s' is not supported (only relu)", cfg->dec_hidden_act);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* The token embedding is tied to the head (NeMo assigns the same Parameter), so the checkpoint
+ * normally holds one storage under both keys; use the embedding key only when it really is a
+ * different matrix. */
+static gboolean
+bind_embedding (canary_decoder *dec, const canary_ckpt *ck, GHashTable *converted, GError **error)
+{
+  const char *emb_key = "transf_decoder._embedding.token_embedding.weight";
+  int64_t V = 0;
+  dec->head.w = bind (dec, ck, converted, "log_softmax.mlp.layer0.weight", -1, dec->H, &V, error);
+  if (!dec->head.w)
+    return FALSE;
+  if (V > G_MAXINT / 2) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "log_softmax.mlp.layer0.weight has %" G_GINT64_FORMAT
+        " rows, too many", V);
+    return FALSE;
+  }
+  dec->V = (int) V;
+  dec->head.b = bind (dec, ck, converted, "log_softmax.mlp.layer0.bias", V, -1, NULL, error);
+  dec->head.out = dec->V;
+  dec->head.in = dec->H;
+  if (!dec->head.b)
+    return FALSE;
+  dec->tok_emb = canary_ckpt_get (ck, emb_key) ? bind (dec, ck, converted, emb_key, V, dec->H, NULL, error)
+                                               : dec->head.w;
+  if (!dec->tok_emb)
+    return FALSE;
+  dec->pos_enc = bind (dec, ck, converted, "transf_decoder._embedding.position_embedding.pos_enc", dec->max_len,
+      dec->H, NULL, error);
+  return dec->pos_enc && bind_layer_norm (dec, ck, converted, "transf_decoder._embedding.layer_norm",
+      &dec->emb_ln, error);
+}
+
+canary_decoder *
+canary_decoder_new (const canary_config *cfg, const canary_ckpt *ck, GError **error)
+{
+  g_return_val_if_fail (cfg && ck, NULL);
+  if (!check_config (cfg, error))
+    return NULL;
+
+  canary_decoder *dec = g_new0 (canary_decoder, 1);
+  dec->n_layers = cfg->dec_layers;
+  dec->H = cfg->dec_hidden;
+  dec->n_heads = cfg->dec_heads;
+  dec->d_head = cfg->dec_hidden / cfg->dec_heads;
+  dec->inner = cfg->dec_inner;
+  dec->max_len = cfg->dec_max_seq_len;
+  /* math.sqrt(math.sqrt(d)) in NeMo, applied to fp32 tensors as a float scalar. */
+  dec->qk_scale = (float) sqrt (sqrt ((double) dec->d_head));
+  dec->owned = g_ptr_array_new_with_free_func (g_free);
+  dec->blocks = g_new0 (dec_block, dec->n_layers);
+
+  GHashTable *converted = g_hash_table_new (g_direct_hash, g_direct_equal);
+  gboolean ok = bind_embedding (dec, ck, converted, error);
+  for (int j = 0; ok && j < dec->n_layers; j++)
+    ok = bind_block (dec, ck, converted, j, &dec->blocks[j], error);
+  ok = ok && bind_layer_norm (dec, ck, converted, "transf_decoder._decoder.final_layer_norm", &dec->final_ln, error);
+  g_hash_table_unref (converted);
+
+  if (ok && cfg->vocab_size > 0 && cfg->vocab_size != dec->V) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT,
+        "log_softmax.mlp.layer0.weight has %d rows but config head.num_classes = %d", dec->V, cfg->vocab_size);
+    ok = FALSE;
+  }
+  if (ok) {
+    /* A checkpoint with more layers than the config says would silently run a truncated model. */
+    char *extra = g_strdup_printf ("transf_decoder._decoder.layers.%d.layer_norm_1.weight", dec->n_layers);
+    if (canary_ckpt_get (ck, extra)) {
+      g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT,
+          "checkpoint has '%s' but config transf_decoder.config_dict.num_layers = %d", extra, dec->n_layers);
+      ok = FALSE;
+    }
+    g_free (extra);
+  }
+  if (!ok) {
+    canary_decoder_free (dec);
+    return NULL;
+  }
+  return dec;
+}
+
+void
+canary_decoder_free (canary_decoder *dec)
+{
+  if (!dec)
+    return;
+  g_ptr_array_unref (dec->owned);
+  g_free (dec->blocks);
+  g_free (dec);
+}
+
+int
+canary_decoder_vocab (const canary_decoder *dec)
+{
+  return dec->V;
+}
+
+int
+canary_decoder_hidden (const canary_decoder *dec)
+{
+  return dec->H;
+}
+
+int
+canary_decoder_max_seq_len (const canary_decoder *dec)
+{
+  return dec->max_len;
+}
+
+gsize
+canary_decoder_weight_bytes (const canary_decoder *dec)
+{
+  return dec->weight_bytes;
+}
+
+gsize
+canary_decoder_owned_bytes (const canary_decoder *dec)
+{
+  return dec->owned_bytes;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * State */
+
+/* One buffer of the state's arena: where to store its pointer and how many floats it holds. */
+typedef struct {
+  float **ptr;
+  gsize n;
+} arena_part;
+
+/* Carves every buffer out of one allocation so a state costs one malloc and frees in one call. */
+static gboolean
+arena_alloc (canary_decoder_state *st, arena_part *parts, gsize n_parts, GError **error)
+{
+  gsize total = 0;
+  for (gsize i = 0; i < n_parts; i++) {
+    gsize bytes;
+    if (!canary_mul_size (parts[i].n, sizeof (float), &bytes) || !canary_add_size (bytes, DEC_ALIGN - 1, &bytes)
+        || !canary_add_size (total, bytes - bytes % DEC_ALIGN, &total))
+      goto too_big;
+  }
+  if (!canary_add_size (total, DEC_ALIGN, &total))
+    goto too_big;
+  st->arena = g_try_malloc (total);
+  if (!st->arena) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_OUT_OF_MEMORY,
+        "decoder state: cannot allocate %" G_GSIZE_FORMAT " bytes", total);
+    return FALSE;
+  }
+  st->arena_bytes = total;
+  guintptr p = ((guintptr) st->arena + DEC_ALIGN - 1) & ~(guintptr) (DEC_ALIGN - 1);
+  for (gsize i = 0; i < n_parts; i++) {
+    *parts[i].ptr = (float *) p;
+    gsize bytes = parts[i].n * sizeof (float);
+    p += (bytes + DEC_ALIGN - 1) & ~(gsize) (DEC_ALIGN - 1);
+  }
+  return TRUE;
+
+too_big:
+  g_set_error (error, CANARY_ERROR, CANARY_ERROR_OUT_OF_MEMORY, "decoder state: size overflows");
+  return FALSE;
+}
+
+canary_decoder_state *
+canary_decoder_state_new (const canary_decoder *dec, int max_beam, int max_tokens, int max_frames, int pad_id,
+    GError **error)
+{
+  g_return_val_if_fail (dec, NULL);
+  if (max_tokens <= 0 || max_tokens > dec->max_len)
+    max_tokens = dec->max_len;
+  if (max_beam < 1 || max_beam > 1024 || max_frames < 1 || max_frames > (1 << 24)) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
+        "decoder state: max_beam %d (1..1024) or max_frames %d (1..%d) out of range", max_beam, max_frames,
+        1 << 24);
+    return NULL;
+  }
+
+  canary_decoder_state *st = g_new0 (canary_decoder_state, 1);
+  st->dec = dec;
+  st->max_beam = max_beam;
+  st->max_tokens = max_tokens;
+  st->max_rows = MAX (max_beam, max_tokens);
+  st->max_frames = max_frames;
+  st->pad_id = pad_id;
+
+  /* Every factor is <= 2^24 (check_config, the limits above), but products of three may not fit
+   * a 32-bit gsize: checked. */
+  const gsize H = dec->H, L = dec->n_layers, rows = st->max_rows;
+  gsize cache = 0, cross = 0, act = 0, ff = 0, scores = 0;
+  gboolean ok = canary_mul_size (L * H, (gsize) max_beam * dec->max_len, &cache)
+      && canary_mul_size (L * H, (gsize) max_frames, &cross) && canary_mul_size (rows, H, &act)
+      && canary_mul_size (rows, (gsize) dec->inner, &ff)
+      && canary_mul_size (rows, (gsize) MAX (dec->max_len, max_frames), &scores);
+  arena_part parts[] = {
+    { &st->self_k, cache }, { &st->self_v, cache },
+    { &st->cross_k, cross }, { &st->cross_v, cross },
+    { &st->x, act }, { &st->y, act }, { &st->q, act }, { &st->k, act }, { &st->v, act }, { &st->ctx, act },
+    { &st->ff, ff }, { &st->scores, scores },
+  };
+  if (!ok) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_OUT_OF_MEMORY, "decoder state: size overflows");
+    g_free (st);
+    return NULL;
+  }
+  if (!arena_alloc (st, parts, G_N_ELEMENTS (parts), error)) {
+    g_free (st);
+    return NULL;
+  }
+  st->slot = g_new0 (int, max_beam);
+  st->slot_next = g_new0 (int, max_beam);
+  st->claimed = g_new0 (guint8, max_beam);
+  return st;
+}
+
+void
+canary_decoder_state_free (canary_decoder_state *st)
+{
+  if (!st)
+    return;
+  g_free (st->arena);
+  g_free (st->slot);
+  g_free (st->slot_next);
+  g_free (st->claimed);
+  g_free (st);
+}
+
+int
+canary_decoder_state_length (const canary_decoder_state *st)
+{
+  return st->length;
+}
+
+int
+canary_decoder_state_beams (const canary_decoder_state *st)
+{
+  return st->n_beams;
+}
+
+const canary_decoder *
+canary_decoder_state_decoder (const canary_decoder_state *st)
+{
+  return st->dec;
+}
+
+int
+canary_decoder_state_pad (const canary_decoder_state *st)
+{
+  return st->pad_id;
+}
+
+int
+canary_decoder_state_max_beam (const canary_decoder_state *st)
+{
+  return st->max_beam;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Kernels */
+
+/* out[r] = in[r]·Wᵀ + b for `rows` rows (nn.Linear). gemv for one row: OpenBLAS's sgemm with M = 1
+ * is slower than its gemv. */
+static void
+linear_fwd (const dec_linear *l, const float *in, int rows, float *out)
+{
+  for (int r = 0; r < rows; r++)
+    memcpy (out + (gsize) r * l->out, l->b, sizeof (float) * l->out);
+  if (rows == 1)
+    cblas_sgemv (CblasRowMajor, CblasNoTrans, l->out, l->in, 1.0f, l->w, l->in, in, 1, 1.0f, out, 1);
+  else
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, rows, l->out, l->in, 1.0f, in, l->in, l->w, l->in, 1.0f,
+        out, l->out);
+}
+
+/* nn.LayerNorm over the last dimension (biased variance, eps 1e-5). Statistics in double so the
+ * result is the correctly rounded one torch's float accumulation approximates. */
+static void
+layer_norm_rows (const dec_layer_norm *ln, const float *in, int rows, int H, float *out)
+{
+  for (int r = 0; r < rows; r++) {
+    const float *x = in + (gsize) r * H;
+    float *o = out + (gsize) r * H;
+    double sum = 0.0, sq = 0.0;
+    for (int i = 0; i < H; i++)
+      sum += x[i];
+    double mean = sum / H;
+    for (int i = 0; i < H; i++) {
+      double d = x[i] - mean;
+      sq += d * d;
+    }
+    double rstd = 1.0 / sqrt (sq / H + DEC_LN_EPS);
+    for (int i = 0; i < H; i++)
+      o[i] = (float) ((x[i] - mean) * rstd) * ln->g[i] + ln->b[i];
+  }
+}
+
+static void
+softmax_inplace (float *s, int n)
+{
+  float m = s[0];
+  for (int i = 1; i < n; i++)
+    m = MAX (m, s[i]);
+  double sum = 0.0;
+  for (int i = 0; i < n; i++) {
+    s[i] = expf (s[i] - m);
+    sum += s[i];
+  }
+  float inv = (float) (1.0 / sum);
+  for (int i = 0; i < n; i++)
+    s[i] *= inv;
+}
+
+static void
+scale_inplace (float *p, gsize n, float div)
+{
+  for (gsize i = 0; i < n; i++)
+    p[i] /= div;
+}
+
+/* scores[n_q, Lk] = Q·Kᵀ for one head; Q rows are ld_q apart, K rows H apart (a head is a column
+ * block of the [*, H] projections, so no transposition copy is needed). */
+static void
+head_scores (const float *q, int ld_q, const float *k, int H, int n_q, int Lk, int d_head, float *scores)
+{
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n_q, Lk, d_head, 1.0f, q, ld_q, k, H, 0.0f, scores, Lk);
+}
+
+/* ctx[n_q, d_head] (rows H apart) = P·V for one head. */
+static void
+head_context (const float *probs, const float *v, int H, int n_q, int Lk, int d_head, float *ctx)
+{
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, n_q, d_head, Lk, 1.0f, probs, Lk, v, H, 0.0f, ctx, H);
+}
+
+/* NeMo's self-attention mask (form_attention_mask(mask_padded_tokens(input_ids), diagonal=0)) is
+ * built from the tokens fed in this call only: the causal triangle plus PAD keys among the new
+ * tokens. For a one-token step the [B,1,1,1] mask is broadcast over every cached key, so a PAD
+ * input masks all keys (a uniform shift that only rounds the scores). Cached keys are otherwise
+ * never masked (NeMo does not re-mask them). */
+static gboolean
+self_key_masked (const gint32 *tok, int n_tokens, int start_pos, int qi, int key, int pad_id)
+{
+  if (key > start_pos + qi)
+    return TRUE;
+  if (n_tokens == 1)
+    return tok[0] == pad_id;
+  return key >= start_pos && tok[key - start_pos] == pad_id;
+}
+
+static float *
+cache_at (const canary_decoder_state *st, float *cache, int layer, int slot)
+{
+  const canary_decoder *dec = st->dec;
+  return cache + (((gsize) layer * st->max_beam + slot) * dec->max_len) * dec->H;
+}
+
+/* x += SelfAttn(LN1(x)) for all hypotheses, appending this step's keys/values to the cache. */
+static void
+self_attention (canary_decoder_state *st, int layer, const gint32 *tokens, int n_beams, int n_tokens, int start_pos)
+{
+  const canary_decoder *dec = st->dec;
+  const dec_block *blk = &dec->blocks[layer];
+  const int H = dec->H, dh = dec->d_head, rows = n_beams * n_tokens, Lk = start_pos + n_tokens;
+
+  layer_norm_rows (&blk->ln1, st->x, rows, H, st->y);
+  linear_fwd (&blk->self_q, st->y, rows, st->q);
+  linear_fwd (&blk->self_k, st->y, rows, st->k);
+  linear_fwd (&blk->self_v, st->y, rows, st->v);
+  scale_inplace (st->q, (gsize) rows * H, dec->qk_scale);
+  scale_inplace (st->k, (gsize) rows * H, dec->qk_scale);
+
+  for (int b = 0; b < n_beams; b++) {
+    float *kc = cache_at (st, st->self_k, layer, st->slot[b]);
+    float *vc = cache_at (st, st->self_v, layer, st->slot[b]);
+    const gsize off = (gsize) b * n_tokens * H;
+    memcpy (kc + (gsize) start_pos * H, st->k + off, sizeof (float) * n_tokens * H);
+    memcpy (vc + (gsize) start_pos * H, st->v + off, sizeof (float) * n_tokens * H);
+    const gint32 *tok = tokens + (gsize) b * n_tokens;
+
+    for (int h = 0; h < dec->n_heads; h++) {
+      head_scores (st->q + off + h * dh, H, kc + h * dh, H, n_tokens, Lk, dh, st->scores);
+      for (int qi = 0; qi < n_tokens; qi++) {
+        float *s = st->scores + (gsize) qi * Lk;
+        for (int j = 0; j < Lk; j++)
+          if (self_key_masked (tok, n_tokens, start_pos, qi, j, st->pad_id))
+            s[j] += DEC_NEG_INF;
+        softmax_inplace (s, Lk);
+      }
+      head_context (st->scores, vc + h * dh, H, n_tokens, Lk, dh, st->ctx + off + h * dh);
+    }
+  }
+  linear_fwd (&blk->self_o, st->ctx, rows, st->y);
+  for (gsize i = 0; i < (gsize) rows * H; i++)
+    st->x[i] += st->y[i];
+}
+
+/* x += CrossAttn(LN2(x), encoder states). All hypotheses attend to the same K/V, so each head is
+ * one GEMM over every row. */
+static void
+cross_attention (canary_decoder_state *st, int layer, int rows)
+{
+  const canary_decoder *dec = st->dec;
+  const dec_block *blk = &dec->blocks[layer];
+  const int H = dec->H, dh = dec->d_head, T = st->T;
+  const float *kc = st->cross_k + (gsize) layer * st->max_frames * H;
+  const float *vc = st->cross_v + (gsize) layer * st->max_frames * H;
+
+  layer_norm_rows (&blk->ln2, st->x, rows, H, st->y);
+  linear_fwd (&blk->cross_q, st->y, rows, st->q);
+  scale_inplace (st->q, (gsize) rows * H, dec->qk_scale);
+  for (int h = 0; h < dec->n_heads; h++) {
+    head_scores (st->q + h * dh, H, kc + h * dh, H, rows, T, dh, st->scores);
+    for (int r = 0; r < rows; r++) {
+      float *s = st->scores + (gsize) r * T;
+      for (int t = st->enc_len; t < T; t++)
+        s[t] += DEC_NEG_INF;
+      softmax_inplace (s, T);
+    }
+    head_context (st->scores, vc + h * dh, H, rows, T, dh, st->ctx + h * dh);
+  }
+  linear_fwd (&blk->cross_o, st->ctx, rows, st->y);
+  for (gsize i = 0; i < (gsize) rows * H; i++)
+    st->x[i] += st->y[i];
+}
+
+/* x += dense_out(ReLU(dense_in(LN3(x)))). */
+static void
+feed_forward (canary_decoder_state *st, int layer, int rows)
+{
+  const canary_decoder *dec = st->dec;
+  const dec_block *blk = &dec->blocks[layer];
+  const int H = dec->H;
+
+  layer_norm_rows (&blk->ln3, st->x, rows, H, st->y);
+  linear_fwd (&blk->ff_in, st->y, rows, st->ff);
+  for (gsize i = 0; i < (gsize) rows * dec->inner; i++)
+    st->ff[i] = MAX (st->ff[i], 0.0f);
+  linear_fwd (&blk->ff_out, st->ff, rows, st->y);
+  for (gsize i = 0; i < (gsize) rows * H; i++)
+    st->x[i] += st->y[i];
+}
+
+/* x[r] = LayerNorm(token_emb[id] + pos_enc[pos]) — no sqrt(H) scaling (TransformerEmbedding). */
+static void
+embed (canary_decoder_state *st, const gint32 *tokens, int rows, int n_tokens, int start_pos)
+{
+  const canary_decoder *dec = st->dec;
+  const int H = dec->H;
+  for (int r = 0; r < rows; r++) {
+    const float *te = dec->tok_emb + (gsize) tokens[r] * H;
+    const float *pe = dec->pos_enc + (gsize) (start_pos + r % n_tokens) * H;
+    float *x = st->y + (gsize) r * H;
+    for (int i = 0; i < H; i++)
+      x[i] = te[i] + pe[i];
+  }
+  layer_norm_rows (&dec->emb_ln, st->y, rows, H, st->x);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Public steps */
+
+gboolean
+canary_decoder_set_memory (canary_decoder_state *st, const float *enc, int T, int enc_len, GError **error)
+{
+  g_return_val_if_fail (st && enc, FALSE);
+  const canary_decoder *dec = st->dec;
+  if (T < 1 || T > st->max_frames || enc_len < 0 || enc_len > T) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
+        "decoder memory: %d frames (%d valid) outside the state's 1..%d", T, enc_len, st->max_frames);
+    return FALSE;
+  }
+  for (int j = 0; j < dec->n_layers; j++) {
+    const dec_block *blk = &dec->blocks[j];
+    float *kc = st->cross_k + (gsize) j * st->max_frames * dec->H;
+    float *vc = st->cross_v + (gsize) j * st->max_frames * dec->H;
+    linear_fwd (&blk->cross_k, enc, T, kc);
+    linear_fwd (&blk->cross_v, enc, T, vc);
+    scale_inplace (kc, (gsize) T * dec->H, dec->qk_scale);
+  }
+  st->T = T;
+  st->enc_len = enc_len;
+  st->has_memory = TRUE;
+  st->length = 0;
+  st->n_beams = 0;
+  return TRUE;
+}
+
+gboolean
+canary_decoder_check_step (const char *who, const canary_step_limits *lim, const gint32 *tokens, int n_beams,
+    int n_tokens, int start_pos, GError **error)
+{
+  if (!lim->has_memory) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT, "%s before the encoder output was set", who);
+    return FALSE;
+  }
+  if (n_beams < 1 || n_beams > lim->max_beam || n_tokens < 1 || n_tokens > lim->max_tokens
+      || (gint64) n_beams * n_tokens > lim->max_rows) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
+        "%s: %d hypotheses × %d tokens exceeds the state's limits (%d hypotheses, %d tokens, %d rows)",
+        who, n_beams, n_tokens, lim->max_beam, lim->max_tokens, lim->max_rows);
+    return FALSE;
+  }
+  if (start_pos < 0 || start_pos > lim->max_len - n_tokens) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
+        "%s: positions %d..%d exceed max_sequence_length %d", who, start_pos, start_pos + n_tokens - 1,
+        lim->max_len);
+    return FALSE;
+  }
+  if (start_pos > 0 && (start_pos > lim->cache_len || n_beams != lim->cache_beams)) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
+        "%s: start_pos %d with %d hypotheses does not continue the cache (%d positions, %d hypotheses)",
+        who, start_pos, n_beams, lim->cache_len, lim->cache_beams);
+    return FALSE;
+  }
+  for (int i = 0; i < n_beams * n_tokens; i++) {
+    if (tokens[i] < 0 || tokens[i] >= lim->V) {
+      g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT, "%s: token id %d outside 0..%d", who,
+          tokens[i], lim->V - 1);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+static gboolean
+check_step (const canary_decoder_state *st, const gint32 *tokens, int n_beams, int n_tokens, int start_pos,
+    GError **error)
+{
+  const canary_step_limits lim = {
+    .max_beam = st->max_beam, .max_tokens = st->max_tokens, .max_rows = st->max_rows,
+    .max_len = st->dec->max_len, .V = st->dec->V,
+    .cache_len = st->length, .cache_beams = st->n_beams, .has_memory = st->has_memory,
+  };
+  return canary_decoder_check_step ("decoder step", &lim, tokens, n_beams, n_tokens, start_pos, error);
+}
+
+/* Everything up to the final LayerNorm: st->x holds the last block's output for every row. */
+static gboolean
+run_blocks (canary_decoder_state *st, const gint32 *tokens, int n_beams, int n_tokens, int start_pos, GError **error)
+{
+  g_return_val_if_fail (st && tokens, FALSE);
+  if (!check_step (st, tokens, n_beams, n_tokens, start_pos, error))
+    return FALSE;
+  if (start_pos == 0) {
+    /* A new sequence: hypotheses own slots 0..n_beams-1. */
+    for (int b = 0; b < n_beams; b++)
+      st->slot[b] = b;
+    st->n_beams = n_beams;
+  }
+  const int rows = n_beams * n_tokens;
+  embed (st, tokens, rows, n_tokens, start_pos);
+  for (int j = 0; j < st->dec->n_layers; j++) {
+    self_attention (st, j, tokens, n_beams, n_tokens, start_pos);
+    cross_attention (st, j, rows);
+    feed_forward (st, j, rows);
+  }
+  st->length = start_pos + n_tokens;
+  return TRUE;
+}
+
+gboolean
+canary_decoder_step (canary_decoder_state *st, const gint32 *tokens, int n_beams, int n_tokens, int start_pos,
+    float *logits, GError **error)
+{
+  g_return_val_if_fail (logits, FALSE);
+  if (!run_blocks (st, tokens, n_beams, n_tokens, start_pos, error))
+    return FALSE;
+  const canary_decoder *dec = st->dec;
+  /* Only the last position of each hypothesis is scored (NeMo: decoder_mems_list[-1][:, -1:]). */
+  for (int b = 0; b < n_beams; b++)
+    layer_norm_rows (&dec->final_ln, st->x + ((gsize) b * n_tokens + n_tokens - 1) * dec->H, 1, dec->H,
+        st->y + (gsize) b * dec->H);
+  linear_fwd (&dec->head, st->y, n_beams, logits);
+  return TRUE;
+}
+
+gboolean
+canary_decoder_step_all (canary_decoder_state *st, const gint32 *tokens, int n_tokens, int start_pos,
+    float *logits, GError **error)
+{
+  g_return_val_if_fail (logits, FALSE);
+  if (!run_blocks (st, tokens, 1, n_tokens, start_pos, error))
+    return FALSE;
+  const canary_decoder *dec = st->dec;
+  layer_norm_rows (&dec->final_ln, st->x, n_tokens, dec->H, st->y);
+  linear_fwd (&dec->head, st->y, n_tokens, logits);
+  return TRUE;
+}
+
+/* Copies positions [0, length) of every layer's K and V from slot `from` to slot `to`. */
+static void
+copy_slot (canary_decoder_state *st, int from, int to)
+{
+  const gsize n = (gsize) st->length * st->dec->H;
+  for (int j = 0; j < st->dec->n_layers; j++) {
+    memcpy (cache_at (st, st->self_k, j, to), cache_at (st, st->self_k, j, from), n * sizeof (float));
+    memcpy (cache_at (st, st->self_v, j, to), cache_at (st, st->self_v, j, from), n * sizeof (float));
+  }
+}
+
+void
+canary_plan_slots (const int *slot, const int *parent, int n_beams, int max_beam, guint8 *claimed, int *slot_next)
+{
+  memset (claimed, 0, max_beam);
+  for (int b = 0; b < n_beams; b++) {
+    const int s = slot[parent[b]];
+    slot_next[b] = claimed[s] ? -1 : s;
+    claimed[s] = 1;
+  }
+  int free_slot = 0;
+  for (int b = 0; b < n_beams; b++) {
+    if (slot_next[b] >= 0)
+      continue;
+    while (claimed[free_slot])
+      free_slot++;
+    claimed[free_slot] = 1;
+    slot_next[b] = free_slot;
+  }
+}
+
+/* Hypothesis b continues old hypothesis parent[b]. The first child of a parent takes over its slot
+ * (no copy); further children get a slot no new hypothesis needs and a copy of the parent's cache.
+ * Such slots always exist: the number of extra children equals max_beam minus the slots in use. */
+gboolean
+canary_decoder_reorder (canary_decoder_state *st, const int *parent, int n_beams, GError **error)
+{
+  g_return_val_if_fail (st && parent, FALSE);
+  if (n_beams < 1 || n_beams > st->max_beam || st->n_beams < 1) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
+        "decoder reorder: %d hypotheses (state has %d, at most %d)", n_beams, st->n_beams, st->max_beam);
+    return FALSE;
+  }
+  for (int b = 0; b < n_beams; b++) {
+    if (parent[b] < 0 || parent[b] >= st->n_beams) {
+      g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
+          "decoder reorder: parent %d of hypothesis %d outside 0..%d", parent[b], b, st->n_beams - 1);
+      return FALSE;
+    }
+  }
+  canary_plan_slots (st->slot, parent, n_beams, st->max_beam, st->claimed, st->slot_next);
+  for (int b = 0; b < n_beams; b++)
+    if (st->slot_next[b] != st->slot[parent[b]])
+      copy_slot (st, st->slot[parent[b]], st->slot_next[b]);
+  memcpy (st->slot, st->slot_next, sizeof (int) * n_beams);
+  st->n_beams = n_beams;
+  return TRUE;
+}

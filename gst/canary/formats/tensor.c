@@ -1,0 +1,157 @@
+/* gst-canary — tensor helpers: dtype sizes, contiguity, conversion to float32.
+ * SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "formats/tensor.h"
+
+#include <math.h>
+#include <string.h>
+
+gsize
+canary_dtype_size (canary_dtype dtype)
+{
+  switch (dtype) {
+    case CANARY_DTYPE_F64:
+    case CANARY_DTYPE_I64:
+      return 8;
+    case CANARY_DTYPE_F32:
+    case CANARY_DTYPE_I32:
+      return 4;
+    case CANARY_DTYPE_F16:
+    case CANARY_DTYPE_BF16:
+    case CANARY_DTYPE_I16:
+      return 2;
+    case CANARY_DTYPE_I8:
+    case CANARY_DTYPE_U8:
+    case CANARY_DTYPE_BOOL:
+      return 1;
+  }
+  return 0;
+}
+
+const char *
+canary_dtype_name (canary_dtype dtype)
+{
+  switch (dtype) {
+    case CANARY_DTYPE_F32: return "float32";
+    case CANARY_DTYPE_F16: return "float16";
+    case CANARY_DTYPE_BF16: return "bfloat16";
+    case CANARY_DTYPE_F64: return "float64";
+    case CANARY_DTYPE_I64: return "int64";
+    case CANARY_DTYPE_I32: return "int32";
+    case CANARY_DTYPE_I16: return "int16";
+    case CANARY_DTYPE_I8: return "int8";
+    case CANARY_DTYPE_U8: return "uint8";
+    case CANARY_DTYPE_BOOL: return "bool";
+  }
+  return "unknown";
+}
+
+gboolean
+canary_tensor_is_contiguous (const canary_tensor *t)
+{
+  /* Dimensions of extent 1 may carry any stride (torch does not normalise them), and a tensor
+   * with no elements is trivially contiguous. */
+  if (t->numel == 0)
+    return TRUE;
+  int64_t expect = 1;
+  for (int d = t->ndim - 1; d >= 0; d--) {
+    if (t->shape[d] != 1 && t->stride[d] != expect)
+      return FALSE;
+    expect *= t->shape[d];
+  }
+  return TRUE;
+}
+
+/* IEEE half → float, exact for every input (subnormals included). */
+static float
+f16_to_f32 (guint16 h)
+{
+  guint32 sign = (guint32) (h >> 15) << 31;
+  guint32 exp = (h >> 10) & 0x1f;
+  guint32 man = h & 0x3ff;
+  guint32 bits;
+
+  if (exp == 0) {
+    float v = ldexpf ((float) man, -24);
+    return sign ? -v : v;
+  }
+  if (exp == 31)
+    bits = sign | 0x7f800000u | (man << 13);
+  else
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  float f;
+  memcpy (&f, &bits, sizeof f);
+  return f;
+}
+
+static float
+bf16_to_f32 (guint16 h)
+{
+  guint32 bits = (guint32) h << 16;
+  float f;
+  memcpy (&f, &bits, sizeof f);
+  return f;
+}
+
+/* Reads element `p` of dtype as float. Unaligned-safe (memcpy); storages are little-endian and so
+ * is every host this engine targets. */
+static float
+load_f32 (canary_dtype dtype, const guint8 *p)
+{
+  switch (dtype) {
+    case CANARY_DTYPE_F32: { float v; memcpy (&v, p, 4); return v; }
+    case CANARY_DTYPE_F16: { guint16 v; memcpy (&v, p, 2); return f16_to_f32 (GUINT16_FROM_LE (v)); }
+    case CANARY_DTYPE_BF16: { guint16 v; memcpy (&v, p, 2); return bf16_to_f32 (GUINT16_FROM_LE (v)); }
+    case CANARY_DTYPE_F64: { double v; memcpy (&v, p, 8); return (float) v; }
+    case CANARY_DTYPE_I64: { gint64 v; memcpy (&v, p, 8); return (float) v; }
+    case CANARY_DTYPE_I32: { gint32 v; memcpy (&v, p, 4); return (float) v; }
+    case CANARY_DTYPE_I16: { gint16 v; memcpy (&v, p, 2); return (float) v; }
+    case CANARY_DTYPE_I8: return (float) (gint8) *p;
+    case CANARY_DTYPE_U8: return (float) *p;
+    case CANARY_DTYPE_BOOL: return *p ? 1.0f : 0.0f;
+  }
+  return 0.0f;
+}
+
+float *
+canary_tensor_to_f32 (const canary_tensor *t)
+{
+  gsize n = (gsize) t->numel;
+  float *out = g_new (float, n ? n : 1);
+  gsize es = canary_dtype_size (t->dtype);
+
+  if (canary_tensor_is_contiguous (t)) {
+    if (t->dtype == CANARY_DTYPE_F32) {
+      memcpy (out, t->data, n * 4);
+    } else {
+      for (gsize i = 0; i < n; i++)
+        out[i] = load_f32 (t->dtype, t->data + i * es);
+    }
+    return out;
+  }
+
+  /* Strided view: walk the index like an odometer, keeping the element offset incrementally. */
+  int64_t idx[CANARY_MAX_DIMS] = { 0 };
+  int64_t off = 0;
+  for (gsize i = 0; i < n; i++) {
+    out[i] = load_f32 (t->dtype, t->data + (gsize) off * es);
+    for (int d = t->ndim - 1; d >= 0; d--) {
+      if (++idx[d] < t->shape[d]) {
+        off += t->stride[d];
+        break;
+      }
+      off -= (idx[d] - 1) * t->stride[d];
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
+const float *
+canary_tensor_f32_view (const canary_tensor *t)
+{
+  if (t->dtype != CANARY_DTYPE_F32 || !canary_tensor_is_contiguous (t))
+    return NULL;
+  if (((guintptr) t->data) % G_ALIGNOF (float) != 0)
+    return NULL;
+  return (const float *) t->data;
+}
