@@ -17,6 +17,15 @@
  * Errors: every fallible function takes a GError** and reports CANARY_ERROR codes; nothing aborts
  * on bad input.
  *
+ * Environment variables the engine reads (none is needed in normal use):
+ *   CANARY_AUTO_DEVICE=cpu        device=auto stays on the CPU even where a GPU is usable
+ *                                 (the CPU test suites set it)
+ *   CANARY_ENCODER_SIMD=0         the CPU encoder uses the portable cblas path instead of its
+ *                                 AVX-512 kernels (the portable test runs set it)
+ *   CANARY_CUDA_CHECK_FINITE=1    the CUDA backend checks every activation for inf/NaN (slow;
+ *                                 debugging FP16 overflow)
+ *   OpenBLAS's own (OPENBLAS_NUM_THREADS, OPENBLAS_CORETYPE): see README.md.
+ *
  * Example:
  *
  *   GError *err = NULL;
@@ -85,10 +94,14 @@ typedef struct {
   canary_device device;
   canary_precision precision;
   int gpu_device_id;
-  int n_threads;          /* BLAS threads on the CPU; 0 = all cores */
+  /* OpenBLAS threads on the CPU; 0 = leave OpenBLAS's setting. PROCESS-WIDE: OpenBLAS has one
+   * thread pool per process, so a load with n_threads > 0 sets it for every model and state in
+   * the process (the last such load wins). */
+  int n_threads;
   /* CUDA: the workspace of each state is sized once for the longest window and the largest beam
    * it will see (0 = 40 s and beam 4). Longer windows / larger beams are refused with a clear
-   * error rather than allocating on the hot path. */
+   * error rather than allocating on the hot path. Part of the cache key on the GPU: loads with
+   * other limits get their own model (and weights). */
   int max_window_seconds;
   int max_beam;
 } canary_model_options;
@@ -136,8 +149,9 @@ typedef struct {
   canary_task task;
   gboolean pnc;              /* default TRUE */
   gboolean itn;              /* canary2 only, default FALSE */
-  gboolean timestamps;       /* canary2 only, default FALSE */
   gboolean diarize;          /* canary2 only, default FALSE */
+  /* (No timestamps option: canary2's <|timestamp|> prompt makes the model emit time tokens, which
+   * this engine does not turn into times; the element times text by its windows instead.) */
   int beam_size;             /* default 1 (NeMo's default path) */
   double length_penalty;     /* default 0 (what NeMo effectively uses) */
   int max_generation_delta;  /* cap = min(max_seq_len, T_enc + delta) when delta >= 0; default

@@ -2,42 +2,25 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * This file only wires the stages together; each stage lives in its own file:
- *   nemo.c (archive) → ckpt.c (tensors) + config.c (yaml) → tokenizer.c (prompt, text)
- *   mel.c (features) → encoder.c (FastConformer) → decoder.c + decode.c (beam search). */
+ *   formats/tar.c (archive) → formats/ckpt.c (tensors) + formats/config.c (yaml)
+ *   → text/tokenizer.c (prompt, text) → cpu/mel.c (features) → a backend (backend.h: the CPU's
+ *   cpu/encoder.c + cpu/decoder.c + search.c, or the CUDA backend of cuda/) → text. */
 #include "canary.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+#include "backend.h"
 #include "formats/ckpt.h"
 #include "formats/config.h"
+#include "formats/tar.h"
 #include "search.h"
 #include "cpu/decoder.h"
 #include "cpu/encoder.h"
 #include "cpu/mel.h"
-#include "formats/tar.h"
 #include "text/tokenizer.h"
 #include "util.h"
-#ifdef CANARY_HAVE_CUDA
-#include "cuda/backend.h"
-#include "cuda/device.h"
-#endif
-
-/* Longest window one call accepts. The encoder's self-attention is O(T²) and the released models
- * were trained on <= 40 s; 120 s still fits comfortably in memory and leaves room for callers that
- * window loosely. */
-#define CANARY_MAX_WINDOW_SECONDS 120
-
-/* Scratch for prompts: Canary prompts are 5 (canary) or 9 (canary2) special tokens. */
-#define CANARY_MAX_PROMPT_TOKENS 64
-
-#define CANARY_MAX_BEAM 64
-
-/* CUDA arena defaults (canary_model_options.max_window_seconds / max_beam): the longest window
- * the released models were trained on, and the beam most applications use. */
-#define CANARY_CUDA_DEFAULT_WINDOW_SECONDS 40
-#define CANARY_CUDA_DEFAULT_BEAM 4
 
 struct _canary_model {
   gint ref_count;          /* protected by cache_lock */
@@ -55,22 +38,16 @@ struct _canary_model {
   canary_model_info info;
   char *path;
   int eos_id, pad_id;
-#ifdef CANARY_HAVE_CUDA
-  canary_cuda_model *cuda;  /* set when the model runs on the GPU */
-#endif
+  const canary_backend *backend;  /* runs the network: backend.h */
+  gpointer backend_model;
 };
 
 struct _canary_state {
   canary_model *model;
-  canary_encoder_work *enc_work;
-  canary_decoder_state *dec_state;
-  int dec_max_beam, dec_max_frames;
+  gpointer backend_state;
   float *mel_buf;
   gsize mel_cap;           /* floats */
   volatile gint cancel;
-#ifdef CANARY_HAVE_CUDA
-  canary_cuda_state *cuda;
-#endif
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -111,33 +88,31 @@ static gboolean
 resolve_backend (const canary_model_options *in, canary_device *device, canary_precision *precision,
     GError **error)
 {
+  const canary_backend *cuda = canary_backend_cuda ();
   gboolean want_cuda = in->device == CANARY_DEVICE_CUDA;
-  if (in->device == CANARY_DEVICE_AUTO) {
-#ifdef CANARY_HAVE_CUDA
+  if (in->device == CANARY_DEVICE_AUTO && cuda) {
     GError *why = NULL;
     if (g_strcmp0 (g_getenv ("CANARY_AUTO_DEVICE"), "cpu") == 0) {
       want_cuda = FALSE;
-    } else if (canary_cuda_use_device (in->gpu_device_id, &why)) {
+    } else if (cuda->probe (in->gpu_device_id, &why)) {
       want_cuda = TRUE;
     } else {
       CANARY_INFO ("device=auto: %s; running on the CPU", why->message);
       g_error_free (why);
     }
-#endif
   }
   if (want_cuda) {
-#ifdef CANARY_HAVE_CUDA
-    if (in->device == CANARY_DEVICE_CUDA && !canary_cuda_use_device (in->gpu_device_id, error))
+    if (!cuda) {
+      g_set_error (error, CANARY_ERROR, CANARY_ERROR_DEVICE,
+          "device=cuda requested, but this build of the engine has no CUDA backend (built with -Dcuda=disabled "
+          "or without the CUDA toolkit)");
+      return FALSE;
+    }
+    if (in->device == CANARY_DEVICE_CUDA && !cuda->probe (in->gpu_device_id, error))
       return FALSE;
     *device = CANARY_DEVICE_CUDA;
     *precision = in->precision == CANARY_PRECISION_FP32 ? CANARY_PRECISION_FP32 : CANARY_PRECISION_FP16;
     return TRUE;
-#else
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_DEVICE,
-        "device=cuda requested, but this build of the engine has no CUDA backend (built with -Dcuda=disabled "
-        "or without the CUDA toolkit)");
-    return FALSE;
-#endif
   }
   if (in->precision == CANARY_PRECISION_FP16) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_UNSUPPORTED,
@@ -152,9 +127,8 @@ resolve_backend (const canary_model_options *in, canary_device *device, canary_p
 static void
 model_free (canary_model *m)
 {
-#ifdef CANARY_HAVE_CUDA
-  canary_cuda_model_free (m->cuda);
-#endif
+  if (m->backend_model)
+    m->backend->model_free (m->backend_model);
   canary_decoder_free (m->decoder);
   canary_encoder_free (m->encoder);
   canary_mel_free (m->mel);
@@ -193,6 +167,23 @@ encoder_weight_bytes (const canary_ckpt *ck)
       total += (guint64) t->numel * sizeof (float);
   }
   return total;
+}
+
+static canary_backend_args
+backend_args (const canary_model *m)
+{
+  const canary_backend_args a = {
+    .config = m->config,
+    .ckpt = m->ckpt,
+    .mel = m->mel,
+    .encoder = m->encoder,
+    .decoder = m->decoder,
+    .opts = &m->opts,
+    .precision = m->info.precision,
+    .sample_rate = m->info.sample_rate,
+    .pad_id = m->pad_id,
+  };
+  return a;
 }
 
 /* Opens and binds everything; `m->path` and options are set by the caller. */
@@ -268,15 +259,12 @@ model_build (canary_model *m, GError **error)
   info->max_seq_len = canary_decoder_max_seq_len (m->decoder);
   info->weight_bytes = encoder_weight_bytes (m->ckpt) + canary_decoder_weight_bytes (m->decoder);
   info->copied_weight_bytes = canary_encoder_weight_bytes (m->encoder) + canary_decoder_owned_bytes (m->decoder);
-#ifdef CANARY_HAVE_CUDA
-  if (info->device == CANARY_DEVICE_CUDA) {
-    m->cuda = canary_cuda_model_new (cfg, m->ckpt,
-        info->precision == CANARY_PRECISION_FP32 ? CANARY_CUDA_F32 : CANARY_CUDA_F16, m->opts.gpu_device_id, error);
-    if (!m->cuda)
-      goto prefix_path;
-    info->device_weight_bytes = canary_cuda_model_device_bytes (m->cuda);
-  }
-#endif
+  m->backend = info->device == CANARY_DEVICE_CUDA ? canary_backend_cuda () : &canary_backend_cpu;
+  const canary_backend_args args = backend_args (m);
+  m->backend_model = m->backend->model_new (&args, error);
+  if (!m->backend_model)
+    goto prefix_path;
+  info->device_weight_bytes = m->backend->model_device_bytes (m->backend_model);
   info->load_ms = canary_now_ms () - t0;
   return TRUE;
 
@@ -287,13 +275,17 @@ prefix_path:
   return FALSE;
 }
 
+/* One model per file, backend and (on the GPU, where states are sized from them) device id and
+ * state limits. */
 static char *
-make_cache_key (const char *path, canary_device device, canary_precision precision, int gpu)
+make_cache_key (const char *path, canary_device device, canary_precision precision,
+    const canary_model_options *o)
 {
   char *abs = g_canonicalize_filename (path, NULL);
   char *real = realpath (abs, NULL);  /* symlinks to one file share one model */
-  char *key = g_strdup_printf ("%s|%d|%d|%d", real ? real : abs, device, precision,
-      device == CANARY_DEVICE_CUDA ? gpu : 0);
+  const gboolean gpu = device == CANARY_DEVICE_CUDA;
+  char *key = g_strdup_printf ("%s|%d|%d|%d|%d|%d", real ? real : abs, device, precision,
+      gpu ? o->gpu_device_id : 0, gpu ? o->max_window_seconds : 0, gpu ? o->max_beam : 0);
   free (real);
   g_free (abs);
   return key;
@@ -304,7 +296,7 @@ static canary_model *
 load_resolved (const char *path, const canary_model_options *opts, canary_device device,
     canary_precision precision, GError **error)
 {
-  char *key = make_cache_key (path, device, precision, opts->gpu_device_id);
+  char *key = make_cache_key (path, device, precision, opts);
   g_mutex_lock (&cache_lock);
   if (!cache)
     cache = g_hash_table_new (g_str_hash, g_str_equal);
@@ -359,7 +351,7 @@ canary_model_load (const char *path, const canary_model_options *opts, GError **
   if (!resolve_backend (opts, &device, &precision, error))
     return NULL;
   if (opts->n_threads > 0)
-    openblas_set_num_threads (opts->n_threads);
+    openblas_set_num_threads (opts->n_threads);  /* process-wide, as canary.h says */
 
   GError *gpu_error = NULL;
   canary_model *m = load_resolved (path, opts, device, precision, &gpu_error);
@@ -426,27 +418,9 @@ canary_state_new (canary_model *model, GError **error)
   g_return_val_if_fail (model != NULL, NULL);
   canary_state *st = g_new0 (canary_state, 1);
   st->model = canary_model_ref (model);
-#ifdef CANARY_HAVE_CUDA
-  if (model->cuda) {
-    /* The arena is sized once for the longest window and the largest beam of this model's
-     * options: nothing is allocated per window or per token. */
-    const canary_model_options *o = &model->opts;
-    const int secs = o->max_window_seconds > 0 ? MIN (o->max_window_seconds, CANARY_MAX_WINDOW_SECONDS)
-                                               : CANARY_CUDA_DEFAULT_WINDOW_SECONDS;
-    const int beam = o->max_beam > 0 ? MIN (o->max_beam, CANARY_MAX_BEAM) : CANARY_CUDA_DEFAULT_BEAM;
-    const int frames = (int) canary_mel_n_frames (model->mel, (gsize) secs * model->info.sample_rate);
-    st->cuda = canary_cuda_state_new (model->cuda, frames, beam, CANARY_MAX_PROMPT_TOKENS, model->pad_id, error);
-    if (!st->cuda) {
-      canary_state_free (st);
-      return NULL;
-    }
-    return st;
-  }
-#endif
-  /* Sized for a 10 s window up front; forward grows it for longer input. */
-  int frames = (int) canary_mel_n_frames (model->mel, 10 * (gsize) model->info.sample_rate);
-  st->enc_work = canary_encoder_work_new (model->encoder, frames, error);
-  if (!st->enc_work) {
+  const canary_backend_args args = backend_args (model);
+  st->backend_state = model->backend->state_new (model->backend_model, &args, error);
+  if (!st->backend_state) {
     canary_state_free (st);
     return NULL;
   }
@@ -458,13 +432,8 @@ canary_state_free (canary_state *state)
 {
   if (!state)
     return;
-#ifdef CANARY_HAVE_CUDA
-  canary_cuda_state_free (state->cuda);
-#endif
-  if (state->dec_state)
-    canary_decoder_state_free (state->dec_state);
-  if (state->enc_work)
-    canary_encoder_work_free (state->enc_work);
+  if (state->backend_state)
+    state->model->backend->state_free (state->backend_state);
   g_free (state->mel_buf);
   canary_model_unref (state->model);
   g_free (state);
@@ -474,20 +443,7 @@ gboolean
 canary_state_device_memory (canary_state *state, canary_device_memory *out, GError **error)
 {
   g_return_val_if_fail (state != NULL && out != NULL, FALSE);
-  memset (out, 0, sizeof *out);
-#ifdef CANARY_HAVE_CUDA
-  if (state->cuda) {
-    guint64 free_b = 0, total = 0;
-    if (!canary_cuda_state_mem_info (state->cuda, &free_b, &total, error))
-      return FALSE;
-    out->weight_bytes = canary_cuda_model_device_bytes (state->model->cuda);
-    out->arena_bytes = canary_cuda_state_device_bytes (state->cuda);
-    out->engine_bytes = out->weight_bytes + out->arena_bytes;
-    out->process_used = total - free_b;
-    out->device_total = total;
-  }
-#endif
-  return TRUE;
+  return state->model->backend->device_memory (state->backend_state, out, error);
 }
 
 void
@@ -495,27 +451,6 @@ canary_state_cancel (canary_state *state)
 {
   g_return_if_fail (state != NULL);
   g_atomic_int_set (&state->cancel, 1);
-}
-
-/* (Re)creates the decoder state when the beam or the encoder length outgrows it. Growth is rare:
- * the element sends windows of one length, so this allocates once per stream. */
-static gboolean
-ensure_decoder_state (canary_state *st, int beam, int t_enc, GError **error)
-{
-  if (st->dec_state && beam <= st->dec_max_beam && t_enc <= st->dec_max_frames)
-    return TRUE;
-  int max_beam = MAX (beam, st->dec_max_beam);
-  int max_frames = MAX (t_enc, st->dec_max_frames);
-  canary_decoder_state *ds = canary_decoder_state_new (st->model->decoder, max_beam,
-      CANARY_MAX_PROMPT_TOKENS, max_frames, st->model->pad_id, error);
-  if (!ds)
-    return FALSE;
-  if (st->dec_state)
-    canary_decoder_state_free (st->dec_state);
-  st->dec_state = ds;
-  st->dec_max_beam = max_beam;
-  st->dec_max_frames = max_frames;
-  return TRUE;
 }
 
 static gboolean
@@ -556,9 +491,9 @@ check_decode_options (const canary_model *m, const canary_decode_options *o, GEr
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT, "unknown task %d", o->task);
     return FALSE;
   }
-  if (m->config->prompt_format == CANARY_PROMPT_CANARY && (o->itn || o->timestamps || o->diarize)) {
+  if (m->config->prompt_format == CANARY_PROMPT_CANARY && (o->itn || o->diarize)) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
-        "itn, timestamps and diarize need a canary2-format model; %s uses the canary format", m->path);
+        "itn and diarize need a canary2-format model; %s uses the canary format", m->path);
     return FALSE;
   }
   return TRUE;
@@ -592,7 +527,7 @@ build_prompt (const canary_model *m, const canary_decode_options *o, GError **er
     .task = o->task == CANARY_TASK_TRANSLATE ? "translate" : "transcribe",
     .pnc = o->pnc ? 1 : 0,
     .itn = o->itn ? 1 : 0,
-    .timestamp = o->timestamps ? 1 : 0,
+    .timestamp = 0,
     .diarize = o->diarize ? 1 : 0,
     .emotion = NULL,
   };
@@ -653,40 +588,6 @@ beam_options (canary_state *st, const canary_decode_options *opts, int t_enc)
   return bo;
 }
 
-#ifdef CANARY_HAVE_CUDA
-/* Steps 3 and 4 on the GPU: the encoder (and the window's cross-attention K/V), then beam 1 with
- * the device argmax and the captured step, or the shared beam search over the CUDA decoder. */
-static gboolean
-transcribe_cuda (canary_state *st, const canary_decode_options *opts, GArray *prompt, int frames, int n_valid,
-    GArray *ids, canary_result *res, GError **error)
-{
-  const canary_cuda_plan *plan = canary_cuda_state_plan (st->cuda);
-  if (opts->beam_size > plan->max_beam) {
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
-        "beam size %d is larger than the %d this CUDA state was sized for (canary_model_options.max_beam)",
-        opts->beam_size, plan->max_beam);
-    return FALSE;
-  }
-  double t0 = canary_now_ms ();
-  int t_enc, enc_len;
-  if (!canary_cuda_encode (st->cuda, st->mel_buf, frames, n_valid, &t_enc, &enc_len, error))
-    return FALSE;
-  res->encoder_ms = canary_now_ms () - t0;
-  if (g_atomic_int_get (&st->cancel)) {
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_CANCELLED, "transcription cancelled");
-    return FALSE;
-  }
-  const canary_beam_options bo = beam_options (st, opts, t_enc);
-  if (opts->beam_size == 1)
-    return canary_cuda_greedy (st->cuda, (const gint32 *) prompt->data, (int) prompt->len, &bo, TRUE, ids,
-        &res->score, &res->n_decoder_steps, error);
-  canary_step_ops ops;
-  canary_cuda_step_ops (st->cuda, &ops);
-  return canary_beam_search_ops (&ops, st->cuda, (const gint32 *) prompt->data, (int) prompt->len, &bo, ids,
-      &res->score, &res->n_decoder_steps, error);
-}
-#endif
-
 canary_result *
 canary_transcribe (canary_state *st, const float *samples, gsize n_samples,
     const canary_decode_options *opts, GError **error)
@@ -738,21 +639,11 @@ canary_transcribe (canary_state *st, const float *samples, gsize n_samples,
   }
   double t_mel = canary_now_ms ();
 
-#ifdef CANARY_HAVE_CUDA
-  if (st->cuda) {
-    if (!transcribe_cuda (st, opts, prompt, (int) frames, n_valid, ids, res, error))
-      goto out;
-    res->mel_ms = t_mel - t_start;
-    res->decoder_ms = canary_now_ms () - t_mel - res->encoder_ms;
-    goto finish;
-  }
-#endif
-
-  /* 3. Encoder. */
-  const float *enc;
+  /* 3. Encoder, and the decoder's cross-attention K/V once per window. */
+  const canary_backend *be = m->backend;
   int t_enc, enc_len;
-  if (!canary_encoder_forward (m->encoder, st->enc_work, st->mel_buf, (int) frames, n_valid, &enc,
-          &t_enc, &enc_len, error))
+  if (!be->encode (st->backend_state, st->mel_buf, (int) frames, n_valid, opts->beam_size, &t_enc, &enc_len,
+          error))
     goto out;
   double t_enc_done = canary_now_ms ();
   if (g_atomic_int_get (&st->cancel)) {
@@ -760,23 +651,17 @@ canary_transcribe (canary_state *st, const float *samples, gsize n_samples,
     goto out;
   }
 
-  /* 4. Decoder: cross-attention K/V once, then NeMo's beam search. The generation cap uses the
-   * padded encoder length (the tensor size), as NeMo's generator does. */
-  if (!ensure_decoder_state (st, opts->beam_size, t_enc, error) ||
-      !canary_decoder_set_memory (st->dec_state, enc, t_enc, enc_len, error))
-    goto out;
+  /* 4. NeMo's beam search. The generation cap uses the padded encoder length (the tensor size),
+   * as NeMo's generator does. */
   const canary_beam_options bo = beam_options (st, opts, t_enc);
-  if (!canary_beam_search (st->dec_state, (const gint32 *) prompt->data, (int) prompt->len, &bo, ids,
-          &res->score, &res->n_decoder_steps, error))
+  if (!be->decode (st->backend_state, (const gint32 *) prompt->data, (int) prompt->len, &bo, ids, &res->score,
+          &res->n_decoder_steps, error))
     goto out;
   double t_dec = canary_now_ms ();
   res->mel_ms = t_mel - t_start;
   res->encoder_ms = t_enc_done - t_mel;
   res->decoder_ms = t_dec - t_enc_done;
 
-#ifdef CANARY_HAVE_CUDA
-finish:
-#endif
   res->n_tokens = ids->len;
   res->tokens = (gint32 *) g_array_free (ids, FALSE);
   ids = NULL;
