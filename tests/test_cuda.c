@@ -790,10 +790,21 @@ test_engine_memory (void)
 int
 main (int argc, char **argv)
 {
-  /* No usable GPU: a SKIP (exit 77) that says why. */
+  /* No GPU at all: a SKIP (exit 77) that says why. A GPU the kernel driver shows (/dev/nvidia0,
+   * /proc/driver/nvidia/gpus) that the backend cannot use (driver too old, no kernel image for
+   * its architecture, context creation failed) is a FAILURE: that is what this suite is for. */
   GError *err = NULL;
   if (!canary_cuda_use_device (0, &err)) {
-    printf ("SKIP: no usable CUDA GPU for the cuda suite: %s\n", err->message);
+    GDir *gpus = g_dir_open ("/proc/driver/nvidia/gpus", 0, NULL);
+    const gboolean visible = g_file_test ("/dev/nvidia0", G_FILE_TEST_EXISTS) || (gpus && g_dir_read_name (gpus));
+    if (gpus)
+      g_dir_close (gpus);
+    if (visible) {
+      printf ("FAIL: a GPU is visible but the CUDA backend cannot use it: %s\n", err->message);
+      g_error_free (err);
+      return 1;
+    }
+    printf ("SKIP: no CUDA GPU on this machine: %s\n", err->message);
     g_error_free (err);
     return 77;
   }
