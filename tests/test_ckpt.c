@@ -1,8 +1,9 @@
 /* gst-canary tests — ckpt.c, zip.c, pickle.c: the real fixture checkpoints against torch's own
  * numbers (tests/fixtures/ckpt_checks.json), shapes implied by the config, tied storages, and
- * malformed zips/pickles/views built byte by byte.
+ * malformed zips/pickles/views built byte by byte (builders.h).
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "canary.h"
+#include "builders.h"
 #include "formats/ckpt.h"
 #include "formats/config.h"
 #include "fixture.h"
@@ -12,330 +13,6 @@
 
 #include <math.h>
 #include <string.h>
-#include <zlib.h>
-
-/* Asserts `err` has `code` and (when given) mentions `needle`, then clears it. */
-static void
-check_error (GError **err, int code, const char *needle)
-{
-  g_assert_error (*err, CANARY_ERROR, code);
-  if (needle && !strstr ((*err)->message, needle))
-    g_error ("error '%s' does not mention '%s'", (*err)->message, needle);
-  g_clear_error (err);
-}
-#define assert_error_mentions(err, code, needle) check_error (&(err), (int) (code), (needle))
-
-/* =============================================================================================
- * Builders: a pickle emitter and a zip writer, so malformed inputs are exact and readable.
- * ============================================================================================= */
-
-static void
-pk_op (GByteArray *b, guint8 op)
-{
-  g_byte_array_append (b, &op, 1);
-}
-
-static void
-pk_u32 (GByteArray *b, guint32 v)
-{
-  guint8 le[4] = { v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, v >> 24 };
-  g_byte_array_append (b, le, 4);
-}
-
-static void
-pk_str (GByteArray *b, const char *s)
-{
-  pk_op (b, 'X');
-  pk_u32 (b, (guint32) strlen (s));
-  g_byte_array_append (b, (const guint8 *) s, (guint) strlen (s));
-}
-
-static void
-pk_global (GByteArray *b, const char *module, const char *name)
-{
-  char *s = g_strdup_printf ("c%s\n%s\n", module, name);
-  g_byte_array_append (b, (const guint8 *) s, (guint) strlen (s));
-  g_free (s);
-}
-
-static void
-pk_int (GByteArray *b, gint64 v)
-{
-  if (v >= 0 && v < 256) {
-    pk_op (b, 'K');
-    pk_op (b, (guint8) v);
-  } else if (v >= G_MININT32 && v <= G_MAXINT32) {
-    pk_op (b, 'J');
-    pk_u32 (b, (guint32) v);
-  } else {
-    pk_op (b, 0x8a);
-    pk_op (b, 8);
-    for (int i = 0; i < 8; i++)
-      pk_op (b, (guint8) ((guint64) v >> (8 * i)));
-  }
-}
-
-static void
-pk_int_tuple (GByteArray *b, int n, const gint64 *v)
-{
-  pk_op (b, '(');
-  for (int i = 0; i < n; i++)
-    pk_int (b, v[i]);
-  pk_op (b, 't');
-}
-
-/* The exact sequence torch.save writes for one tensor (without memo). */
-static void
-pk_tensor (GByteArray *b, const char *storage_type, const char *key, gint64 numel, gint64 offset, int ndim,
-    const gint64 *shape, const gint64 *stride)
-{
-  pk_global (b, "torch._utils", "_rebuild_tensor_v2");
-  pk_op (b, '(');
-  pk_op (b, '(');
-  pk_str (b, "storage");
-  pk_global (b, "torch", storage_type);
-  pk_str (b, key);
-  pk_str (b, "cpu");
-  pk_int (b, numel);
-  pk_op (b, 't');
-  pk_op (b, 'Q');
-  pk_int (b, offset);
-  pk_int_tuple (b, ndim, shape);
-  pk_int_tuple (b, ndim, stride);
-  pk_op (b, 0x89);
-  pk_global (b, "collections", "OrderedDict");
-  pk_op (b, ')');
-  pk_op (b, 'R');
-  pk_op (b, 't');
-  pk_op (b, 'R');
-}
-
-static void
-pk_begin (GByteArray *b)
-{
-  pk_op (b, 0x80);
-  pk_op (b, 2);
-  pk_global (b, "collections", "OrderedDict");
-  pk_op (b, ')');
-  pk_op (b, 'R');
-  pk_op (b, '(');
-}
-
-static void
-pk_end (GByteArray *b)
-{
-  pk_op (b, 'u');
-  pk_op (b, '.');
-}
-
-/* --- zip writer ---------------------------------------------------------------------------------- */
-
-typedef struct {
-  const char *name;
-  const guint8 *data;
-  gsize len;
-  gboolean deflate;
-} zentry;
-
-typedef struct {
-  guint align;           /* data alignment (torch: 64); 0/1 = none */
-  gboolean zip64;        /* write zip64 EOCD record + locator (torch always does) */
-  gboolean zip64_extra;  /* saturate sizes/offsets in central headers and use the 0x0001 extra */
-  const char *comment;
-} zopts;
-
-static void
-w16 (GByteArray *b, guint v)
-{
-  guint8 le[2] = { v & 0xff, (v >> 8) & 0xff };
-  g_byte_array_append (b, le, 2);
-}
-
-static void
-w32 (GByteArray *b, guint32 v)
-{
-  pk_u32 (b, v);
-}
-
-static void
-w64 (GByteArray *b, guint64 v)
-{
-  w32 (b, (guint32) v);
-  w32 (b, (guint32) (v >> 32));
-}
-
-static guint8 *
-deflate_raw (const guint8 *src, gsize len, gsize *out_len)
-{
-  z_stream zs = { 0 };
-  g_assert_cmpint (deflateInit2 (&zs, 6, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY), ==, Z_OK);
-  gsize cap = deflateBound (&zs, len);
-  guint8 *out = g_malloc (cap);
-  zs.next_in = (Bytef *) src;
-  zs.avail_in = (uInt) len;
-  zs.next_out = out;
-  zs.avail_out = (uInt) cap;
-  g_assert_cmpint (deflate (&zs, Z_FINISH), ==, Z_STREAM_END);
-  *out_len = zs.total_out;
-  deflateEnd (&zs);
-  return out;
-}
-
-static GByteArray *
-zip_build (const zentry *e, guint n, const zopts *o)
-{
-  GByteArray *b = g_byte_array_new ();
-  gsize *lho = g_new (gsize, n), *clen = g_new (gsize, n);
-  guint32 *crc = g_new (guint32, n);
-  for (guint i = 0; i < n; i++) {
-    gsize nl = strlen (e[i].name), cl = e[i].len;
-    guint8 *comp = NULL;
-    if (e[i].deflate)
-      comp = deflate_raw (e[i].data, e[i].len, &cl);
-    crc[i] = (guint32) crc32 (0, e[i].data, (uInt) e[i].len);
-    clen[i] = cl;
-    lho[i] = b->len;
-    gsize extra = 0;
-    if (o->align > 1) {
-      gsize start = b->len + 30 + nl + 4;  /* with a 4-byte 'FB' extra header */
-      extra = 4 + (o->align - start % o->align) % o->align;
-    }
-    w32 (b, 0x04034b50);
-    w16 (b, 20);
-    w16 (b, 0);
-    w16 (b, e[i].deflate ? 8 : 0);
-    w16 (b, 0);
-    w16 (b, 0);
-    w32 (b, crc[i]);
-    w32 (b, (guint32) cl);
-    w32 (b, (guint32) e[i].len);
-    w16 (b, (guint) nl);
-    w16 (b, (guint) extra);
-    g_byte_array_append (b, (const guint8 *) e[i].name, (guint) nl);
-    if (extra) {
-      w16 (b, 0x4246);  /* 'F','B' */
-      w16 (b, (guint) (extra - 4));
-      for (gsize k = 0; k < extra - 4; k++)
-        pk_op (b, 'Z');
-    }
-    g_byte_array_append (b, comp ? comp : e[i].data, (guint) cl);
-    g_free (comp);
-  }
-  gsize cd = b->len;
-  for (guint i = 0; i < n; i++) {
-    gsize nl = strlen (e[i].name);
-    gboolean x = o->zip64_extra;
-    w32 (b, 0x02014b50);
-    w16 (b, 45);
-    w16 (b, 45);
-    w16 (b, 0);
-    w16 (b, e[i].deflate ? 8 : 0);
-    w16 (b, 0);
-    w16 (b, 0);
-    w32 (b, crc[i]);
-    w32 (b, x ? 0xffffffffu : (guint32) clen[i]);
-    w32 (b, x ? 0xffffffffu : (guint32) e[i].len);
-    w16 (b, (guint) nl);
-    w16 (b, x ? 28 : 0);
-    w16 (b, 0);
-    w16 (b, 0);
-    w16 (b, 0);
-    w32 (b, 0);
-    w32 (b, x ? 0xffffffffu : (guint32) lho[i]);
-    g_byte_array_append (b, (const guint8 *) e[i].name, (guint) nl);
-    if (x) {
-      w16 (b, 0x0001);
-      w16 (b, 24);
-      w64 (b, e[i].len);
-      w64 (b, clen[i]);
-      w64 (b, lho[i]);
-    }
-  }
-  gsize cd_size = b->len - cd;
-  if (o->zip64) {
-    gsize rec = b->len;
-    w32 (b, 0x06064b50);
-    w64 (b, 44);
-    w16 (b, 45);
-    w16 (b, 45);
-    w32 (b, 0);
-    w32 (b, 0);
-    w64 (b, n);
-    w64 (b, n);
-    w64 (b, cd_size);
-    w64 (b, cd);
-    w32 (b, 0x07064b50);
-    w32 (b, 0);
-    w64 (b, rec);
-    w32 (b, 1);
-  }
-  gsize clen_c = o->comment ? strlen (o->comment) : 0;
-  w32 (b, 0x06054b50);
-  w16 (b, 0);
-  w16 (b, 0);
-  w16 (b, n);
-  w16 (b, n);
-  w32 (b, (guint32) cd_size);
-  w32 (b, (guint32) cd);
-  w16 (b, (guint) clen_c);
-  if (clen_c)
-    g_byte_array_append (b, (const guint8 *) o->comment, (guint) clen_c);
-  g_free (lho);
-  g_free (clen);
-  g_free (crc);
-  return b;
-}
-
-static const zopts torch_like = { .align = 64, .zip64 = TRUE };
-
-/* A checkpoint "archive/..." with the given pickle and float storages data/0..n-1. */
-static GByteArray *
-ckpt_build (GByteArray *pkl, const float *const *storages, const gsize *lens, guint n, const zopts *o)
-{
-  zentry *e = g_new0 (zentry, n + 2);
-  char **names = g_new0 (char *, n + 1);
-  e[0] = (zentry) { "archive/data.pkl", pkl->data, pkl->len, FALSE };
-  e[1] = (zentry) { "archive/byteorder", (const guint8 *) "little", 6, FALSE };
-  for (guint i = 0; i < n; i++) {
-    names[i] = g_strdup_printf ("archive/data/%u", i);
-    e[i + 2] = (zentry) { names[i], (const guint8 *) storages[i], lens[i] * sizeof (float), FALSE };
-  }
-  GByteArray *z = zip_build (e, n + 2, o ? o : &torch_like);
-  g_strfreev (names);
-  g_free (e);
-  return z;
-}
-
-static const float store0[12] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 };
-static const float store1[4] = { -1, -2, -3, -4 };
-
-/* A small, valid state dict: "a" [3,4] over storage 0, "b" [4] over storage 1, "tied" = storage 0
- * transposed [4,3]. */
-static GByteArray *
-good_pickle (void)
-{
-  GByteArray *p = g_byte_array_new ();
-  pk_begin (p);
-  pk_str (p, "a");
-  pk_tensor (p, "FloatStorage", "0", 12, 0, 2, (gint64[]) { 3, 4 }, (gint64[]) { 4, 1 });
-  pk_str (p, "b");
-  pk_tensor (p, "FloatStorage", "1", 4, 0, 1, (gint64[]) { 4 }, (gint64[]) { 1 });
-  pk_str (p, "tied");
-  pk_tensor (p, "FloatStorage", "0", 12, 0, 2, (gint64[]) { 4, 3 }, (gint64[]) { 1, 4 });
-  pk_end (p);
-  return p;
-}
-
-static GByteArray *
-good_ckpt (const zopts *o)
-{
-  GByteArray *p = good_pickle ();
-  const float *s[] = { store0, store1 };
-  gsize l[] = { 12, 4 };
-  GByteArray *z = ckpt_build (p, s, l, 2, o);
-  g_byte_array_unref (p);
-  return z;
-}
 
 static void
 check_good_ckpt (canary_ckpt *ck)
@@ -355,13 +32,13 @@ check_good_ckpt (canary_ckpt *ck)
   g_assert_cmpstr (a->storage_key, ==, t->storage_key);
   g_assert_true (a->storage_key == t->storage_key);
   float *f = canary_tensor_to_f32 (a);
-  g_assert_cmpmem (f, 48, store0, 48);
+  g_assert_cmpmem (f, 48, ckpt_store0, 48);
   g_free (f);
   f = canary_tensor_to_f32 (t);
   g_assert_cmpfloat (f[1], ==, 4.0f);  /* t[0][1] = a[1][0] */
   g_free (f);
   f = canary_tensor_to_f32 (b);
-  g_assert_cmpmem (f, 16, store1, 16);
+  g_assert_cmpmem (f, 16, ckpt_store1, 16);
   g_free (f);
 }
 
@@ -721,7 +398,7 @@ test_zip_variants (void)
 {
   GError *err = NULL;
   /* torch-like (64-aligned, zip64 tail), plain zip, unaligned, zip64 extras, and a comment */
-  const zopts variants[] = {
+  const zip_opts variants[] = {
     { .align = 64, .zip64 = TRUE }, { .align = 0 }, { .align = 1, .comment = "a comment PK\x05\x06 inside" },
     { .align = 64, .zip64 = TRUE, .zip64_extra = TRUE }, { .align = 3 },
   };
@@ -740,11 +417,11 @@ test_zip_variants (void)
 
   /* deflated records (torch never writes them, other zip tools might) */
   GByteArray *p = good_pickle ();
-  zentry e[] = {
-    { "w/data.pkl", p->data, p->len, TRUE }, { "w/data/0", (const guint8 *) store0, 48, TRUE },
-    { "w/data/1", (const guint8 *) store1, 16, FALSE }, { "w/version", (const guint8 *) "3\n", 2, TRUE },
+  zip_entry e[] = {
+    { "w/data.pkl", p->data, p->len, TRUE }, { "w/data/0", (const guint8 *) ckpt_store0, 48, TRUE },
+    { "w/data/1", (const guint8 *) ckpt_store1, 16, FALSE }, { "w/version", (const guint8 *) "3\n", 2, TRUE },
   };
-  GByteArray *z = zip_build (e, G_N_ELEMENTS (e), &(zopts) { 0 });
+  GByteArray *z = zip_build (e, G_N_ELEMENTS (e), &(zip_opts) { 0 });
   canary_ckpt *ck = canary_ckpt_parse (z->data, z->len, &err);
   g_assert_no_error (err);
   check_good_ckpt (ck);
@@ -761,7 +438,7 @@ test_zip_variants (void)
   guint8 *owned;
   g_assert_true (canary_zip_entry_data (z->data, z->len, d0, FALSE, &data, &owned, &err));
   g_assert_nonnull (owned);
-  g_assert_cmpmem (data, 48, store0, 48);
+  g_assert_cmpmem (data, 48, ckpt_store0, 48);
   g_free (owned);
   g_array_unref (dir);
   g_byte_array_unref (z);
@@ -777,18 +454,9 @@ cd_offset (GByteArray *z)
 }
 
 static void
-expect_zip_error (GByteArray *z, canary_error_code code, const char *needle)
-{
-  GError *err = NULL;
-  canary_ckpt *ck = canary_ckpt_parse (z->data, z->len, &err);
-  g_assert_null (ck);
-  assert_error_mentions (err, code, needle);
-}
-
-static void
 test_zip_malformed (void)
 {
-  const zopts plain = { 0 };
+  const zip_opts plain = { 0 };
   GByteArray *z = good_ckpt (&plain);
   gsize cd = cd_offset (z), eocd = z->len - 22;
   GError *err = NULL;
@@ -796,9 +464,9 @@ test_zip_malformed (void)
   /* no EOCD / too short / empty */
   GByteArray *t = g_byte_array_new ();
   g_byte_array_append (t, z->data, (guint) eocd);
-  expect_zip_error (t, CANARY_ERROR_FORMAT, "end of central directory");
+  expect_ckpt_error (t, CANARY_ERROR_FORMAT, "end of central directory");
   g_byte_array_set_size (t, 5);
-  expect_zip_error (t, CANARY_ERROR_FORMAT, "too short");
+  expect_ckpt_error (t, CANARY_ERROR_FORMAT, "too short");
   g_byte_array_set_size (t, 0);
   g_assert_null (canary_ckpt_parse ((const guint8 *) "", 0, &err));
   assert_error_mentions (err, CANARY_ERROR_FORMAT, NULL);
@@ -815,12 +483,12 @@ test_zip_malformed (void)
     z->data[edits[i].off] = edits[i].val;
     if (i == G_N_ELEMENTS (edits) - 1)
       memset (z->data + eocd + 16, 0xff, 4);  /* saturated offset with no zip64 records */
-    expect_zip_error (z, CANARY_ERROR_FORMAT, edits[i].needle);
+    expect_ckpt_error (z, CANARY_ERROR_FORMAT, edits[i].needle);
     memcpy (z->data + eocd, eocd_copy, 22);
   }
   /* an entry count the directory cannot hold */
   z->data[eocd + 8] = z->data[eocd + 10] = 0xf0;
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "claims 240 entries");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "claims 240 entries");
   g_byte_array_unref (z);
   z = good_ckpt (&plain);
 
@@ -830,7 +498,7 @@ test_zip_malformed (void)
     guint32 ns = size - sub;
     z->data[eocd + 12] = ns & 0xff;
     z->data[eocd + 13] = (ns >> 8) & 0xff;
-    expect_zip_error (z, CANARY_ERROR_FORMAT, NULL);
+    expect_ckpt_error (z, CANARY_ERROR_FORMAT, NULL);
     z->data[eocd + 12] = size & 0xff;
     z->data[eocd + 13] = (size >> 8) & 0xff;
   }
@@ -847,25 +515,25 @@ test_zip_malformed (void)
   for (gsize i = 0; i < G_N_ELEMENTS (hed); i++) {
     guint8 old = z->data[hed[i].off];
     z->data[hed[i].off] = hed[i].val;
-    expect_zip_error (z, hed[i].code, hed[i].needle);
+    expect_ckpt_error (z, hed[i].code, hed[i].needle);
     z->data[hed[i].off] = old;
   }
   guint8 sat[8];
   memcpy (sat, z->data + cd + 20, 8);
   memset (z->data + cd + 20, 0xff, 8);
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "zip64");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "zip64");
   memcpy (z->data + cd + 20, sat, 8);
 
   /* local header: wrong name, a compressed size past the directory */
   z->data[30] ^= 0x01;
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "different file");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "different file");
   z->data[30] ^= 0x01;
   z->data[28] = 0xff;  /* local extra length 255: data would start past the CD */
-  expect_zip_error (z, CANARY_ERROR_FORMAT, NULL);
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, NULL);
   g_byte_array_unref (z);
 
   /* zip64 extra fields that lie: a huge size, a huge local offset */
-  const zopts x64 = { .zip64 = TRUE, .zip64_extra = TRUE };
+  const zip_opts x64 = { .zip64 = TRUE, .zip64_extra = TRUE };
   z = good_ckpt (&x64);
   GArray *dir = canary_zip_read_directory (z->data, z->len, &err);
   g_assert_no_error (err);
@@ -878,34 +546,34 @@ test_zip_malformed (void)
   memcpy (keep, extra + 4, 24);
   memset (extra + 4, 0x7f, 8);   /* uncompressed size 2^63-ish */
   memset (extra + 12, 0x7f, 8);
-  expect_zip_error (z, CANARY_ERROR_FORMAT, NULL);
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, NULL);
   memcpy (extra + 4, keep, 24);
   memset (extra + 20, 0x7f, 8);  /* local header offset */
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "local header offset");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "local header offset");
   memcpy (extra + 4, keep, 24);
   extra[2] = 8;                  /* extra too short for the saturated fields */
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "zip64 extra field lacks");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "zip64 extra field lacks");
   extra[2] = 200;                /* extra length past its header */
-  expect_zip_error (z, CANARY_ERROR_FORMAT, NULL);
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, NULL);
   g_byte_array_unref (z);
 
   /* deflate: corrupt stream, and a size no deflate stream can produce */
   GByteArray *p = good_pickle ();
-  zentry e[] = { { "w/data.pkl", p->data, p->len, TRUE }, { "w/data/0", (const guint8 *) store0, 48, FALSE },
-                 { "w/data/1", (const guint8 *) store1, 16, FALSE } };
+  zip_entry e[] = { { "w/data.pkl", p->data, p->len, TRUE }, { "w/data/0", (const guint8 *) ckpt_store0, 48, FALSE },
+                 { "w/data/1", (const guint8 *) ckpt_store1, 16, FALSE } };
   z = zip_build (e, 3, &plain);
   cd = cd_offset (z);
   gsize data0 = 30 + strlen ("w/data.pkl");
   z->data[data0 + 3] ^= 0xff;
   z->data[data0 + 4] ^= 0xff;
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "data.pkl");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "data.pkl");
   z->data[data0 + 3] ^= 0xff;
   z->data[data0 + 4] ^= 0xff;
   z->data[cd + 27] = 0x7f;  /* uncompressed size ~2 GiB from a few hundred bytes */
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "impossible");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "impossible");
   z->data[cd + 27] = 0;
   z->data[cd + 24] += 1;    /* size off by one: inflate ends early */
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "size does not match");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "size does not match");
   g_byte_array_unref (z);
   g_byte_array_unref (p);
   g_byte_array_unref (t);
@@ -990,10 +658,10 @@ test_ckpt_structure (void)
 {
   GError *err = NULL;
   GByteArray *p = good_pickle ();
-  const zopts plain = { 0 };
+  const zip_opts plain = { 0 };
 
   /* missing storage entry */
-  const float *s1[] = { store0 };
+  const float *s1[] = { ckpt_store0 };
   gsize l1[] = { 12 };
   GByteArray *z = ckpt_build (p, s1, l1, 1, &plain);
   g_assert_null (canary_ckpt_parse (z->data, z->len, &err));
@@ -1001,24 +669,24 @@ test_ckpt_structure (void)
   g_byte_array_unref (z);
 
   /* byteorder big → unsupported; missing data.pkl; entries outside a folder; duplicates; empty */
-  zentry big[] = { { "m/data.pkl", p->data, p->len, FALSE }, { "m/byteorder", (const guint8 *) "big", 3, FALSE } };
+  zip_entry big[] = { { "m/data.pkl", p->data, p->len, FALSE }, { "m/byteorder", (const guint8 *) "big", 3, FALSE } };
   z = zip_build (big, 2, &plain);
-  expect_zip_error (z, CANARY_ERROR_UNSUPPORTED, "byteorder");
+  expect_ckpt_error (z, CANARY_ERROR_UNSUPPORTED, "byteorder");
   g_byte_array_unref (z);
-  zentry nopkl[] = { { "m/version", (const guint8 *) "3\n", 2, FALSE } };
+  zip_entry nopkl[] = { { "m/version", (const guint8 *) "3\n", 2, FALSE } };
   z = zip_build (nopkl, 1, &plain);
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "m/data.pkl");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "m/data.pkl");
   g_byte_array_unref (z);
-  zentry flat[] = { { "data.pkl", p->data, p->len, FALSE } };
+  zip_entry flat[] = { { "data.pkl", p->data, p->len, FALSE } };
   z = zip_build (flat, 1, &plain);
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "archive folder");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "archive folder");
   g_byte_array_unref (z);
-  zentry dup[] = { { "m/data.pkl", p->data, p->len, FALSE }, { "m/data.pkl", p->data, p->len, FALSE } };
+  zip_entry dup[] = { { "m/data.pkl", p->data, p->len, FALSE }, { "m/data.pkl", p->data, p->len, FALSE } };
   z = zip_build (dup, 2, &plain);
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "twice");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "twice");
   g_byte_array_unref (z);
   z = zip_build (NULL, 0, &plain);
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "no entries");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "no entries");
   g_byte_array_unref (z);
 
   /* a storage used with two dtypes */
@@ -1030,7 +698,7 @@ test_ckpt_structure (void)
   pk_tensor (q, "IntStorage", "0", 12, 0, 1, (gint64[]) { 12 }, (gint64[]) { 1 });
   pk_end (q);
   z = ckpt_build (q, s1, l1, 1, &plain);
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "storage '0'");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "storage '0'");
   g_byte_array_unref (z);
   g_byte_array_unref (q);
 
@@ -1040,7 +708,7 @@ test_ckpt_structure (void)
   pk_op (q, 2);
   pk_op (q, 0xff);
   z = ckpt_build (q, s1, l1, 1, &plain);
-  expect_zip_error (z, CANARY_ERROR_FORMAT, "archive/data.pkl");
+  expect_ckpt_error (z, CANARY_ERROR_FORMAT, "archive/data.pkl");
   g_byte_array_unref (z);
   g_byte_array_unref (q);
   g_byte_array_unref (p);
