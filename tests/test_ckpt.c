@@ -188,7 +188,7 @@ test_fixture_torch_checks (void)
 {
   char *path = fixture_path ("ckpt_checks.json", NULL);
   if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
-    g_test_skip ("ckpt_checks.json not generated yet (tests/reference/dump_ckpt_checks.py)");
+    fixture_fail_missing (path, "tests/reference/dump_ckpt_checks.py");
     g_free (path);
     return;
   }
@@ -259,7 +259,8 @@ test_fixture_torch_checks (void)
     checked++;
   }
   if (!checked)
-    g_test_skip ("no fixture listed in ckpt_checks.json is present");
+    g_test_fail_printf ("no fixture model is both present and listed in %s: regenerate it with "
+        "tests/reference/dump_ckpt_checks.py", path);
   tu_json_free (doc);
   g_free (path);
 }
