@@ -36,12 +36,11 @@ fixture_model_nemo (const char *model)
   return fixture_path (model, "model.nemo", NULL);
 }
 
-static void
-skip_absent (const char *path)
+void
+fixture_fail_missing (const char *path, const char *script)
 {
-  char *msg = g_strdup_printf ("fixture %s not generated yet (tests/reference/make_fixtures.py)", path);
-  g_test_skip (msg);
-  g_free (msg);
+  g_test_fail_printf ("fixture %s is missing: the fixtures are committed, so restore it from git or "
+      "regenerate it with %s (tests/reference/regenerate.sh runs every generator)", path, script);
 }
 
 char *
@@ -49,7 +48,7 @@ fixture_model_nemo_or_skip (const char *model)
 {
   char *path = fixture_model_nemo (model);
   if (!g_file_test (path, G_FILE_TEST_IS_REGULAR)) {
-    skip_absent (path);
+    fixture_fail_missing (path, FIXTURE_MODELS_SCRIPT);
     g_free (path);
     return NULL;
   }
@@ -57,11 +56,10 @@ fixture_model_nemo_or_skip (const char *model)
 }
 
 void
-fixture_skip_no_models (void)
+fixture_fail_no_models (void)
 {
-  char *msg = g_strdup_printf ("no NeMo fixtures under %s", fixture_dir ());
-  g_test_skip (msg);
-  g_free (msg);
+  g_test_fail_printf ("no NeMo fixture model (<model>/model.nemo) under %s: the fixtures are committed, so "
+      "restore them from git or regenerate them with %s", fixture_dir (), FIXTURE_MODELS_SCRIPT);
 }
 
 /* g_ptr_array_sort passes pointers to the elements. */
@@ -135,7 +133,7 @@ fixture_model_open_or_skip (const char *name, fixture_model *out)
   if (fixture_model_open (name, out))
     return TRUE;
   char *path = fixture_model_nemo (name);
-  skip_absent (path);
+  fixture_fail_missing (path, FIXTURE_MODELS_SCRIPT);
   g_free (path);
   return FALSE;
 }
@@ -146,7 +144,7 @@ fixture_model_open_any_or_skip (guint first, fixture_model *out)
   for (guint i = 0; i < FIXTURE_N_MODELS; i++)
     if (fixture_model_open (fixture_models[(first + i) % FIXTURE_N_MODELS], out))
       return TRUE;
-  fixture_skip_no_models ();
+  fixture_fail_no_models ();
   return FALSE;
 }
 

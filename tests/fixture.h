@@ -6,9 +6,10 @@
  * Layout: <fixture_dir>/<model>/model.nemo, <fixture_dir>/<model>/<clip>/<name>.npy,
  * <fixture_dir>/audio/<clip>.wav, plus manifest.json, ckpt_checks.json and spm/ at the top.
  *
- * Fixtures may be absent (not generated yet): the helpers that look for them report that (FALSE,
- * NULL, an empty list) and the tests skip; the *_or_skip variants call g_test_skip themselves.
- * Everything that reads a fixture which is there asserts that it reads it.
+ * The fixtures are committed, so a missing one is a failure, not a skip: the plain helpers report
+ * absence (FALSE, NULL, an empty list) and the *_or_skip variants (named when fixtures were not
+ * committed yet) mark the test failed with fixture_fail_missing () and return FALSE or NULL, so
+ * that the caller returns. Everything that reads a fixture which is there asserts that it reads it.
  *
  *   fixture_model fm;
  *   if (!fixture_model_open_or_skip ("canary2-tiny", &fm))
@@ -46,14 +47,14 @@ char *fixture_path (const char *first_element, ...) G_GNUC_NULL_TERMINATED G_GNU
 /* ---- Which models and clips ------------------------------------------------------------------ */
 
 /* The models make_fixtures.py generates, in this order. Tests that name their subtests per model
- * or iterate a fixed set use this list (and skip the models that are absent). */
+ * or iterate a fixed set use this list. */
 #define FIXTURE_N_MODELS 3
 extern const char *const fixture_models[FIXTURE_N_MODELS];
 
 /* fixture_dir()/<model>/model.nemo, whether or not it exists; g_free. */
 char *fixture_model_nemo (const char *model);
 
-/* The same, or NULL after g_test_skip ("fixture ... not generated yet") when it is not there. */
+/* The same, or NULL after fixture_fail_missing () when it is not there. */
 char *fixture_model_nemo_or_skip (const char *model);
 
 /* The model directories under fixture_dir() that hold a model.nemo, sorted by name (strcmp);
@@ -65,8 +66,15 @@ GPtrArray *fixture_list_models (void);
  * g_strdup'ed names that frees them. Empty when the model or its clips are absent. */
 GPtrArray *fixture_list_clips (const char *model, const char *probe_file);
 
-/* g_test_skip ("no NeMo fixtures under <fixture_dir>"): for tests that found no model at all. */
-void fixture_skip_no_models (void);
+/* The script that writes the fixture models, their clips' .npy dumps and manifest.json. */
+#define FIXTURE_MODELS_SCRIPT "tests/reference/make_fixtures.py"
+
+/* Marks the test failed (g_test_fail_printf): the committed fixture `path` is missing; the
+ * message names it and `script`, the generator that writes it. The test goes on, so return. */
+void fixture_fail_missing (const char *path, const char *script);
+
+/* Marks the test failed: no fixture model at all under fixture_dir (). */
+void fixture_fail_no_models (void);
 
 /* ---- A fixture model, opened as the engine opens it ------------------------------------------ */
 
@@ -84,12 +92,12 @@ typedef struct {
  * nothing reported, when the fixture is absent. */
 gboolean fixture_model_open (const char *name, fixture_model *out);
 
-/* The same, calling g_test_skip ("fixture ... not generated yet") when it returns FALSE. */
+/* The same, calling fixture_fail_missing () when it returns FALSE. */
 gboolean fixture_model_open_or_skip (const char *name, fixture_model *out);
 
 /* Opens the first fixture model present, trying fixture_models[first] first and then the ones
  * after it (wrapping round): tests that need just one model still run while the fixtures are
- * being regenerated. FALSE after fixture_skip_no_models () when none is there. */
+ * being regenerated. FALSE after fixture_fail_no_models () when none is there. */
 gboolean fixture_model_open_any_or_skip (guint first, fixture_model *out);
 
 /* Frees what fixture_model_open set and zeroes `m`; safe on a zeroed struct. */

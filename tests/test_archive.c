@@ -1,7 +1,9 @@
-/* gst-canary tests — nemo.c: .nemo tar (plain, gzip, directory), member lookup, artifact paths,
- * and malformed archives (truncation everywhere, bad fields, hostile PAX headers, gzip garbage).
+/* gst-canary tests — formats/tar.c: .nemo tar (plain, gzip, directory), member lookup, artifact paths,
+ * and malformed archives (truncation everywhere, bad fields, hostile PAX headers, gzip garbage),
+ * built with builders.h.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "canary.h"
+#include "builders.h"
 #include "formats/config.h"
 #include "fixture.h"
 #include "formats/tar.h"
@@ -9,100 +11,6 @@
 
 #include <glib/gstdio.h>
 #include <string.h>
-#include <zlib.h>
-
-/* --- a small tar writer for synthetic archives --------------------------------------------------- */
-
-static void
-put_octal (guint8 *f, gsize n, guint64 v)
-{
-  char *s = g_strdup_printf ("%0*" G_GINT64_MODIFIER "o", (int) n - 1, v);
-  memcpy (f, s, n - 1);
-  f[n - 1] = 0;
-  g_free (s);
-}
-
-static void
-fix_checksum (guint8 *h)
-{
-  memset (h + 148, ' ', 8);
-  guint sum = 0;
-  for (int i = 0; i < 512; i++)
-    sum += h[i];
-  char s[8];
-  g_snprintf (s, sizeof s, "%06o", sum);
-  memcpy (h + 148, s, 6);
-  h[154] = 0;
-  h[155] = ' ';
-}
-
-/* Appends a header (ustar magic) and returns its offset. */
-static gsize
-tar_header (GByteArray *b, const char *name, char type, guint64 size, const char *prefix)
-{
-  guint8 h[512] = { 0 };
-  memcpy (h, name, MIN (strlen (name), 100));
-  put_octal (h + 100, 8, 0644);
-  put_octal (h + 108, 8, 0);
-  put_octal (h + 116, 8, 0);
-  put_octal (h + 124, 12, size);
-  put_octal (h + 136, 12, 1700000000);
-  h[156] = (guint8) type;
-  memcpy (h + 257, "ustar\0" "00", 8);
-  if (prefix)
-    memcpy (h + 345, prefix, MIN (strlen (prefix), 155));
-  fix_checksum (h);
-  gsize off = b->len;
-  g_byte_array_append (b, h, 512);
-  return off;
-}
-
-static void
-tar_data (GByteArray *b, const void *data, gsize len)
-{
-  static const guint8 zeros[512] = { 0 };
-  g_byte_array_append (b, data, (guint) len);
-  if (len % 512)
-    g_byte_array_append (b, zeros, (guint) (512 - len % 512));
-}
-
-static gsize
-tar_file (GByteArray *b, const char *name, const char *text)
-{
-  gsize off = tar_header (b, name, '0', strlen (text), NULL);
-  tar_data (b, text, strlen (text));
-  return off;
-}
-
-/* A PAX record "<len> key=value\n" with the length that counts itself. */
-static char *
-pax_record (const char *key, const char *value)
-{
-  gsize body = strlen (key) + strlen (value) + 3;  /* ' ', '=', '\n' */
-  gsize len = body + 1;
-  for (;;) {  /* the length counts its own digits: converges in a step or two */
-    char digits[32];
-    gsize want = (gsize) g_snprintf (digits, sizeof digits, "%zu", len) + body;
-    if (want == len)
-      break;
-    len = want;
-  }
-  return g_strdup_printf ("%zu %s=%s\n", len, key, value);
-}
-
-static void
-tar_pax (GByteArray *b, char type, const char *records)
-{
-  tar_header (b, "././@PaxHeader", type, strlen (records), NULL);
-  tar_data (b, records, strlen (records));
-}
-
-static void
-tar_end (GByteArray *b)
-{
-  static const guint8 zeros[1024] = { 0 };
-  g_byte_array_append (b, zeros, 1024);
-}
 
 static canary_archive *
 open_ba (GByteArray *b, GError **err)
@@ -125,10 +33,7 @@ assert_format_error (GByteArray *b, const char *needle)
   GError *err = NULL;
   canary_archive *ar = open_ba (b, &err);
   g_assert_null (ar);
-  g_assert_error (err, CANARY_ERROR, CANARY_ERROR_FORMAT);
-  if (needle && !strstr (err->message, needle))
-    g_error ("error '%s' does not mention '%s'", err->message, needle);
-  g_error_free (err);
+  assert_error_mentions (err, CANARY_ERROR_FORMAT, needle);
 }
 
 /* --- fixtures ----------------------------------------------------------------------------------- */
@@ -213,23 +118,6 @@ test_fixture_open (void)
     g_free (bytes);
     g_free (path);
   }
-}
-
-static guint8 *
-gzip_bytes (const guint8 *src, gsize len, gsize *out_len)
-{
-  z_stream zs = { 0 };
-  g_assert_cmpint (deflateInit2 (&zs, 1, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), ==, Z_OK);
-  gsize cap = deflateBound (&zs, len);
-  guint8 *out = g_malloc (cap);
-  zs.next_in = (Bytef *) src;
-  zs.avail_in = (uInt) len;
-  zs.next_out = out;
-  zs.avail_out = (uInt) cap;
-  g_assert_cmpint (deflate (&zs, Z_FINISH), ==, Z_STREAM_END);
-  *out_len = zs.total_out;
-  deflateEnd (&zs);
-  return out;
 }
 
 static void
@@ -480,7 +368,7 @@ test_synthetic_base256 (void)
   memset (size, 0, 12);
   size[0] = 0x80;        /* base-256: value in the remaining bytes, big-endian */
   size[11] = 7;
-  fix_checksum (b->data + off);
+  tar_fix_checksum (b->data + off);
   tar_data (b, "seven!!", 7);
   tar_end (b);
   GError *err = NULL;
@@ -492,16 +380,16 @@ test_synthetic_base256 (void)
   /* a huge base-256 size (2^60) runs past the end */
   size = b->data + off + 124;
   size[4] = 0x10;
-  fix_checksum (b->data + off);
+  tar_fix_checksum (b->data + off);
   assert_format_error (b, "runs past the end");
   /* negative base-256 */
   size[0] = 0xff;
-  fix_checksum (b->data + off);
+  tar_fix_checksum (b->data + off);
   assert_format_error (b, "bad size field");
   /* overflowing base-256 (more than 63 bits) */
   memset (size, 0xff, 12);
   size[0] = 0x80 | 0x3f;
-  fix_checksum (b->data + off);
+  tar_fix_checksum (b->data + off);
   assert_format_error (b, "bad size field");
   g_byte_array_unref (b);
 }
@@ -516,7 +404,7 @@ test_malformed (void)
   gsize off = tar_file (b, "a.txt", "hello");
   tar_end (b);
   b->data[off + 124 + 5] = '9';
-  fix_checksum (b->data + off);
+  tar_fix_checksum (b->data + off);
   assert_format_error (b, "a.txt");
   assert_format_error (b, "size");
 
@@ -524,8 +412,8 @@ test_malformed (void)
   g_byte_array_set_size (b, 0);
   off = tar_file (b, "b.txt", "hello");
   tar_end (b);
-  put_octal (b->data + off + 124, 12, 100000);
-  fix_checksum (b->data + off);
+  tar_put_octal (b->data + off + 124, 12, 100000);
+  tar_fix_checksum (b->data + off);
   assert_format_error (b, "b.txt");
 
   /* bad checksum (first header: "not a tar"; later header: corrupt) */

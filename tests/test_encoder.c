@@ -152,7 +152,7 @@ test_fixtures (void)
     fixture_model_close (&m);
   }
   if (checked == 0)
-    fixture_skip_no_models ();
+    fixture_fail_no_models ();
 }
 
 /* Valid outputs do not depend on anything past the valid length: extra frames (random values,

@@ -67,7 +67,7 @@ test_fixtures_match_nemo (void)
 {
   g_autoptr (GPtrArray) models = fixture_list_models ();
   if (models->len == 0) {
-    fixture_skip_no_models ();
+    fixture_fail_no_models ();
     return;
   }
   for (guint i = 0; i < models->len; i++) {
@@ -126,7 +126,7 @@ test_cache_shares_models (void)
   char *name = NULL;
   canary_model *a = load_first_model (&name);
   if (!a) {
-    fixture_skip_no_models ();
+    fixture_fail_no_models ();
     return;
   }
   GError *err = NULL;
@@ -154,7 +154,7 @@ test_extracted_directory (void)
   char *name = NULL;
   canary_model *m = load_first_model (&name);
   if (!m) {
-    fixture_skip_no_models ();
+    fixture_fail_no_models ();
     return;
   }
   GError *err = NULL;
@@ -238,7 +238,7 @@ test_truncated_model (void)
   char *name = NULL;
   canary_model *m = load_first_model (&name);
   if (!m) {
-    fixture_skip_no_models ();
+    fixture_fail_no_models ();
     return;
   }
   canary_model_unref (m);
@@ -276,7 +276,7 @@ test_bad_audio_and_options (void)
 {
   canary_model *m = load_first_model (NULL);
   if (!m) {
-    fixture_skip_no_models ();
+    fixture_fail_no_models ();
     return;
   }
   GError *err = NULL;
@@ -346,7 +346,7 @@ test_length_penalty_matches_nemo (void)
   char *nemo = fixture_path ("canary1-tiny", "model.nemo", NULL);
   char *manifest = fixture_path ("manifest.json", NULL);
   if (!g_file_test (nemo, G_FILE_TEST_IS_REGULAR) || !g_file_test (manifest, G_FILE_TEST_IS_REGULAR)) {
-    g_test_skip ("canary1-tiny fixture or manifest.json missing");
+    fixture_fail_missing (g_file_test (nemo, G_FILE_TEST_IS_REGULAR) ? manifest : nemo, FIXTURE_MODELS_SCRIPT);
     g_free (nemo);
     g_free (manifest);
     return;
@@ -397,7 +397,7 @@ test_language_lookup (void)
 {
   canary_model *m = load_first_model (NULL);
   if (!m) {
-    fixture_skip_no_models ();
+    fixture_fail_no_models ();
     return;
   }
   const canary_model_info *info = canary_model_get_info (m);
@@ -431,7 +431,7 @@ test_log_callback (void)
   canary_model *m = load_first_model (NULL);
   canary_set_log_func (NULL, NULL);
   if (!m) {
-    fixture_skip_no_models ();
+    fixture_fail_no_models ();
     return;
   }
   g_assert_cmpint (lines, >, 0);

@@ -90,7 +90,7 @@ test_fixtures (void)
     fixture_model_close (&m);
   }
   if (checked == 0)
-    fixture_skip_no_models ();
+    fixture_fail_no_models ();
 }
 
 /* The raw clip padded by canary_pad_short_audio must be exactly NeMo's waveform. */
@@ -135,7 +135,7 @@ test_padding_matches_nemo (void)
     fixture_model_close (&m);
   }
   if (checked == 0)
-    fixture_skip_no_models ();
+    fixture_fail_no_models ();
 }
 
 /* The split rule itself on lengths around the edge cases (odd/even padding, 0, 1 s). */

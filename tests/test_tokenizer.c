@@ -1240,7 +1240,8 @@ test_fixture_nemo_checks (gconstpointer data)
   g_assert_no_error (err);
   const tu_json *m = tu_json_get (tu_json_get (doc, "models"), name);
   if (!m) {
-    g_test_skip ("no NeMo tokenizer checks for this fixture: run tests/reference/make_tokenizer_checks.py");
+    g_test_fail_printf ("%s has no NeMo tokenizer checks for %s: regenerate it with "
+        "tests/reference/make_tokenizer_checks.py", path, name);
     goto out;
   }
 
