@@ -44,7 +44,7 @@ fixture_fail_missing (const char *path, const char *script)
 }
 
 char *
-fixture_model_nemo_or_skip (const char *model)
+fixture_model_nemo_or_fail (const char *model)
 {
   char *path = fixture_model_nemo (model);
   if (!g_file_test (path, G_FILE_TEST_IS_REGULAR)) {
@@ -128,7 +128,7 @@ fixture_model_open (const char *name, fixture_model *out)
 }
 
 gboolean
-fixture_model_open_or_skip (const char *name, fixture_model *out)
+fixture_model_open_or_fail (const char *name, fixture_model *out)
 {
   if (fixture_model_open (name, out))
     return TRUE;
@@ -139,7 +139,7 @@ fixture_model_open_or_skip (const char *name, fixture_model *out)
 }
 
 gboolean
-fixture_model_open_any_or_skip (guint first, fixture_model *out)
+fixture_model_open_any_or_fail (guint first, fixture_model *out)
 {
   for (guint i = 0; i < FIXTURE_N_MODELS; i++)
     if (fixture_model_open (fixture_models[(first + i) % FIXTURE_N_MODELS], out))

@@ -7,12 +7,11 @@
  * <fixture_dir>/audio/<clip>.wav, plus manifest.json, ckpt_checks.json and spm/ at the top.
  *
  * The fixtures are committed, so a missing one is a failure, not a skip: the plain helpers report
- * absence (FALSE, NULL, an empty list) and the *_or_skip variants (named when fixtures were not
- * committed yet) mark the test failed with fixture_fail_missing () and return FALSE or NULL, so
- * that the caller returns. Everything that reads a fixture which is there asserts that it reads it.
+ * absence (FALSE, NULL, an empty list) and the *_or_fail variants mark the test failed with
+ * fixture_fail_missing () and return FALSE or NULL, so that the caller returns. Everything that reads a fixture which is there asserts that it reads it.
  *
  *   fixture_model fm;
- *   if (!fixture_model_open_or_skip ("canary2-tiny", &fm))
+ *   if (!fixture_model_open_or_fail ("canary2-tiny", &fm))
  *     return;
  *   GPtrArray *clips = fixture_list_clips ("canary2-tiny", "enc.npy");
  *   for (guint i = 0; i < clips->len; i++) {
@@ -55,7 +54,7 @@ extern const char *const fixture_models[FIXTURE_N_MODELS];
 char *fixture_model_nemo (const char *model);
 
 /* The same, or NULL after fixture_fail_missing () when it is not there. */
-char *fixture_model_nemo_or_skip (const char *model);
+char *fixture_model_nemo_or_fail (const char *model);
 
 /* The model directories under fixture_dir() that hold a model.nemo, sorted by name (strcmp);
  * a GPtrArray of g_strdup'ed names that frees them. Empty when there are none. */
@@ -93,12 +92,12 @@ typedef struct {
 gboolean fixture_model_open (const char *name, fixture_model *out);
 
 /* The same, calling fixture_fail_missing () when it returns FALSE. */
-gboolean fixture_model_open_or_skip (const char *name, fixture_model *out);
+gboolean fixture_model_open_or_fail (const char *name, fixture_model *out);
 
 /* Opens the first fixture model present, trying fixture_models[first] first and then the ones
  * after it (wrapping round): tests that need just one model still run while the fixtures are
  * being regenerated. FALSE after fixture_fail_no_models () when none is there. */
-gboolean fixture_model_open_any_or_skip (guint first, fixture_model *out);
+gboolean fixture_model_open_any_or_fail (guint first, fixture_model *out);
 
 /* Frees what fixture_model_open set and zeroes `m`; safe on a zeroed struct. */
 void fixture_model_close (fixture_model *m);

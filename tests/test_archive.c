@@ -86,7 +86,7 @@ static void
 test_fixture_open (void)
 {
   for (gsize m = 0; m < G_N_ELEMENTS (fixture_models); m++) {
-    char *path = fixture_model_nemo_or_skip (fixture_models[m]);
+    char *path = fixture_model_nemo_or_fail (fixture_models[m]);
     if (!path)
       continue;
     GError *err = NULL;
@@ -123,7 +123,7 @@ test_fixture_open (void)
 static void
 test_fixture_gzip (void)
 {
-  char *path = fixture_model_nemo_or_skip ("canary2-tiny");
+  char *path = fixture_model_nemo_or_fail ("canary2-tiny");
   if (!path)
     return;
   gsize len, zlen;
@@ -183,7 +183,7 @@ remove_tree (const char *dir)
 static void
 test_fixture_directory (void)
 {
-  char *path = fixture_model_nemo_or_skip ("canary1-tiny");
+  char *path = fixture_model_nemo_or_fail ("canary1-tiny");
   if (!path)
     return;
   GError *err = NULL;
@@ -238,7 +238,7 @@ test_fixture_directory (void)
 static void
 test_fixture_truncated (void)
 {
-  char *path = fixture_model_nemo_or_skip ("canary2-unified-tiny");
+  char *path = fixture_model_nemo_or_fail ("canary2-unified-tiny");
   if (!path)
     return;
   gsize len;

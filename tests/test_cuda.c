@@ -704,7 +704,7 @@ static void
 test_fixture (gconstpointer data)
 {
   const char *model = data;
-  char *nemo = fixture_model_nemo_or_skip (model);
+  char *nemo = fixture_model_nemo_or_fail (model);
   if (!nemo)
     return;
   g_free (nemo);
@@ -734,7 +734,7 @@ test_fixture (gconstpointer data)
 static void
 test_engine_memory (void)
 {
-  char *path = fixture_model_nemo_or_skip (fixture_models[0]);
+  char *path = fixture_model_nemo_or_fail (fixture_models[0]);
   if (!path)
     return;
   canary_model_options o;

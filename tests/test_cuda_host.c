@@ -203,7 +203,7 @@ static void
 test_weight_image (gconstpointer data)
 {
   fixture_model fm;
-  if (!fixture_model_open_or_skip (data, &fm))
+  if (!fixture_model_open_or_fail (data, &fm))
     return;
   check_image (&fm, CANARY_CUDA_F16);
   check_image (&fm, CANARY_CUDA_F32);
@@ -374,7 +374,7 @@ test_fp16_weights_vs_nemo (gconstpointer data)
 {
   const char *model = data;
   fixture_model fm;
-  if (!fixture_model_open_or_skip (model, &fm))
+  if (!fixture_model_open_or_fail (model, &fm))
     return;
   canary_ckpt *rounded = image_valued_ckpt (fm.ck, fm.cfg->enc_d_model, fm.cfg->enc_conv_kernel);
   GError *err = NULL;
@@ -590,7 +590,7 @@ static void
 test_launch_list (gconstpointer data)
 {
   fixture_model fm;
-  if (!fixture_model_open_or_skip (data, &fm))
+  if (!fixture_model_open_or_fail (data, &fm))
     return;
   GError *err = NULL;
   canary_cuda_weights *w = canary_cuda_weights_build (fm.cfg, fm.ck, CANARY_CUDA_F16, &err);
@@ -823,7 +823,7 @@ test_emulated_decoder (gconstpointer data)
 {
   const char *model = data;
   fixture_model fm;
-  if (!fixture_model_open_or_skip (model, &fm))
+  if (!fixture_model_open_or_fail (model, &fm))
     return;
   GError *err = NULL;
   canary_tokenizer *tok = canary_tokenizer_new (fm.cfg, fm.ar, &err);
@@ -977,7 +977,7 @@ test_emulated_encoder (gconstpointer data)
 {
   const char *model = data;
   fixture_model fm;
-  if (!fixture_model_open_or_skip (model, &fm))
+  if (!fixture_model_open_or_fail (model, &fm))
     return;
   GError *err = NULL;
   canary_tokenizer *tok = canary_tokenizer_new (fm.cfg, fm.ar, &err);
@@ -1018,7 +1018,7 @@ test_emulated_encoder (gconstpointer data)
 static void
 test_no_gpu (void)
 {
-  char *path = fixture_model_nemo_or_skip (fixture_models[0]);
+  char *path = fixture_model_nemo_or_fail (fixture_models[0]);
   if (!path)
     return;
   g_unsetenv ("CANARY_AUTO_DEVICE");

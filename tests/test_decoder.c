@@ -65,7 +65,7 @@ static decoder_fixture *
 decoder_fixture_load (const char *name)
 {
   decoder_fixture *m = g_new0 (decoder_fixture, 1);
-  if (!fixture_model_open_or_skip (name, &m->model)) {
+  if (!fixture_model_open_or_fail (name, &m->model)) {
     g_free (m);
     return NULL;
   }

@@ -161,7 +161,7 @@ static void
 test_invariance (void)
 {
   fixture_model m;
-  if (!fixture_model_open_any_or_skip (1, &m))
+  if (!fixture_model_open_any_or_fail (1, &m))
     return;
   GError *err = NULL;
   canary_encoder *enc = encoder_for (&m);
@@ -219,7 +219,7 @@ static void
 test_rejects_mismatch (void)
 {
   fixture_model m;
-  if (!fixture_model_open_any_or_skip (0, &m))
+  if (!fixture_model_open_any_or_fail (0, &m))
     return;
   canary_config c = *m.cfg;
   c.enc_d_model = m.cfg->enc_d_model * 2;
@@ -265,7 +265,7 @@ static void
 test_bad_args_and_edges (void)
 {
   fixture_model m;
-  if (!fixture_model_open_any_or_skip (2, &m))
+  if (!fixture_model_open_any_or_fail (2, &m))
     return;
   GError *err = NULL;
   canary_encoder *enc = encoder_for (&m);

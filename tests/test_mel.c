@@ -173,7 +173,7 @@ static void
 test_valid_mask (void)
 {
   fixture_model m;
-  if (!fixture_model_open_any_or_skip (0, &m))
+  if (!fixture_model_open_any_or_fail (0, &m))
     return;
   canary_mel *mel = mel_for (&m);
   const int n_mels = canary_mel_n_mels (mel);
@@ -257,7 +257,7 @@ static void
 test_random_vs_naive (void)
 {
   fixture_model m;
-  if (!fixture_model_open_any_or_skip (1, &m))
+  if (!fixture_model_open_any_or_fail (1, &m))
     return;
   canary_mel *mel = mel_for (&m);
   const int n_mels = canary_mel_n_mels (mel);
@@ -297,7 +297,7 @@ static void
 test_computed_buffers (void)
 {
   fixture_model m;
-  if (!fixture_model_open_any_or_skip (0, &m))
+  if (!fixture_model_open_any_or_fail (0, &m))
     return;
   GError *err = NULL;
   const canary_tensor *tw = canary_ckpt_get (m.ck, "preprocessor.featurizer.window");
@@ -350,7 +350,7 @@ static void
 test_errors_and_clamp (void)
 {
   fixture_model m;
-  if (!fixture_model_open_any_or_skip (0, &m))
+  if (!fixture_model_open_any_or_fail (0, &m))
     return;
   GError *err = NULL;
   canary_mel *mel = mel_for (&m);

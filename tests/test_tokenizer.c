@@ -909,7 +909,7 @@ static gboolean
 tok_fixture_open (const char *name, tok_fixture *fx)
 {
   memset (fx, 0, sizeof *fx);
-  if (!fixture_model_open_or_skip (name, &fx->model))
+  if (!fixture_model_open_or_fail (name, &fx->model))
     return FALSE;
   GError *err = NULL;
   fx->tok = canary_tokenizer_new (fx->model.cfg, fx->model.ar, &err);
