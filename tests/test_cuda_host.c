@@ -11,15 +11,15 @@
  *    decoder, against NeMo's dumps:
  *      FP16_ENC_TOL = 1e-2 · max(1, max|NeMo|) on enc.npy. Rounding a weight to FP16 moves it by
  *        at most 2^-11 relative; through the tiny models' layers that stays well inside 1e-2, the
- *        FP16 budget DESIGN.md §5 states, and the GPU's FP16 activations are held to the same.
+ *        FP16 budget docs/cuda.md (Precision) states, and the GPU's FP16 activations are held to the same.
  *      FP16_TF_TOL = 0.1 absolute on every teacher-forced log-prob (a probability moves by at most
- *        about 10 %), and the argmax of >= 99 % of the rows equal to NeMo's (the issue's bar for
+ *        about 10 %), and the argmax of >= 99 % of the rows equal to NeMo's (the backend's bar for
  *        FP16 token agreement: decisions are held to that, not to the log-prob bound). Measured on
  *        the fixtures: at most 0.053 absolute (about 1 % of the log-prob's magnitude); a first,
  *        underived bound of 0.05 was below that — see docs/cuda.md.
  *  - The arena plan: every region aligned, in order, not overlapping; each size equal to the
  *    closed form of docs/cuda.md; the total equal to that formula up to alignment padding; the
- *    Canary-1B shape inside the issue's memory targets (FP16 ≤ 52 % of FP32; arena ≤ 5 % of the
+ *    Canary-1B shape inside the backend's memory targets (FP16 ≤ 52 % of FP32; arena ≤ 5 % of the
  *    FP16 weights + 64 MiB for a 10 s window at beam 1).
  *  - The decoder step's launch list: the same records (bytes) whenever it is built, every address
  *    inside the weight image or an arena region, the argmax writing the token buffer the embedding
@@ -401,7 +401,7 @@ test_fp16_weights_vs_nemo (gconstpointer data)
 
 /* ---- The arena plan -------------------------------------------------------------------------- */
 
-/* The released shapes (MODEL-SPEC §7), FP16. */
+/* The released shapes (docs/MODEL.md, Released models), FP16. */
 static canary_cuda_dims
 shape_dims (const char *name)
 {

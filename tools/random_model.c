@@ -14,7 +14,7 @@ typedef struct {
   canary_prompt_format prompt;
 } shape_def;
 
-/* MODEL-SPEC §7 (layer counts, widths, vocabularies, max_sequence_length). */
+/* docs/MODEL.md, Released models (layer counts, widths, vocabularies, max_sequence_length). */
 static const shape_def shapes[] = {
   { "canary-1b", 24, 1024, 24, 1024, 4128, 512, 256, CANARY_PROMPT_CANARY },
   { "canary-1b-flash", 32, 1024, 4, 1024, 5248, 1024, 256, CANARY_PROMPT_CANARY2 },

@@ -2,7 +2,7 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * Speed and memory do not depend on weight values, and the real checkpoints (2–4 GB) cannot be
- * fetched everywhere, so the benchmark builds the released models' shapes (MODEL-SPEC §7) with
+ * fetched everywhere, so the benchmark builds the released models' shapes (docs/MODEL.md, Released models) with
  * random weights: the same config struct and the same state-dict keys a .nemo would give, so the
  * encoder and decoder bind them through exactly the code path a real file takes. */
 #pragma once

@@ -9,7 +9,7 @@ G_BEGIN_DECLS
 
 typedef struct {
   int beam_size;          /* k >= 1; 1 is NeMo's default path (greedy argmax, correct positions) */
-  double length_penalty;  /* GNMT alpha, >= 0; NeMo's effective default is 0 (see MODEL-SPEC §5.3) */
+  double length_penalty;  /* GNMT alpha, >= 0; NeMo's effective default is 0 (docs/MODEL.md, Decoding: strategy and defaults) */
   int max_len_total;      /* cap on prompt + generated positions, see canary_beam_max_len_total */
   int eos_id;             /* <|endoftext|> */
   int pad_id;             /* <pad> */

@@ -22,7 +22,7 @@ from nemo.collections.asr.modules.transformer.transformer import TransformerDeco
 from nemo.collections.asr.modules.transformer.transformer_generators import GreedySequenceGenerator
 from nemo.collections.asr.parts.submodules.token_classifier import TokenClassifier
 
-# Hyper-parameters of the released models (MODEL-SPEC.md §7).
+# Hyper-parameters of the released models (docs/MODEL.md, Released models).
 SHAPES = {
     "canary-1b": dict(enc_layers=24, d_model=1024, dec_layers=24, hidden=1024, vocab=4128, max_len=512),
     "canary-1b-flash": dict(enc_layers=32, d_model=1024, dec_layers=4, hidden=1024, vocab=5248, max_len=1024),

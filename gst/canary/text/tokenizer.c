@@ -4,7 +4,7 @@
  *
  * NeMo sources mirrored (nemo/collections/common): tokenizers/canary_tokenizer.py,
  * tokenizers/aggregate_tokenizer.py, tokenizers/sentencepiece_tokenizer.py, prompts/canary.py,
- * prompts/canary2.py, prompts/formatter.py. See MODEL-SPEC §5.1, §5.2, §6.
+ * prompts/canary2.py, prompts/formatter.py. See docs/MODEL.md (Prompts, Tokenizers).
  */
 #include "text/tokenizer.h"
 
