@@ -384,8 +384,8 @@ static canary_gemm_job
 linear_job (const linear *l, int out, int in, const float *xt, gsize ldx, int M, float *ct,
     gsize ldc)
 {
-  return (canary_gemm_job) { .N = out, .M = M, .K = in, .w = l->w, .sn = (gsize) in, .sk = 1, .xt = xt,
-      .ldx = ldx, .ct = ct, .ldc = ldc, .bias = l->b, .act = CANARY_ACT_NONE };
+  return (canary_gemm_job) { .N = out, .M = M, .K = in, .w = l->w, .sn = (gsize) in, .sk = 1,
+      .xt = xt, .ldx = ldx, .ct = ct, .ldc = ldc, .bias = l->b, .act = CANARY_ACT_NONE };
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -447,7 +447,8 @@ ln_inplace_fn (void *ctx, int tid)
   const int blocks = (c->T + 15) / 16;
   for (int blk; (blk = canary_team_next (c->w->team)) < blocks;)
     for (int r = blk * 16; r < MIN (blk * 16 + 16, c->T); r++)
-      canary_ln_row (c->e->simd, c->x + (gsize) r * c->D, c->D, c->g, c->b, c->x + (gsize) r * c->D);
+      canary_ln_row (c->e->simd, c->x + (gsize) r * c->D, c->D, c->g, c->b,
+          c->x + (gsize) r * c->D);
 }
 
 static void
@@ -545,8 +546,8 @@ depthwise_fn (void *ctx, int tid)
   const int s = c->s, C = c->e->chans, step = 4;
   for (int it; (it = canary_team_next (c->w->team)) * step < C;) {
     const int c0 = it * step, n = MIN (step, C - c0);
-    canary_depthwise_s2 (c->e->simd, c->w->sa + (gsize) c0 * d->t[s - 1] * d->f[s - 1], n, d->t[s - 1],
-        d->f[s - 1], c->e->dw_w[s - 1] + (gsize) c0 * SUB_K * SUB_K, c->e->dw_b[s - 1] + c0,
+    canary_depthwise_s2 (c->e->simd, c->w->sa + (gsize) c0 * d->t[s - 1] * d->f[s - 1], n,
+        d->t[s - 1], d->f[s - 1], c->e->dw_w[s - 1] + (gsize) c0 * SUB_K * SUB_K, c->e->dw_b[s - 1] + c0,
         c->w->sb + (gsize) c0 * d->t[s] * d->f[s], d->t[s], d->f[s], d->len[s]);
   }
 }

@@ -3,14 +3,13 @@
  * checkpoint's mapping allows (else converted to FP32 once); the depthwise conv gets its
  * BatchNorm folded in. Only the configuration Canary uses is accepted.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
-#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 
 #include "canary.h"
 #include "cpu/encoder_internal.h"
 #include "cpu/simd.h"
-#include "nemo_constants.h"
+#include "layout.h"
 #include "util.h"
 
 typedef struct {
@@ -106,12 +105,6 @@ wt (loader *ld, int ndim, gint64 d0, gint64 d1, gint64 d2, gint64 d3, const char
   return r;
 }
 
-static gboolean
-ckpt_has (const canary_ckpt *ck, const char *key)
-{
-  return canary_ckpt_get (ck, key) != NULL;
-}
-
 /* Only the FastConformer configuration Canary uses is implemented; refuse the rest by name. */
 static gboolean
 check_config (const canary_config *cfg, GError **error)
@@ -149,50 +142,57 @@ check_config (const canary_config *cfg, GError **error)
   return TRUE;
 }
 
-/* conv.0 (full 3x3, 1 → C), then per later stage a depthwise 3x3 (index 2 + 3i) and a
- * pointwise 1x1 (index 3 + 3i), ReLUs between (no parameters); then `out`. */
+/* Layer li's tensor <part>.<leaf> (layout.h) with the given shape (ndim <= 3). */
+static const float *
+lt (loader *ld, int li, canary_enc_part part, const char *leaf, int ndim, gint64 d0, gint64 d1,
+    gint64 d2)
+{
+  if (ld->failed)
+    return NULL;
+  const gint64 shape[4] = { d0, d1, d2, 0 };
+  char *key = canary_enc_key (li, part, leaf);
+  const float *r = loader_tensor (ld, key, ndim, shape);
+  g_free (key);
+  return r;
+}
+
+/* conv.0 (full 3x3, 1 → C), then per later stage a depthwise 3x3 and a pointwise 1x1
+ * (canary_sub_conv_index), ReLUs between (no parameters); then `out`. */
 static void
 load_subsampling (loader *ld)
 {
   canary_encoder *e = ld->enc;
   const gint64 C = e->chans;
-  e->conv0_w = wt (ld, 4, C, 1, SUB_K, SUB_K, "encoder.pre_encode.conv.0.weight");
-  e->conv0_b = wt (ld, 1, C, 0, 0, 0, "encoder.pre_encode.conv.0.bias");
+  e->conv0_w = wt (ld, 4, C, 1, SUB_K, SUB_K, CANARY_KEY_SUB_CONV ".0.weight");
+  e->conv0_b = wt (ld, 1, C, 0, 0, 0, CANARY_KEY_SUB_CONV ".0.bias");
   for (int s = 1; s < e->n_stages; s++) {
-    const int dw = 2 + 3 * (s - 1), pw = dw + 1;
-    e->dw_w[s] = wt (ld, 4, C, 1, SUB_K, SUB_K, "encoder.pre_encode.conv.%d.weight", dw);
-    e->dw_b[s] = wt (ld, 1, C, 0, 0, 0, "encoder.pre_encode.conv.%d.bias", dw);
-    e->pw[s].w = wt (ld, 4, C, C, 1, 1, "encoder.pre_encode.conv.%d.weight", pw);
-    e->pw[s].b = wt (ld, 1, C, 0, 0, 0, "encoder.pre_encode.conv.%d.bias", pw);
+    const int dw = canary_sub_conv_index (s), pw = dw + 1;
+    e->dw_w[s] = wt (ld, 4, C, 1, SUB_K, SUB_K, CANARY_KEY_SUB_CONV ".%d.weight", dw);
+    e->dw_b[s] = wt (ld, 1, C, 0, 0, 0, CANARY_KEY_SUB_CONV ".%d.bias", dw);
+    e->pw[s].w = wt (ld, 4, C, C, 1, 1, CANARY_KEY_SUB_CONV ".%d.weight", pw);
+    e->pw[s].b = wt (ld, 1, C, 0, 0, 0, CANARY_KEY_SUB_CONV ".%d.bias", pw);
   }
-  e->pre_out.w = wt (ld, 2, e->d, C * e->f_out, 0, 0, "encoder.pre_encode.out.weight");
-  e->pre_out.b = wt (ld, 1, e->d, 0, 0, 0, "encoder.pre_encode.out.bias");
+  e->pre_out.w = wt (ld, 2, e->d, C * e->f_out, 0, 0, CANARY_KEY_PRE_OUT ".weight");
+  e->pre_out.b = wt (ld, 1, e->d, 0, 0, 0, CANARY_KEY_PRE_OUT ".bias");
 }
 
-/* Folds the eval-mode BatchNorm that follows the depthwise conv into it:
- * bn(conv(x)) = s·(w∗x + b − mean) + beta with s = gamma / sqrt(var + eps). */
+/* The depthwise conv with the eval-mode BatchNorm that follows it folded in (layout.h). */
 static void
 fold_batch_norm (loader *ld, enc_layer *L, int li)
 {
   canary_encoder *e = ld->enc;
   const int D = e->d, K = e->kernel;
-  const char *pre = "encoder.layers";
-  const float *w = wt (ld, 3, D, 1, K, 0, "%s.%d.conv.depthwise_conv.weight", pre, li);
-  const float *b = wt (ld, 1, D, 0, 0, 0, "%s.%d.conv.depthwise_conv.bias", pre, li);
-  const float *g = wt (ld, 1, D, 0, 0, 0, "%s.%d.conv.batch_norm.weight", pre, li);
-  const float *beta = wt (ld, 1, D, 0, 0, 0, "%s.%d.conv.batch_norm.bias", pre, li);
-  const float *mean = wt (ld, 1, D, 0, 0, 0, "%s.%d.conv.batch_norm.running_mean", pre, li);
-  const float *var = wt (ld, 1, D, 0, 0, 0, "%s.%d.conv.batch_norm.running_var", pre, li);
+  const float *w = lt (ld, li, CANARY_ENC_CONV_DW, "weight", 3, D, 1, K);
+  const float *b = lt (ld, li, CANARY_ENC_CONV_DW, "bias", 1, D, 0, 0);
+  const float *g = lt (ld, li, CANARY_ENC_CONV_BN, "weight", 1, D, 0, 0);
+  const float *beta = lt (ld, li, CANARY_ENC_CONV_BN, "bias", 1, D, 0, 0);
+  const float *mean = lt (ld, li, CANARY_ENC_CONV_BN, "running_mean", 1, D, 0, 0);
+  const float *var = lt (ld, li, CANARY_ENC_CONV_BN, "running_var", 1, D, 0, 0);
   if (ld->failed)
     return;
   float *fw = g_new (float, (gsize) K * D);
   float *fb = g_new (float, D);
-  for (int c = 0; c < D; c++) {
-    const double s = (double) g[c] / sqrt ((double) var[c] + CANARY_BN_EPS);
-    for (int k = 0; k < K; k++)
-      fw[(gsize) c * K + k] = (float) (w[(gsize) c * K + k] * s);
-    fb[c] = (float) (((double) b[c] - mean[c]) * s + beta[c]);
-  }
+  canary_fold_batch_norm (w, b, g, beta, mean, var, D, K, fw, fb);
   g_ptr_array_add (e->owned, fw);
   g_ptr_array_add (e->owned, fb);
   e->owned_bytes += ((gsize) K * D + D) * sizeof (float);
@@ -200,64 +200,59 @@ fold_batch_norm (loader *ld, enc_layer *L, int li)
   L->dw_b = fb;
 }
 
+/* A Linear part: weight [out][in] (3-D [out][in][1] for the pointwise convs), bias [out]. */
 static void
-load_ff (loader *ld, int li, int which, linear *l1, linear *l2)
+load_linear (loader *ld, int li, canary_enc_part part, gint64 out, gint64 in, gboolean conv,
+    linear *l)
 {
-  const gint64 D = ld->enc->d, F = ld->enc->ff;
-  const char *pre = "encoder.layers";
-  l1->w = wt (ld, 2, F, D, 0, 0, "%s.%d.feed_forward%d.linear1.weight", pre, li, which);
-  l1->b = wt (ld, 1, F, 0, 0, 0, "%s.%d.feed_forward%d.linear1.bias", pre, li, which);
-  l2->w = wt (ld, 2, D, F, 0, 0, "%s.%d.feed_forward%d.linear2.weight", pre, li, which);
-  l2->b = wt (ld, 1, D, 0, 0, 0, "%s.%d.feed_forward%d.linear2.bias", pre, li, which);
+  l->w = conv ? lt (ld, li, part, "weight", 3, out, in, 1)
+      : lt (ld, li, part, "weight", 2, out, in, 0);
+  l->b = part == CANARY_ENC_ATT_POS ? NULL : lt (ld, li, part, "bias", 1, out, 0, 0);
 }
 
 static void
-load_norm (loader *ld, int li, const char *name, const float **w, const float **b)
+load_norm (loader *ld, int li, canary_enc_part part, const float **w, const float **b)
 {
-  *w = wt (ld, 1, ld->enc->d, 0, 0, 0, "encoder.layers.%d.%s.weight", li, name);
-  *b = wt (ld, 1, ld->enc->d, 0, 0, 0, "encoder.layers.%d.%s.bias", li, name);
+  *w = lt (ld, li, part, "weight", 1, ld->enc->d, 0, 0);
+  *b = lt (ld, li, part, "bias", 1, ld->enc->d, 0, 0);
 }
 
 static void
 load_attention (loader *ld, enc_layer *L, int li)
 {
   const gint64 D = ld->enc->d, H = ld->enc->heads, dk = ld->enc->dk;
-  const char *pre = "encoder.layers";
-  linear *lins[4] = { &L->q, &L->k, &L->v, &L->o };
-  const char *names[4] = { "q", "k", "v", "out" };
-  for (int i = 0; i < 4; i++) {
-    lins[i]->w = wt (ld, 2, D, D, 0, 0, "%s.%d.self_attn.linear_%s.weight", pre, li, names[i]);
-    lins[i]->b = wt (ld, 1, D, 0, 0, 0, "%s.%d.self_attn.linear_%s.bias", pre, li, names[i]);
-  }
-  L->pos_w = wt (ld, 2, D, D, 0, 0, "%s.%d.self_attn.linear_pos.weight", pre, li);
+  load_linear (ld, li, CANARY_ENC_ATT_Q, D, D, FALSE, &L->q);
+  load_linear (ld, li, CANARY_ENC_ATT_K, D, D, FALSE, &L->k);
+  load_linear (ld, li, CANARY_ENC_ATT_V, D, D, FALSE, &L->v);
+  load_linear (ld, li, CANARY_ENC_ATT_OUT, D, D, FALSE, &L->o);
+  L->pos_w = lt (ld, li, CANARY_ENC_ATT_POS, "weight", 2, D, D, 0);
   if (ld->cfg->untie_biases) {
-    L->bias_u = wt (ld, 2, H, dk, 0, 0, "%s.%d.self_attn.pos_bias_u", pre, li);
-    L->bias_v = wt (ld, 2, H, dk, 0, 0, "%s.%d.self_attn.pos_bias_v", pre, li);
+    L->bias_u = lt (ld, li, CANARY_ENC_POS_BIAS_U, NULL, 2, H, dk, 0);
+    L->bias_v = lt (ld, li, CANARY_ENC_POS_BIAS_V, NULL, 2, H, dk, 0);
   } else {
     /* untie_biases: false → one pair of biases on the encoder, shared by every layer. */
-    L->bias_u = wt (ld, 2, H, dk, 0, 0, "encoder.pos_bias_u");
-    L->bias_v = wt (ld, 2, H, dk, 0, 0, "encoder.pos_bias_v");
+    L->bias_u = wt (ld, 2, H, dk, 0, 0, CANARY_KEY_POS_BIAS_U);
+    L->bias_v = wt (ld, 2, H, dk, 0, 0, CANARY_KEY_POS_BIAS_V);
   }
 }
 
 static void
 load_layer (loader *ld, enc_layer *L, int li)
 {
-  const gint64 D = ld->enc->d;
-  const char *pre = "encoder.layers";
-  load_norm (ld, li, "norm_feed_forward1", &L->ln_ff1_w, &L->ln_ff1_b);
-  load_ff (ld, li, 1, &L->ff1_1, &L->ff1_2);
-  load_norm (ld, li, "norm_self_att", &L->ln_att_w, &L->ln_att_b);
+  const gint64 D = ld->enc->d, F = ld->enc->ff;
+  load_norm (ld, li, CANARY_ENC_NORM_FF1, &L->ln_ff1_w, &L->ln_ff1_b);
+  load_linear (ld, li, CANARY_ENC_FF1_LINEAR1, F, D, FALSE, &L->ff1_1);
+  load_linear (ld, li, CANARY_ENC_FF1_LINEAR2, D, F, FALSE, &L->ff1_2);
+  load_norm (ld, li, CANARY_ENC_NORM_ATT, &L->ln_att_w, &L->ln_att_b);
   load_attention (ld, L, li);
-  load_norm (ld, li, "norm_conv", &L->ln_conv_w, &L->ln_conv_b);
-  L->pw1.w = wt (ld, 3, 2 * D, D, 1, 0, "%s.%d.conv.pointwise_conv1.weight", pre, li);
-  L->pw1.b = wt (ld, 1, 2 * D, 0, 0, 0, "%s.%d.conv.pointwise_conv1.bias", pre, li);
+  load_norm (ld, li, CANARY_ENC_NORM_CONV, &L->ln_conv_w, &L->ln_conv_b);
+  load_linear (ld, li, CANARY_ENC_CONV_PW1, 2 * D, D, TRUE, &L->pw1);
   fold_batch_norm (ld, L, li);
-  L->pw2.w = wt (ld, 3, D, D, 1, 0, "%s.%d.conv.pointwise_conv2.weight", pre, li);
-  L->pw2.b = wt (ld, 1, D, 0, 0, 0, "%s.%d.conv.pointwise_conv2.bias", pre, li);
-  load_norm (ld, li, "norm_feed_forward2", &L->ln_ff2_w, &L->ln_ff2_b);
-  load_ff (ld, li, 2, &L->ff2_1, &L->ff2_2);
-  load_norm (ld, li, "norm_out", &L->ln_out_w, &L->ln_out_b);
+  load_linear (ld, li, CANARY_ENC_CONV_PW2, D, D, TRUE, &L->pw2);
+  load_norm (ld, li, CANARY_ENC_NORM_FF2, &L->ln_ff2_w, &L->ln_ff2_b);
+  load_linear (ld, li, CANARY_ENC_FF2_LINEAR1, F, D, FALSE, &L->ff2_1);
+  load_linear (ld, li, CANARY_ENC_FF2_LINEAR2, D, F, FALSE, &L->ff2_2);
+  load_norm (ld, li, CANARY_ENC_NORM_OUT, &L->ln_out_w, &L->ln_out_b);
 }
 
 /* NeMo uses Identity when encoder and decoder widths agree (no keys), a Linear otherwise. */
@@ -268,18 +263,18 @@ load_projection (loader *ld)
   const int H = ld->cfg->dec_hidden;
   if (ld->failed)
     return;
-  if (ckpt_has (ld->ck, "encoder_decoder_proj.weight")) {
+  const canary_tensor *t = canary_ckpt_get (ld->ck, CANARY_KEY_PROJ ".weight");
+  if (t) {
     /* The decoder's hidden size fixes the rows; without one, the tensor's own. */
-    const canary_tensor *t = canary_ckpt_get (ld->ck, "encoder_decoder_proj.weight");
     const gint64 rows = H > 0 ? H : (t->ndim == 2 ? t->shape[0] : 0);
-    e->proj.w = wt (ld, 2, rows, e->d, 0, 0, "encoder_decoder_proj.weight");
-    e->proj.b = wt (ld, 1, rows, 0, 0, 0, "encoder_decoder_proj.bias");
+    e->proj.w = wt (ld, 2, rows, e->d, 0, 0, CANARY_KEY_PROJ ".weight");
+    e->proj.b = wt (ld, 1, rows, 0, 0, 0, CANARY_KEY_PROJ ".bias");
     e->out_dim = (int) rows;
     return;
   }
   if (H > 0 && H != e->d) {
     g_set_error (ld->error, CANARY_ERROR, CANARY_ERROR_NOT_FOUND,
-        "encoder_decoder_proj.weight: missing, but the encoder (d_model %d) and decoder (hidden "
+        CANARY_KEY_PROJ ".weight: missing, but the encoder (d_model %d) and decoder (hidden "
         "%d) widths differ", e->d, H);
     ld->failed = TRUE;
     return;
@@ -319,8 +314,8 @@ canary_encoder_new (const canary_config *cfg, const canary_ckpt *ck, GError **er
   load_projection (&ld);
   if (!ld.failed) {
     /* A checkpoint with more layers than the config is a mismatch, not something to ignore. */
-    char *extra = g_strdup_printf ("encoder.layers.%d.norm_out.weight", e->n_layers);
-    if (ckpt_has (ck, extra)) {
+    char *extra = canary_enc_key (e->n_layers, CANARY_ENC_NORM_OUT, "weight");
+    if (canary_ckpt_get (ck, extra)) {
       g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT,
           "%s: the checkpoint has more encoder layers than model_config.yaml's n_layers %d",
           extra, e->n_layers);

@@ -202,22 +202,28 @@ canary_ln_transpose16 (gboolean simd, const float *x, int D, int rows, const flo
 
 /* One query row of the attention: s[j] = (s[j] + bd[j]) / sqrt_dk over the L valid keys (bd:
  * the positional scores already shifted to this query), then softmax, in place. */
+void
+canary_softmax_row (float *s, int n)
+{
+  float mx = s[0];
+  for (int j = 1; j < n; j++)
+    mx = MAX (mx, s[j]);
+  double sum = 0.0;
+  for (int j = 0; j < n; j++) {
+    s[j] = expf (s[j] - mx);
+    sum += s[j];
+  }
+  const float inv = (float) (1.0 / sum);
+  for (int j = 0; j < n; j++)
+    s[j] *= inv;
+}
+
 static void
 score_row_scalar (float *s, const float *bd, int L, float sqrt_dk)
 {
   for (int j = 0; j < L; j++)
     s[j] = (s[j] + bd[j]) / sqrt_dk;
-  float mx = s[0];
-  for (int j = 1; j < L; j++)
-    mx = MAX (mx, s[j]);
-  double sum = 0.0;
-  for (int j = 0; j < L; j++) {
-    s[j] = expf (s[j] - mx);
-    sum += s[j];
-  }
-  const float inv = (float) (1.0 / sum);
-  for (int j = 0; j < L; j++)
-    s[j] *= inv;
+  canary_softmax_row (s, L);
 }
 
 

@@ -74,6 +74,10 @@ void canary_ln_transpose16 (gboolean simd, const float *x, int D, int rows, cons
 void canary_transpose (gboolean simd, const float *src, gsize lds, int rows, int cols,
     float *dst, gsize ldd, int rows_pad);
 
+/* Softmax of s[0 … n) in place (n >= 1): max-shifted expf, the sum in double. Scalar only (the
+ * vector attention row fuses it, see canary_score_row); the decoder's attention uses it too. */
+void canary_softmax_row (float *s, int n);
+
 /* One query row of relative-position attention: s[j] = (s[j] + bd[j]) / sqrt_dk over the L
  * valid keys (bd: the positional scores already shifted to this query), then softmax, in place. */
 void canary_score_row (gboolean simd, float *s, const float *bd, int L, float sqrt_dk);
