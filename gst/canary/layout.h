@@ -15,7 +15,8 @@ G_BEGIN_DECLS
 /* Modules outside the layer stacks (add ".weight" / ".bias" where the name is a module). */
 #define CANARY_KEY_SUB_CONV "encoder.pre_encode.conv"  /* + ".<index>", see canary_sub_conv_index */
 #define CANARY_KEY_PRE_OUT "encoder.pre_encode.out"
-#define CANARY_KEY_POS_BIAS_U "encoder.pos_bias_u"     /* untie_biases: false, shared by all layers */
+/* untie_biases: false → one pair of position biases on the encoder, shared by every layer. */
+#define CANARY_KEY_POS_BIAS_U "encoder.pos_bias_u"
 #define CANARY_KEY_POS_BIAS_V "encoder.pos_bias_v"
 #define CANARY_KEY_PROJ "encoder_decoder_proj"         /* only when the widths differ */
 #define CANARY_KEY_TOKEN_EMB "transf_decoder._embedding.token_embedding.weight"

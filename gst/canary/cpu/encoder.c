@@ -547,8 +547,9 @@ depthwise_fn (void *ctx, int tid)
   for (int it; (it = canary_team_next (c->w->team)) * step < C;) {
     const int c0 = it * step, n = MIN (step, C - c0);
     canary_depthwise_s2 (c->e->simd, c->w->sa + (gsize) c0 * d->t[s - 1] * d->f[s - 1], n,
-        d->t[s - 1], d->f[s - 1], c->e->dw_w[s - 1] + (gsize) c0 * SUB_K * SUB_K, c->e->dw_b[s - 1] + c0,
-        c->w->sb + (gsize) c0 * d->t[s] * d->f[s], d->t[s], d->f[s], d->len[s]);
+        d->t[s - 1], d->f[s - 1], c->e->dw_w[s - 1] + (gsize) c0 * SUB_K * SUB_K,
+        c->e->dw_b[s - 1] + c0, c->w->sb + (gsize) c0 * d->t[s] * d->f[s], d->t[s], d->f[s],
+        d->len[s]);
   }
 }
 
