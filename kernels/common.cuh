@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include "canary_kernels.h"
+#include "nemo_constants.h"
 
 /* Activations are __half (CK_F16) or float (CK_F32); kernels are templates over the type and
  * compute in float. */
@@ -54,7 +55,7 @@ sigmoid_f (float x)
   return 1.0f / (1.0f + __expf (-x));
 }
 
-#define LN_EPS 1e-5f
+#define LN_EPS ((float) CANARY_LN_EPS)
 /* Values per thread kept in registers; D up to LN_THREADS · LN_MAX_PER = 4096 channels. */
 #define LN_MAX_PER 16
 

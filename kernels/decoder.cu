@@ -7,7 +7,7 @@
 #define DEC_THREADS 256
 #define DEC_WARPS 8         /* warps sharing one query's keys */
 #define DEC_MAX_R 8          /* channels per lane: d_head <= 256 */
-#define DEC_NEG_INF (-10000.0f)  /* NeMo's additive mask value */
+#define DEC_NEG_INF CANARY_MASK_VALUE  /* NeMo's additive mask value */
 
 template <typename T>
 __global__ void

@@ -42,6 +42,7 @@
 #include "cuda/launch.h"
 #include "cuda/plan.h"
 #include "cuda/weights.h"
+#include "layout.h"
 #include "search.h"
 #include "cpu/decoder.h"
 #include "cpu/encoder.h"
@@ -142,7 +143,7 @@ check_image (const fixture_model *fm, canary_cuda_dtype dt)
   for (int i = 0; i < D; i++)
     g_assert_cmpfloat (image_value (w, L->ff2_2.b, i, TRUE), ==, as_gemm (w, 0.5f * f2[i]));
   g_free (f2);
-  /* BatchNorm folded in FP32, bit for bit what canary_cuda_fold_batch_norm gives. */
+  /* BatchNorm folded in FP32, bit for bit what canary_fold_batch_norm gives. */
   const char *bn[6] = { "conv.depthwise_conv.weight", "conv.depthwise_conv.bias", "conv.batch_norm.weight",
     "conv.batch_norm.bias", "conv.batch_norm.running_mean", "conv.batch_norm.running_var" };
   float *p[6];
@@ -152,7 +153,7 @@ check_image (const fixture_model *fm, canary_cuda_dtype dt)
     g_free (k);
   }
   float *fw = g_new (float, (gsize) D * K), *fb = g_new (float, D);
-  canary_cuda_fold_batch_norm (p[0], p[1], p[2], p[3], p[4], p[5], D, K, fw, fb);
+  canary_fold_batch_norm (p[0], p[1], p[2], p[3], p[4], p[5], D, K, fw, fb);
   for (int i = 0; i < D * K; i++)
     g_assert_cmpfloat (image_value (w, L->dw_w, i, FALSE), ==, fw[i]);
   for (int i = 0; i < D; i++)
@@ -269,7 +270,7 @@ image_valued_ckpt (const canary_ckpt *ck, int D, int K)
         g_free (k);
       }
       float *fw = g_new (float, (gsize) D * K), *fb = g_new (float, D);
-      canary_cuda_fold_batch_norm (p[0], p[1], p[2], p[3], p[4], p[5], D, K, fw, fb);
+      canary_fold_batch_norm (p[0], p[1], p[2], p[3], p[4], p[5], D, K, fw, fb);
       memcpy (v, g_str_has_suffix (t->name, ".weight") ? fw : fb, (gsize) t->numel * 4);
       for (int j = 0; j < 6; j++)
         g_free (p[j]);

@@ -1,4 +1,4 @@
-/* gst-canary — Canary-shaped random models in memory (see synth.h).
+/* gst-canary — Canary-shaped random models in memory (see random_model.h).
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "random_model.h"
 
@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "canary.h"
+#include "layout.h"
+#include "nemo_constants.h"
 #include "util.h"
 
 typedef struct {
@@ -14,7 +16,8 @@ typedef struct {
   canary_prompt_format prompt;
 } shape_def;
 
-/* docs/MODEL.md, Released models (layer counts, widths, vocabularies, max_sequence_length). */
+/* The released models' layer counts, widths, vocabularies and max_sequence_length
+ * (docs/MODEL.md, Released models). */
 static const shape_def shapes[] = {
   { "canary-1b", 24, 1024, 24, 1024, 4128, 512, 256, CANARY_PROMPT_CANARY },
   { "canary-1b-flash", 32, 1024, 4, 1024, 5248, 1024, 256, CANARY_PROMPT_CANARY2 },
@@ -165,73 +168,90 @@ add_norm (builder *b, const char *prefix, int d)
 static void
 add_conv2d (builder *b, int idx, int out, int in, int k)
 {
-  add_w (b, in * k * k, 4, SHAPE (out, in, k, k), "encoder.pre_encode.conv.%d.weight", idx);
-  add_v (b, -0.1f, 0.1f, 1, SHAPE (out), "encoder.pre_encode.conv.%d.bias", idx);
+  add_w (b, in * k * k, 4, SHAPE (out, in, k, k), CANARY_KEY_SUB_CONV ".%d.weight", idx);
+  add_v (b, -0.1f, 0.1f, 1, SHAPE (out), CANARY_KEY_SUB_CONV ".%d.bias", idx);
 }
 
 static void
-add_conformer_layer (builder *b, const char *p, int D)
+add_enc_linear (builder *b, int l, canary_enc_part part, int out, int in, gboolean bias)
 {
-  char *n;
-  for (int f = 1; f <= 2; f++) {
-    n = g_strdup_printf ("%s.norm_feed_forward%d", p, f);
-    add_norm (b, n, D);
-    g_free (n);
-    n = g_strdup_printf ("%s.feed_forward%d.linear1", p, f);
-    add_linear (b, n, 4 * D, D, TRUE);
-    g_free (n);
-    n = g_strdup_printf ("%s.feed_forward%d.linear2", p, f);
-    add_linear (b, n, D, 4 * D, TRUE);
-    g_free (n);
+  char *n = canary_enc_key (l, part, NULL);
+  add_linear (b, n, out, in, bias);
+  g_free (n);
+}
+
+static void
+add_enc_norm (builder *b, int l, canary_enc_part part, int D)
+{
+  char *n = canary_enc_key (l, part, NULL);
+  add_norm (b, n, D);
+  g_free (n);
+}
+
+/* Values in [lo, hi) for layer l's tensor <part>[.<leaf>]. */
+static void
+add_enc_v (builder *b, int l, canary_enc_part part, const char *leaf, float lo, float hi, int ndim,
+    const int64_t *shape)
+{
+  char *n = canary_enc_key (l, part, leaf);
+  add_v (b, lo, hi, ndim, shape, "%s", n);
+  g_free (n);
+}
+
+/* One conformer layer, its tensors in the order that fixes the random stream. */
+static void
+add_conformer_layer (builder *b, int l, int D)
+{
+  const canary_enc_part ff[2][3] = {
+    { CANARY_ENC_NORM_FF1, CANARY_ENC_FF1_LINEAR1, CANARY_ENC_FF1_LINEAR2 },
+    { CANARY_ENC_NORM_FF2, CANARY_ENC_FF2_LINEAR1, CANARY_ENC_FF2_LINEAR2 },
+  };
+  for (int f = 0; f < 2; f++) {
+    add_enc_norm (b, l, ff[f][0], D);
+    add_enc_linear (b, l, ff[f][1], 4 * D, D, TRUE);
+    add_enc_linear (b, l, ff[f][2], D, 4 * D, TRUE);
   }
-  n = g_strdup_printf ("%s.norm_self_att", p);
-  add_norm (b, n, D);
+  add_enc_norm (b, l, CANARY_ENC_NORM_ATT, D);
+  const canary_enc_part lin[] = { CANARY_ENC_ATT_Q, CANARY_ENC_ATT_K, CANARY_ENC_ATT_V,
+    CANARY_ENC_ATT_OUT, CANARY_ENC_ATT_POS };
+  for (int i = 0; i < 5; i++)
+    add_enc_linear (b, l, lin[i], D, D, i < 4);  /* linear_pos has no bias */
+  add_enc_v (b, l, CANARY_ENC_POS_BIAS_U, NULL, -0.1f, 0.1f, 2, SHAPE (8, D / 8));
+  add_enc_v (b, l, CANARY_ENC_POS_BIAS_V, NULL, -0.1f, 0.1f, 2, SHAPE (8, D / 8));
+  add_enc_norm (b, l, CANARY_ENC_NORM_CONV, D);
+  char *n = canary_enc_key (l, CANARY_ENC_CONV_PW1, "weight");
+  add_w (b, D, 3, SHAPE (2 * D, D, 1), "%s", n);
   g_free (n);
-  const char *lin[] = { "q", "k", "v", "out", "pos" };
-  for (int i = 0; i < 5; i++) {
-    n = g_strdup_printf ("%s.self_attn.linear_%s", p, lin[i]);
-    add_linear (b, n, D, D, i < 4);  /* linear_pos has no bias */
-    g_free (n);
-  }
-  add_v (b, -0.1f, 0.1f, 2, SHAPE (8, D / 8), "%s.self_attn.pos_bias_u", p);
-  add_v (b, -0.1f, 0.1f, 2, SHAPE (8, D / 8), "%s.self_attn.pos_bias_v", p);
-  n = g_strdup_printf ("%s.norm_conv", p);
-  add_norm (b, n, D);
+  add_enc_v (b, l, CANARY_ENC_CONV_PW1, "bias", -0.1f, 0.1f, 1, SHAPE (2 * D));
+  n = canary_enc_key (l, CANARY_ENC_CONV_DW, "weight");
+  add_w (b, 9, 3, SHAPE (D, 1, 9), "%s", n);
   g_free (n);
-  add_w (b, D, 3, SHAPE (2 * D, D, 1), "%s.conv.pointwise_conv1.weight", p);
-  add_v (b, -0.1f, 0.1f, 1, SHAPE (2 * D), "%s.conv.pointwise_conv1.bias", p);
-  add_w (b, 9, 3, SHAPE (D, 1, 9), "%s.conv.depthwise_conv.weight", p);
-  add_v (b, -0.1f, 0.1f, 1, SHAPE (D), "%s.conv.depthwise_conv.bias", p);
-  n = g_strdup_printf ("%s.conv.batch_norm", p);
-  add_norm (b, n, D);
+  add_enc_v (b, l, CANARY_ENC_CONV_DW, "bias", -0.1f, 0.1f, 1, SHAPE (D));
+  add_enc_norm (b, l, CANARY_ENC_CONV_BN, D);
+  add_enc_v (b, l, CANARY_ENC_CONV_BN, "running_mean", -0.1f, 0.1f, 1, SHAPE (D));
+  add_enc_v (b, l, CANARY_ENC_CONV_BN, "running_var", 0.5f, 1.5f, 1, SHAPE (D));
+  n = canary_enc_key (l, CANARY_ENC_CONV_PW2, "weight");
+  add_w (b, D, 3, SHAPE (D, D, 1), "%s", n);
   g_free (n);
-  add_v (b, -0.1f, 0.1f, 1, SHAPE (D), "%s.conv.batch_norm.running_mean", p);
-  add_v (b, 0.5f, 1.5f, 1, SHAPE (D), "%s.conv.batch_norm.running_var", p);
-  add_w (b, D, 3, SHAPE (D, D, 1), "%s.conv.pointwise_conv2.weight", p);
-  add_v (b, -0.1f, 0.1f, 1, SHAPE (D), "%s.conv.pointwise_conv2.bias", p);
-  n = g_strdup_printf ("%s.norm_out", p);
-  add_norm (b, n, D);
-  g_free (n);
+  add_enc_v (b, l, CANARY_ENC_CONV_PW2, "bias", -0.1f, 0.1f, 1, SHAPE (D));
+  add_enc_norm (b, l, CANARY_ENC_NORM_OUT, D);
 }
 
 static void
 add_encoder (builder *b, const shape_def *s)
 {
   int C = s->sub_channels, D = s->d_model;
-  /* conv.0 full 3x3, then two stages of depthwise 3x3 (2, 5) + pointwise 1x1 (3, 6). */
+  /* conv.0 full 3x3, then two stages of depthwise 3x3 + pointwise 1x1. */
   add_conv2d (b, 0, C, 1, 3);
-  for (int st = 0; st < 2; st++) {
-    add_conv2d (b, 2 + 3 * st, C, 1, 3);
-    add_conv2d (b, 3 + 3 * st, C, C, 1);
+  for (int st = 1; st <= 2; st++) {
+    add_conv2d (b, canary_sub_conv_index (st), C, 1, 3);
+    add_conv2d (b, canary_sub_conv_index (st) + 1, C, C, 1);
   }
-  add_linear (b, "encoder.pre_encode.out", D, C * 16, TRUE);  /* 128 mels / 8 = 16 */
-  for (int l = 0; l < s->enc_layers && b->ok; l++) {
-    char *p = g_strdup_printf ("encoder.layers.%d", l);
-    add_conformer_layer (b, p, D);
-    g_free (p);
-  }
+  add_linear (b, CANARY_KEY_PRE_OUT, D, C * 16, TRUE);  /* 128 mels / 8 = 16 */
+  for (int l = 0; l < s->enc_layers && b->ok; l++)
+    add_conformer_layer (b, l, D);
   if (s->d_model != s->hidden)
-    add_linear (b, "encoder_decoder_proj", s->hidden, s->d_model, TRUE);
+    add_linear (b, CANARY_KEY_PROJ, s->hidden, s->d_model, TRUE);
 }
 
 /* NeMo's FixedPositionalEncoding table (sin/cos, divided by sqrt(H)), as stored in checkpoints. */
@@ -243,11 +263,11 @@ add_position_table (builder *b, int max_len, int H)
   float *pe = g_new (float, (gsize) max_len * H);
   for (int p = 0; p < max_len; p++)
     for (int j = 0; j < H / 2; j++) {
-      double div = exp (2.0 * j * (-log (10000.0) / H));
+      double div = exp (2.0 * j * (-log (CANARY_POS_BASE) / H));
       pe[(gsize) p * H + 2 * j] = (float) (sin (p * div) / sqrt (H));
       pe[(gsize) p * H + 2 * j + 1] = (float) (cos (p * div) / sqrt (H));
     }
-  b->ok = canary_ckpt_add_tensor (b->ck, "transf_decoder._embedding.position_embedding.pos_enc", CANARY_DTYPE_F32,
+  b->ok = canary_ckpt_add_tensor (b->ck, CANARY_KEY_POS_ENC, CANARY_DTYPE_F32,
       2, SHAPE (max_len, H), pe, (gsize) max_len * H * sizeof (float), b->error) != NULL;
 }
 
@@ -255,36 +275,36 @@ static void
 add_decoder (builder *b, const shape_def *s)
 {
   int H = s->hidden, V = s->vocab;
-  add_w (b, H, 2, SHAPE (V, H), "transf_decoder._embedding.token_embedding.weight");
+  add_w (b, H, 2, SHAPE (V, H), CANARY_KEY_TOKEN_EMB);
   add_position_table (b, s->max_len, H);
-  add_norm (b, "transf_decoder._embedding.layer_norm", H);
+  add_norm (b, CANARY_KEY_EMB_LN, H);
+  const canary_dec_part norms[] = { CANARY_DEC_LN1, CANARY_DEC_LN2, CANARY_DEC_LN3 };
+  const canary_dec_part lins[] = { CANARY_DEC_SELF_Q, CANARY_DEC_SELF_K, CANARY_DEC_SELF_V,
+    CANARY_DEC_SELF_OUT, CANARY_DEC_CROSS_Q, CANARY_DEC_CROSS_K, CANARY_DEC_CROSS_V,
+    CANARY_DEC_CROSS_OUT };
   for (int l = 0; l < s->dec_layers && b->ok; l++) {
-    const char *subs[] = { "first_sub_layer", "second_sub_layer" };
-    const char *nets[] = { "query_net", "key_net", "value_net", "out_projection" };
-    for (int n = 1; n <= 3; n++) {
-      char *p = g_strdup_printf ("transf_decoder._decoder.layers.%d.layer_norm_%d", l, n);
+    for (gsize i = 0; i < G_N_ELEMENTS (norms); i++) {
+      char *p = canary_dec_key (l, norms[i], NULL);
       add_norm (b, p, H);
       g_free (p);
     }
-    for (int i = 0; i < 2; i++)
-      for (int j = 0; j < 4; j++) {
-        char *p = g_strdup_printf ("transf_decoder._decoder.layers.%d.%s.%s", l, subs[i], nets[j]);
-        add_linear (b, p, H, H, TRUE);
-        g_free (p);
-      }
-    char *p = g_strdup_printf ("transf_decoder._decoder.layers.%d.third_sub_layer.dense_in", l);
+    for (gsize i = 0; i < G_N_ELEMENTS (lins); i++) {
+      char *p = canary_dec_key (l, lins[i], NULL);
+      add_linear (b, p, H, H, TRUE);
+      g_free (p);
+    }
+    char *p = canary_dec_key (l, CANARY_DEC_FF_IN, NULL);
     add_linear (b, p, 4 * H, H, TRUE);
     g_free (p);
-    p = g_strdup_printf ("transf_decoder._decoder.layers.%d.third_sub_layer.dense_out", l);
+    p = canary_dec_key (l, CANARY_DEC_FF_OUT, NULL);
     add_linear (b, p, H, 4 * H, TRUE);
     g_free (p);
   }
-  add_norm (b, "transf_decoder._decoder.final_layer_norm", H);
+  add_norm (b, CANARY_KEY_FINAL_LN, H);
   /* The head is tied to the embedding (one storage), with its own bias. */
   if (b->ok)
-    b->ok = canary_ckpt_add_alias (b->ck, "log_softmax.mlp.layer0.weight",
-        "transf_decoder._embedding.token_embedding.weight", b->error);
-  add_v (b, -0.1f, 0.1f, 1, SHAPE (V), "log_softmax.mlp.layer0.bias");
+    b->ok = canary_ckpt_add_alias (b->ck, CANARY_KEY_HEAD ".weight", CANARY_KEY_TOKEN_EMB, b->error);
+  add_v (b, -0.1f, 0.1f, 1, SHAPE (V), CANARY_KEY_HEAD ".bias");
 }
 
 gboolean

@@ -12,11 +12,13 @@
 #include <string.h>
 
 #include "canary.h"
+#include "nemo_constants.h"
 #include "util.h"
 
-/* transformer_utils.NEG_INF: multiplies the pad mask of the continuations 1..k-1 of a finished
- * hypothesis, so their weight on the log-prob becomes 1 − (−10000) = 10001. */
-#define BEAM_NEG_INF (-10000.0f)
+/* transformer_utils.NEG_INF (CANARY_MASK_VALUE): multiplies the pad mask of the
+ * continuations 1..k-1 of a finished hypothesis, so their weight on the log-prob becomes
+ * 1 − (−10000) = 10001. */
+#define BEAM_NEG_INF CANARY_MASK_VALUE
 
 int
 canary_beam_max_len_total (int max_seq_len, int src_len, int max_generation_delta)

@@ -1,4 +1,4 @@
-/* gst-canary — engine-wide error domain and log routing.
+/* gst-canary — engine-wide error domain, error helper and log routing.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "util.h"
 
@@ -38,6 +38,21 @@ canary_log (canary_log_level level, const char *fmt, ...)
   va_end (ap);
   func (level, msg, user_data);
   g_free (msg);
+}
+
+gboolean
+canary_fail (GError **error, canary_error_code code, const char *what, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  char *msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  if (what)
+    g_set_error (error, CANARY_ERROR, code, "%s: %s", what, msg);
+  else
+    g_set_error_literal (error, CANARY_ERROR, code, msg);
+  g_free (msg);
+  return FALSE;
 }
 
 double

@@ -13,6 +13,12 @@ void canary_log (canary_log_level level, const char *fmt, ...) G_GNUC_PRINTF (2,
 #define CANARY_INFO(...) canary_log (CANARY_LOG_INFO, __VA_ARGS__)
 #define CANARY_DEBUG(...) canary_log (CANARY_LOG_DEBUG, __VA_ARGS__)
 
+/* Sets *error (if error is set) to CANARY_ERROR / code with the message "<what>: <fmt …>" and
+ * returns FALSE: every parser names what it was reading before the detail (what may be NULL for
+ * no prefix), so one helper serves them all. */
+gboolean canary_fail (GError **error, canary_error_code code, const char *what, const char *fmt,
+    ...) G_GNUC_PRINTF (4, 5);
+
 /* Monotonic time in milliseconds. */
 double canary_now_ms (void);
 

@@ -1,7 +1,7 @@
 /* gst-canary — NeMo's Transformer decoder (pre-LN) and its tied output head, FP32 on the CPU.
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
- * Reference: MODEL-SPEC §4 and NeMo's transformer_modules.py (TransformerEmbedding,
+ * Reference: docs/MODEL.md §decoder and NeMo's transformer_modules.py (TransformerEmbedding,
  * MultiHeadAttention), transformer_decoders.py (TransformerDecoderBlock.forward_preln,
  * TransformerDecoder.forward) and transformer_utils.py (form_attention_mask, NEG_INF). */
 #include "cpu/decoder.h"
@@ -11,13 +11,11 @@
 #include <string.h>
 
 #include "canary.h"
+#include "cpu/simd.h"
+#include "layout.h"
+#include "nemo_constants.h"
 #include "util.h"
 
-/* LayerNorm epsilon of every decoder LayerNorm (nn.LayerNorm(hidden, eps=1e-5) in NeMo). */
-#define DEC_LN_EPS 1e-5
-/* NeMo's additive attention mask value: masked scores get −10000, not −inf, so a row whose keys are
- * all masked still softmaxes over them (uniformly shifted) instead of producing NaN. */
-#define DEC_NEG_INF (-10000.0f)
 /* Alignment of each buffer carved out of the state's arena (cache lines, AVX-512 loads). */
 #define DEC_ALIGN 64
 
@@ -172,41 +170,30 @@ bind_block (canary_decoder *dec, const canary_ckpt *ck, GHashTable *converted, i
     GError **error)
 {
   const int H = dec->H, F = dec->inner;
-  char *p = g_strdup_printf ("transf_decoder._decoder.layers.%d", j);
-  char *k[12];
-  k[0] = g_strconcat (p, ".layer_norm_1", NULL);
-  k[1] = g_strconcat (p, ".layer_norm_2", NULL);
-  k[2] = g_strconcat (p, ".layer_norm_3", NULL);
-  k[3] = g_strconcat (p, ".first_sub_layer.query_net", NULL);
-  k[4] = g_strconcat (p, ".first_sub_layer.key_net", NULL);
-  k[5] = g_strconcat (p, ".first_sub_layer.value_net", NULL);
-  k[6] = g_strconcat (p, ".first_sub_layer.out_projection", NULL);
-  k[7] = g_strconcat (p, ".second_sub_layer.query_net", NULL);
-  k[8] = g_strconcat (p, ".second_sub_layer.key_net", NULL);
-  k[9] = g_strconcat (p, ".second_sub_layer.value_net", NULL);
-  k[10] = g_strconcat (p, ".second_sub_layer.out_projection", NULL);
-  k[11] = g_strconcat (p, ".third_sub_layer", NULL);
-  char *ffi = g_strconcat (k[11], ".dense_in", NULL), *ffo = g_strconcat (k[11], ".dense_out", NULL);
-
-  gboolean ok = bind_layer_norm (dec, ck, converted, k[0], &blk->ln1, error)
-      && bind_layer_norm (dec, ck, converted, k[1], &blk->ln2, error)
-      && bind_layer_norm (dec, ck, converted, k[2], &blk->ln3, error)
-      && bind_linear (dec, ck, converted, k[3], H, H, &blk->self_q, error)
-      && bind_linear (dec, ck, converted, k[4], H, H, &blk->self_k, error)
-      && bind_linear (dec, ck, converted, k[5], H, H, &blk->self_v, error)
-      && bind_linear (dec, ck, converted, k[6], H, H, &blk->self_o, error)
-      && bind_linear (dec, ck, converted, k[7], H, H, &blk->cross_q, error)
-      && bind_linear (dec, ck, converted, k[8], H, H, &blk->cross_k, error)
-      && bind_linear (dec, ck, converted, k[9], H, H, &blk->cross_v, error)
-      && bind_linear (dec, ck, converted, k[10], H, H, &blk->cross_o, error)
-      && bind_linear (dec, ck, converted, ffi, F, H, &blk->ff_in, error)
-      && bind_linear (dec, ck, converted, ffo, H, F, &blk->ff_out, error);
-
-  for (int i = 0; i < 12; i++)
-    g_free (k[i]);
-  g_free (ffi);
-  g_free (ffo);
-  g_free (p);
+  const struct {
+    canary_dec_part part;
+    dec_linear *l;
+    int out, in;
+  } lins[] = {
+    { CANARY_DEC_SELF_Q, &blk->self_q, H, H }, { CANARY_DEC_SELF_K, &blk->self_k, H, H },
+    { CANARY_DEC_SELF_V, &blk->self_v, H, H }, { CANARY_DEC_SELF_OUT, &blk->self_o, H, H },
+    { CANARY_DEC_CROSS_Q, &blk->cross_q, H, H }, { CANARY_DEC_CROSS_K, &blk->cross_k, H, H },
+    { CANARY_DEC_CROSS_V, &blk->cross_v, H, H }, { CANARY_DEC_CROSS_OUT, &blk->cross_o, H, H },
+    { CANARY_DEC_FF_IN, &blk->ff_in, F, H }, { CANARY_DEC_FF_OUT, &blk->ff_out, H, F },
+  };
+  dec_layer_norm *norms[3] = { &blk->ln1, &blk->ln2, &blk->ln3 };
+  const canary_dec_part norm_parts[3] = { CANARY_DEC_LN1, CANARY_DEC_LN2, CANARY_DEC_LN3 };
+  gboolean ok = TRUE;
+  for (int i = 0; ok && i < 3; i++) {
+    char *p = canary_dec_key (j, norm_parts[i], NULL);
+    ok = bind_layer_norm (dec, ck, converted, p, norms[i], error);
+    g_free (p);
+  }
+  for (gsize i = 0; ok && i < G_N_ELEMENTS (lins); i++) {
+    char *p = canary_dec_key (j, lins[i].part, NULL);
+    ok = bind_linear (dec, ck, converted, p, lins[i].out, lins[i].in, lins[i].l, error);
+    g_free (p);
+  }
   return ok;
 }
 
@@ -257,18 +244,18 @@ check_config (const canary_config *cfg, GError **error)
 static gboolean
 bind_embedding (canary_decoder *dec, const canary_ckpt *ck, GHashTable *converted, GError **error)
 {
-  const char *emb_key = "transf_decoder._embedding.token_embedding.weight";
+  const char *emb_key = CANARY_KEY_TOKEN_EMB;
   int64_t V = 0;
-  dec->head.w = bind (dec, ck, converted, "log_softmax.mlp.layer0.weight", -1, dec->H, &V, error);
+  dec->head.w = bind (dec, ck, converted, CANARY_KEY_HEAD ".weight", -1, dec->H, &V, error);
   if (!dec->head.w)
     return FALSE;
   if (V > G_MAXINT / 2) {
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "log_softmax.mlp.layer0.weight has %" G_GINT64_FORMAT
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, CANARY_KEY_HEAD ".weight has %" G_GINT64_FORMAT
         " rows, too many", V);
     return FALSE;
   }
   dec->V = (int) V;
-  dec->head.b = bind (dec, ck, converted, "log_softmax.mlp.layer0.bias", V, -1, NULL, error);
+  dec->head.b = bind (dec, ck, converted, CANARY_KEY_HEAD ".bias", V, -1, NULL, error);
   dec->head.out = dec->V;
   dec->head.in = dec->H;
   if (!dec->head.b)
@@ -277,9 +264,9 @@ bind_embedding (canary_decoder *dec, const canary_ckpt *ck, GHashTable *converte
                                                : dec->head.w;
   if (!dec->tok_emb)
     return FALSE;
-  dec->pos_enc = bind (dec, ck, converted, "transf_decoder._embedding.position_embedding.pos_enc", dec->max_len,
+  dec->pos_enc = bind (dec, ck, converted, CANARY_KEY_POS_ENC, dec->max_len,
       dec->H, NULL, error);
-  return dec->pos_enc && bind_layer_norm (dec, ck, converted, "transf_decoder._embedding.layer_norm",
+  return dec->pos_enc && bind_layer_norm (dec, ck, converted, CANARY_KEY_EMB_LN,
       &dec->emb_ln, error);
 }
 
@@ -306,17 +293,17 @@ canary_decoder_new (const canary_config *cfg, const canary_ckpt *ck, GError **er
   gboolean ok = bind_embedding (dec, ck, converted, error);
   for (int j = 0; ok && j < dec->n_layers; j++)
     ok = bind_block (dec, ck, converted, j, &dec->blocks[j], error);
-  ok = ok && bind_layer_norm (dec, ck, converted, "transf_decoder._decoder.final_layer_norm", &dec->final_ln, error);
+  ok = ok && bind_layer_norm (dec, ck, converted, CANARY_KEY_FINAL_LN, &dec->final_ln, error);
   g_hash_table_unref (converted);
 
   if (ok && cfg->vocab_size > 0 && cfg->vocab_size != dec->V) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT,
-        "log_softmax.mlp.layer0.weight has %d rows but config head.num_classes = %d", dec->V, cfg->vocab_size);
+        CANARY_KEY_HEAD ".weight has %d rows but config head.num_classes = %d", dec->V, cfg->vocab_size);
     ok = FALSE;
   }
   if (ok) {
     /* A checkpoint with more layers than the config says would silently run a truncated model. */
-    char *extra = g_strdup_printf ("transf_decoder._decoder.layers.%d.layer_norm_1.weight", dec->n_layers);
+    char *extra = canary_dec_key (dec->n_layers, CANARY_DEC_LN1, "weight");
     if (canary_ckpt_get (ck, extra)) {
       g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT,
           "checkpoint has '%s' but config transf_decoder.config_dict.num_layers = %d", extra, dec->n_layers);
@@ -539,26 +526,10 @@ layer_norm_rows (const dec_layer_norm *ln, const float *in, int rows, int H, flo
       double d = x[i] - mean;
       sq += d * d;
     }
-    double rstd = 1.0 / sqrt (sq / H + DEC_LN_EPS);
+    double rstd = 1.0 / sqrt (sq / H + CANARY_LN_EPS);
     for (int i = 0; i < H; i++)
       o[i] = (float) ((x[i] - mean) * rstd) * ln->g[i] + ln->b[i];
   }
-}
-
-static void
-softmax_inplace (float *s, int n)
-{
-  float m = s[0];
-  for (int i = 1; i < n; i++)
-    m = MAX (m, s[i]);
-  double sum = 0.0;
-  for (int i = 0; i < n; i++) {
-    s[i] = expf (s[i] - m);
-    sum += s[i];
-  }
-  float inv = (float) (1.0 / sum);
-  for (int i = 0; i < n; i++)
-    s[i] *= inv;
 }
 
 static void
@@ -634,8 +605,8 @@ self_attention (canary_decoder_state *st, int layer, const gint32 *tokens, int n
         float *s = st->scores + (gsize) qi * Lk;
         for (int j = 0; j < Lk; j++)
           if (self_key_masked (tok, n_tokens, start_pos, qi, j, st->pad_id))
-            s[j] += DEC_NEG_INF;
-        softmax_inplace (s, Lk);
+            s[j] += CANARY_MASK_VALUE;
+        canary_softmax_row (s, Lk);
       }
       head_context (st->scores, vc + h * dh, H, n_tokens, Lk, dh, st->ctx + off + h * dh);
     }
@@ -664,8 +635,8 @@ cross_attention (canary_decoder_state *st, int layer, int rows)
     for (int r = 0; r < rows; r++) {
       float *s = st->scores + (gsize) r * T;
       for (int t = st->enc_len; t < T; t++)
-        s[t] += DEC_NEG_INF;
-      softmax_inplace (s, T);
+        s[t] += CANARY_MASK_VALUE;
+      canary_softmax_row (s, T);
     }
     head_context (st->scores, vc + h * dh, H, rows, T, dh, st->ctx + h * dh);
   }

@@ -33,8 +33,9 @@ G_BEGIN_DECLS
 typedef struct _canary_decoder canary_decoder;
 typedef struct _canary_decoder_state canary_decoder_state;
 
-/* Binds the decoder weights of `ck` (keys of MODEL-SPEC §4.5) and checks every shape against
- * `cfg` (dec_layers, dec_hidden, dec_heads, dec_inner, dec_max_seq_len, vocab_size when known).
+/* Binds the decoder weights of `ck` (keys in layout.h, docs/MODEL.md §decoder) and checks every
+ * shape against `cfg` (dec_layers, dec_hidden, dec_heads, dec_inner, dec_max_seq_len, vocab_size
+ * when known).
  * Contiguous aligned f32 tensors are used in place, so `ck` (and the bytes under it) must outlive
  * the decoder; other dtypes/layouts are converted once. Errors name the key (CANARY_ERROR_FORMAT
  * for a missing key or a wrong shape, CANARY_ERROR_UNSUPPORTED for a config this code does not run). */

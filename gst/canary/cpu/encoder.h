@@ -1,12 +1,12 @@
 /* gst-canary — FastConformer encoder (NeMo ConformerEncoder, NeMo >= 2.5 behaviour), FP32 CPU.
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
- * mel [n_mels][F] (valid frames L) → dw_striding subsampling (masked, MODEL-SPEC §3.2) →
- * `pre_encode.out` → conformer layers (§3.4–3.6) → optional `encoder_decoder_proj` (§3.7) →
+ * mel [n_mels][F] (valid frames L) → dw_striding subsampling (masked) → `pre_encode.out` →
+ * conformer layers → optional `encoder_decoder_proj` (docs/MODEL.md §encoder) →
  * [T_enc][out_dim], with enc_len = the subsampled L. On CPUs with AVX-512F the GEMMs use the
- * encoder's own kernel (weights read in place from the checkpoint, no packing, fused bias and
- * activation; see encoder.c for why); elsewhere, or with CANARY_ENCODER_SIMD=0, every GEMM is one
- * cblas_sgemm.
+ * engine's own kernel (weights read in place from the checkpoint, no packing, fused bias and
+ * activation; see cpu/gemm.h for why) on a thread team (cpu/team.h); elsewhere, or with
+ * CANARY_ENCODER_SIMD=0, every GEMM is one cblas_sgemm.
  *
  * A canary_encoder holds the weights (views into the checkpoint where possible) and is
  * immutable after canary_encoder_new: share it between threads. A canary_encoder_work holds the

@@ -12,10 +12,9 @@
 #include <string.h>
 
 #include "canary.h"
+#include "nemo_constants.h"
 #include "util.h"
 
-/* NeMo's features.py CONSTANT: added to the per-feature standard deviation. */
-#define NORM_STD_EPS 1e-5f
 
 typedef enum {
   MEL_NORM_NONE,
@@ -557,7 +556,7 @@ normalize_per_feature (const canary_mel *mel, float *out, gsize n_frames, gsize 
     float std = sqrtf (var);
     if (isnan (std))
       std = 0.0f;
-    std += NORM_STD_EPS;
+    std += CANARY_MEL_STD_EPS;
     for (gsize t = 0; t < n_frames; t++)
       row[t] = (row[t] - mean) / std;
   }

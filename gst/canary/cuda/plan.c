@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "canary.h"
+#include "nemo_constants.h"
 #include "util.h"
 
 /* Longest window the plan takes: 2^20 mel frames (about 2.9 h), far beyond any real window; it
@@ -170,8 +171,7 @@ canary_cuda_plan_formula (const canary_cuda_dims *m, int max_frames, int max_bea
 void
 canary_cuda_pos_table (int t_max, int D, float *out)
 {
-  /* NeMo reuses INF_VAL = 10000 as the sinusoid base. */
-  const float scale = (float) (-(log (10000.0) / D));
+  const float scale = (float) (-(log (CANARY_POS_BASE) / D));
   const int rows = 2 * t_max - 1;
   for (int j = 0; j < D / 2; j++) {
     const float div = expf ((float) (2 * j) * scale);

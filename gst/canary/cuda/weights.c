@@ -1,4 +1,4 @@
-/* gst-canary — the CUDA backend's weight image (see cuda_weights.h).
+/* gst-canary — the CUDA backend's weight image (see cuda/weights.h).
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * Built in two passes over the same code: the first only lays the offsets out (and checks that
@@ -11,80 +11,11 @@
 #include <string.h>
 
 #include "canary.h"
+#include "layout.h"
 #include "util.h"
 
-#define BN_EPS 1e-5
 #define KERNEL_MAX_WIDTH 4096   /* LayerNorm kernels keep a row in registers (kernels/common.cuh) */
 #define KERNEL_MAX_HEAD 256     /* attention kernels: 8 channels per lane */
-
-/* ---- FP16 ---------------------------------------------------------------------------------- */
-
-guint16
-canary_f32_to_f16 (float x)
-{
-  guint32 f;
-  memcpy (&f, &x, 4);
-  const guint32 sign = (f >> 16) & 0x8000u;
-  guint32 a = f & 0x7fffffffu;
-  if (a >= 0x7f800000u)  /* inf or NaN (NaN keeps a quiet payload bit) */
-    return (guint16) (sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0));
-  if (a >= 0x477ff000u)  /* rounds to >= 65520: overflow to inf */
-    return (guint16) (sign | 0x7c00u);
-  if (a < 0x38800000u) {  /* below 2^-14: subnormal half (or zero) */
-    if (a < 0x33000000u)  /* below half the smallest subnormal: ±0 */
-      return (guint16) sign;
-    const guint32 mant = (a & 0x7fffffu) | 0x800000u;
-    const int shift = 126 - (int) (a >> 23);  /* 14..24 */
-    guint32 h = mant >> shift;
-    const guint32 rem = mant & ((1u << shift) - 1), halfway = 1u << (shift - 1);
-    if (rem > halfway || (rem == halfway && (h & 1u)))
-      h++;
-    return (guint16) (sign | h);
-  }
-  /* Normal: rebias the exponent, round the 13 dropped mantissa bits to nearest even. */
-  guint32 h = ((a >> 13) - (112u << 10));
-  const guint32 rem = a & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
-    h++;  /* a carry into the exponent is the correct rounding */
-  return (guint16) (sign | h);
-}
-
-float
-canary_f16_to_f32 (guint16 h)
-{
-  const guint32 sign = (guint32) (h & 0x8000u) << 16;
-  const guint32 e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-  guint32 f;
-  if (e == 0) {
-    float v = ldexpf ((float) m, -24);
-    return sign ? -v : v;
-  }
-  if (e == 31)
-    f = sign | 0x7f800000u | (m << 13);
-  else
-    f = sign | ((e + 112u) << 23) | (m << 13);
-  float out;
-  memcpy (&out, &f, 4);
-  return out;
-}
-
-float
-canary_round_f16 (float x)
-{
-  return canary_f16_to_f32 (canary_f32_to_f16 (x));
-}
-
-void
-canary_cuda_fold_batch_norm (const float *w, const float *b, const float *gamma, const float *beta,
-    const float *mean, const float *var, int D, int K, float *fw, float *fb)
-{
-  for (int c = 0; c < D; c++) {
-    const double s = (double) gamma[c] / sqrt ((double) var[c] + BN_EPS);
-    for (int k = 0; k < K; k++)
-      fw[(gsize) c * K + k] = (float) (w[(gsize) c * K + k] * s);
-    fb[c] = (float) (((double) b[c] - mean[c]) * s + beta[c]);
-  }
-}
 
 /* ---- The packer ---------------------------------------------------------------------------- */
 
@@ -225,14 +156,14 @@ pack_subsampling (packer *pk, canary_cuda_weights *cw, int f_out, float xscale)
 {
   const canary_cuda_dims *m = &cw->dims;
   const int C = m->chans, D = m->d;
-  cw->conv0_w = put_tensor_f32 (pk, (gint64) C * 9, "encoder.pre_encode.conv.0.weight");
-  cw->conv0_b = put_tensor_f32 (pk, C, "encoder.pre_encode.conv.0.bias");
+  cw->conv0_w = put_tensor_f32 (pk, (gint64) C * 9, CANARY_KEY_SUB_CONV ".0.weight");
+  cw->conv0_b = put_tensor_f32 (pk, C, CANARY_KEY_SUB_CONV ".0.bias");
   for (int s = 1; s < m->n_stages; s++) {
-    const int dw = 2 + 3 * (s - 1), pw = dw + 1;
-    char *k1 = g_strdup_printf ("encoder.pre_encode.conv.%d.weight", dw);
-    char *k2 = g_strdup_printf ("encoder.pre_encode.conv.%d.bias", dw);
-    char *k3 = g_strdup_printf ("encoder.pre_encode.conv.%d.weight", pw);
-    char *k4 = g_strdup_printf ("encoder.pre_encode.conv.%d.bias", pw);
+    const int dw = canary_sub_conv_index (s), pw = dw + 1;
+    char *k1 = canary_key (CANARY_KEY_SUB_CONV, dw, "weight");
+    char *k2 = canary_key (CANARY_KEY_SUB_CONV, dw, "bias");
+    char *k3 = canary_key (CANARY_KEY_SUB_CONV, pw, "weight");
+    char *k4 = canary_key (CANARY_KEY_SUB_CONV, pw, "bias");
     cw->sub_dw_w[s] = put_tensor_f32 (pk, (gint64) C * 9, k1);
     cw->sub_dw_b[s] = put_tensor_f32 (pk, C, k2);
     cw->sub_pw[s] = put_linear (pk, k3, k4, C, C, 1.0f);
@@ -244,8 +175,8 @@ pack_subsampling (packer *pk, canary_cuda_weights *cw, int f_out, float xscale)
   /* pre_encode.out reads features c·F'+f; the GPU's maps are [t][f][c], so permute the columns
    * to f·C+c. xscaling (sqrt(D) on the subsampled features) is folded in here. */
   const gsize K = (gsize) C * f_out;
-  float *w = fetch (pk, (gint64) D * K, "encoder.pre_encode.out.weight");
-  float *b = fetch (pk, D, "encoder.pre_encode.out.bias");
+  float *w = fetch (pk, (gint64) D * K, CANARY_KEY_PRE_OUT ".weight");
+  float *b = fetch (pk, D, CANARY_KEY_PRE_OUT ".bias");
   float *perm = w ? g_new (float, (gsize) D * K) : NULL;
   for (int d = 0; perm && d < D; d++)
     for (int c = 0; c < C; c++)
@@ -260,21 +191,69 @@ pack_subsampling (packer *pk, canary_cuda_weights *cw, int f_out, float xscale)
   g_free (b);
 }
 
+/* Layer li's tensor <part>.<leaf> of the encoder (e) or decoder, as a new FP32 array. */
+static float *
+fetch_part (packer *pk, gboolean e, int li, int part, const char *leaf, gint64 numel)
+{
+  char *key = e ? canary_enc_key (li, part, leaf) : canary_dec_key (li, part, leaf);
+  float *v = fetch (pk, numel, "%s", key);
+  g_free (key);
+  return v;
+}
+
+/* A Linear part of layer li, times `scale`; bias: whether it has one. */
+static cw_linear
+put_part_linear (packer *pk, gboolean e, int li, int part, int out, int in, gboolean bias,
+    float scale)
+{
+  char *wk = e ? canary_enc_key (li, part, "weight") : canary_dec_key (li, part, "weight");
+  char *bk = !bias ? NULL : e ? canary_enc_key (li, part, "bias") : canary_dec_key (li, part, "bias");
+  const cw_linear l = put_linear (pk, wk, bk, out, in, scale);
+  g_free (wk);
+  g_free (bk);
+  return l;
+}
+
+static cw_norm
+put_part_norm (packer *pk, gboolean e, int li, int part, int width)
+{
+  char *p = e ? canary_enc_key (li, part, NULL) : canary_dec_key (li, part, NULL);
+  const cw_norm n = put_norm (pk, p, width);
+  g_free (p);
+  return n;
+}
+
+/* Parts [first, first + n) of layer li stacked by rows into one Linear ([n·out][in]). */
+static cw_linear
+put_part_stacked (packer *pk, gboolean e, int li, int first, int n, int out, int in)
+{
+  char *wk[4], *bk[4];
+  for (int i = 0; i < n; i++) {
+    wk[i] = e ? canary_enc_key (li, first + i, "weight") : canary_dec_key (li, first + i, "weight");
+    bk[i] = e ? canary_enc_key (li, first + i, "bias") : canary_dec_key (li, first + i, "bias");
+  }
+  const cw_linear l = put_stacked (pk, wk, bk, n, out, in);
+  for (int i = 0; i < n; i++) {
+    g_free (wk[i]);
+    g_free (bk[i]);
+  }
+  return l;
+}
+
 static void
 pack_conv (packer *pk, cw_enc_layer *L, int li, int D, int K)
 {
-  const char *pre = "encoder.layers";
-  float *w = fetch (pk, (gint64) D * K, "%s.%d.conv.depthwise_conv.weight", pre, li);
-  float *b = fetch (pk, D, "%s.%d.conv.depthwise_conv.bias", pre, li);
-  float *g = fetch (pk, D, "%s.%d.conv.batch_norm.weight", pre, li);
-  float *beta = fetch (pk, D, "%s.%d.conv.batch_norm.bias", pre, li);
-  float *mean = fetch (pk, D, "%s.%d.conv.batch_norm.running_mean", pre, li);
-  float *var = fetch (pk, D, "%s.%d.conv.batch_norm.running_var", pre, li);
+  float *w = fetch_part (pk, TRUE, li, CANARY_ENC_CONV_DW, "weight", (gint64) D * K);
+  float *b = fetch_part (pk, TRUE, li, CANARY_ENC_CONV_DW, "bias", D);
+  float *g = fetch_part (pk, TRUE, li, CANARY_ENC_CONV_BN, "weight", D);
+  float *beta = fetch_part (pk, TRUE, li, CANARY_ENC_CONV_BN, "bias", D);
+  float *mean = fetch_part (pk, TRUE, li, CANARY_ENC_CONV_BN, "running_mean", D);
+  float *var = fetch_part (pk, TRUE, li, CANARY_ENC_CONV_BN, "running_var", D);
   float *fw = NULL, *fb = NULL;
   if (w && b && g && beta && mean && var) {
     fw = g_new (float, (gsize) D * K);
     fb = g_new (float, D);
-    canary_cuda_fold_batch_norm (w, b, g, beta, mean, var, D, K, fw, fb);
+    canary_fold_batch_norm (w, b, g, beta, mean, var, D, K, fw, fb);
   }
   L->dw_w = put_f32 (pk, fw, (gsize) D * K);
   L->dw_b = put_f32 (pk, fb, D);
@@ -288,72 +267,29 @@ static void
 pack_enc_layer (packer *pk, cw_enc_layer *L, int li, const canary_cuda_dims *m, gboolean untie)
 {
   const int D = m->d, F = m->ff;
-  char *p = g_strdup_printf ("encoder.layers.%d", li);
-  char *k[16];
-#define KEY(i, suffix) (k[i] = g_strconcat (p, suffix, NULL))
-  KEY (0, ".norm_feed_forward1");
-  KEY (1, ".norm_self_att");
-  KEY (2, ".norm_conv");
-  KEY (3, ".norm_feed_forward2");
-  KEY (4, ".norm_out");
-  L->ln_ff1 = put_norm (pk, k[0], D);
-  L->ln_att = put_norm (pk, k[1], D);
-  L->ln_conv = put_norm (pk, k[2], D);
-  L->ln_ff2 = put_norm (pk, k[3], D);
-  L->ln_out = put_norm (pk, k[4], D);
-  for (int i = 0; i < 5; i++)
-    g_free (k[i]);
-
-  for (int which = 1; which <= 2; which++) {
-    char *w1 = g_strdup_printf ("%s.feed_forward%d.linear1.weight", p, which);
-    char *b1 = g_strdup_printf ("%s.feed_forward%d.linear1.bias", p, which);
-    char *w2 = g_strdup_printf ("%s.feed_forward%d.linear2.weight", p, which);
-    char *b2 = g_strdup_printf ("%s.feed_forward%d.linear2.bias", p, which);
-    cw_linear *l1 = which == 1 ? &L->ff1_1 : &L->ff2_1, *l2 = which == 1 ? &L->ff1_2 : &L->ff2_2;
-    *l1 = put_linear (pk, w1, b1, F, D, 1.0f);
-    *l2 = put_linear (pk, w2, b2, D, F, 0.5f);  /* x + 0.5·FF(x): the half goes into the weights */
-    g_free (w1);
-    g_free (b1);
-    g_free (w2);
-    g_free (b2);
-  }
-
-  const char *qkv_names[3] = { "q", "k", "v" };
-  char *wk[3], *bk[3];
-  for (int i = 0; i < 3; i++) {
-    wk[i] = g_strdup_printf ("%s.self_attn.linear_%s.weight", p, qkv_names[i]);
-    bk[i] = g_strdup_printf ("%s.self_attn.linear_%s.bias", p, qkv_names[i]);
-  }
-  L->qkv = put_stacked (pk, wk, bk, 3, D, D);
-  for (int i = 0; i < 3; i++) {
-    g_free (wk[i]);
-    g_free (bk[i]);
-  }
-  KEY (5, ".self_attn.linear_out.weight");
-  KEY (6, ".self_attn.linear_out.bias");
-  KEY (7, ".self_attn.linear_pos.weight");
-  L->att_out = put_linear (pk, k[5], k[6], D, D, 1.0f);
-  L->pos = put_linear (pk, k[7], NULL, D, D, 1.0f);
-  if (untie) {
-    KEY (8, ".self_attn.pos_bias_u");
-    KEY (9, ".self_attn.pos_bias_v");
-  } else {
-    k[8] = g_strdup ("encoder.pos_bias_u");
-    k[9] = g_strdup ("encoder.pos_bias_v");
-  }
-  L->bias_u = put_tensor_f32 (pk, D, k[8]);
-  L->bias_v = put_tensor_f32 (pk, D, k[9]);
-  KEY (10, ".conv.pointwise_conv1.weight");
-  KEY (11, ".conv.pointwise_conv1.bias");
-  KEY (12, ".conv.pointwise_conv2.weight");
-  KEY (13, ".conv.pointwise_conv2.bias");
-  L->pw1 = put_linear (pk, k[10], k[11], 2 * D, D, 1.0f);
+  L->ln_ff1 = put_part_norm (pk, TRUE, li, CANARY_ENC_NORM_FF1, D);
+  L->ln_att = put_part_norm (pk, TRUE, li, CANARY_ENC_NORM_ATT, D);
+  L->ln_conv = put_part_norm (pk, TRUE, li, CANARY_ENC_NORM_CONV, D);
+  L->ln_ff2 = put_part_norm (pk, TRUE, li, CANARY_ENC_NORM_FF2, D);
+  L->ln_out = put_part_norm (pk, TRUE, li, CANARY_ENC_NORM_OUT, D);
+  /* x + 0.5·FF(x): the half goes into linear2's weights. */
+  L->ff1_1 = put_part_linear (pk, TRUE, li, CANARY_ENC_FF1_LINEAR1, F, D, TRUE, 1.0f);
+  L->ff1_2 = put_part_linear (pk, TRUE, li, CANARY_ENC_FF1_LINEAR2, D, F, TRUE, 0.5f);
+  L->ff2_1 = put_part_linear (pk, TRUE, li, CANARY_ENC_FF2_LINEAR1, F, D, TRUE, 1.0f);
+  L->ff2_2 = put_part_linear (pk, TRUE, li, CANARY_ENC_FF2_LINEAR2, D, F, TRUE, 0.5f);
+  G_STATIC_ASSERT (CANARY_ENC_ATT_K == CANARY_ENC_ATT_Q + 1 && CANARY_ENC_ATT_V == CANARY_ENC_ATT_Q + 2);
+  L->qkv = put_part_stacked (pk, TRUE, li, CANARY_ENC_ATT_Q, 3, D, D);
+  L->att_out = put_part_linear (pk, TRUE, li, CANARY_ENC_ATT_OUT, D, D, TRUE, 1.0f);
+  L->pos = put_part_linear (pk, TRUE, li, CANARY_ENC_ATT_POS, D, D, FALSE, 1.0f);
+  char *bu = untie ? canary_enc_key (li, CANARY_ENC_POS_BIAS_U, NULL) : g_strdup (CANARY_KEY_POS_BIAS_U);
+  char *bv = untie ? canary_enc_key (li, CANARY_ENC_POS_BIAS_V, NULL) : g_strdup (CANARY_KEY_POS_BIAS_V);
+  L->bias_u = put_tensor_f32 (pk, D, bu);
+  L->bias_v = put_tensor_f32 (pk, D, bv);
+  g_free (bu);
+  g_free (bv);
+  L->pw1 = put_part_linear (pk, TRUE, li, CANARY_ENC_CONV_PW1, 2 * D, D, TRUE, 1.0f);
   pack_conv (pk, L, li, D, m->kernel);
-  L->pw2 = put_linear (pk, k[12], k[13], D, D, 1.0f);
-#undef KEY
-  for (int i = 5; i < 14; i++)
-    g_free (k[i]);
-  g_free (p);
+  L->pw2 = put_part_linear (pk, TRUE, li, CANARY_ENC_CONV_PW2, D, D, TRUE, 1.0f);
 }
 
 /* ---- Decoder ------------------------------------------------------------------------------- */
@@ -362,44 +298,16 @@ static void
 pack_dec_layer (packer *pk, cw_dec_layer *L, int li, const canary_cuda_dims *m)
 {
   const int H = m->H;
-  char *p = g_strdup_printf ("transf_decoder._decoder.layers.%d", li);
-  char *n1 = g_strconcat (p, ".layer_norm_1", NULL), *n2 = g_strconcat (p, ".layer_norm_2", NULL);
-  char *n3 = g_strconcat (p, ".layer_norm_3", NULL);
-  L->ln1 = put_norm (pk, n1, H);
-  L->ln2 = put_norm (pk, n2, H);
-  L->ln3 = put_norm (pk, n3, H);
-  const char *nets[3] = { "query_net", "key_net", "value_net" };
-  char *wk[3], *bk[3];
-  for (int i = 0; i < 3; i++) {
-    wk[i] = g_strdup_printf ("%s.first_sub_layer.%s.weight", p, nets[i]);
-    bk[i] = g_strdup_printf ("%s.first_sub_layer.%s.bias", p, nets[i]);
-  }
-  L->self_qkv = put_stacked (pk, wk, bk, 3, H, H);
-  for (int i = 0; i < 3; i++) {
-    g_free (wk[i]);
-    g_free (bk[i]);
-  }
-  struct {
-    cw_linear *l;
-    const char *name;
-    int out, in;
-  } lins[] = {
-    { &L->self_out, "first_sub_layer.out_projection", H, H },
-    { &L->cross_q, "second_sub_layer.query_net", H, H },
-    { &L->cross_out, "second_sub_layer.out_projection", H, H },
-    { &L->ff_in, "third_sub_layer.dense_in", m->inner, H },
-    { &L->ff_out, "third_sub_layer.dense_out", H, m->inner },
-  };
-  for (gsize i = 0; i < G_N_ELEMENTS (lins); i++) {
-    char *w = g_strdup_printf ("%s.%s.weight", p, lins[i].name), *b = g_strdup_printf ("%s.%s.bias", p, lins[i].name);
-    *lins[i].l = put_linear (pk, w, b, lins[i].out, lins[i].in, 1.0f);
-    g_free (w);
-    g_free (b);
-  }
-  g_free (n1);
-  g_free (n2);
-  g_free (n3);
-  g_free (p);
+  L->ln1 = put_part_norm (pk, FALSE, li, CANARY_DEC_LN1, H);
+  L->ln2 = put_part_norm (pk, FALSE, li, CANARY_DEC_LN2, H);
+  L->ln3 = put_part_norm (pk, FALSE, li, CANARY_DEC_LN3, H);
+  G_STATIC_ASSERT (CANARY_DEC_SELF_K == CANARY_DEC_SELF_Q + 1 && CANARY_DEC_SELF_V == CANARY_DEC_SELF_Q + 2);
+  L->self_qkv = put_part_stacked (pk, FALSE, li, CANARY_DEC_SELF_Q, 3, H, H);
+  L->self_out = put_part_linear (pk, FALSE, li, CANARY_DEC_SELF_OUT, H, H, TRUE, 1.0f);
+  L->cross_q = put_part_linear (pk, FALSE, li, CANARY_DEC_CROSS_Q, H, H, TRUE, 1.0f);
+  L->cross_out = put_part_linear (pk, FALSE, li, CANARY_DEC_CROSS_OUT, H, H, TRUE, 1.0f);
+  L->ff_in = put_part_linear (pk, FALSE, li, CANARY_DEC_FF_IN, m->inner, H, TRUE, 1.0f);
+  L->ff_out = put_part_linear (pk, FALSE, li, CANARY_DEC_FF_OUT, H, m->inner, TRUE, 1.0f);
 }
 
 static void
@@ -407,8 +315,8 @@ pack_decoder (packer *pk, canary_cuda_weights *cw)
 {
   const canary_cuda_dims *m = &cw->dims;
   const int H = m->H;
-  const char *head_key = "log_softmax.mlp.layer0.weight";
-  const char *emb_key = "transf_decoder._embedding.token_embedding.weight";
+  const char *head_key = CANARY_KEY_HEAD ".weight";
+  const char *emb_key = CANARY_KEY_TOKEN_EMB;
   const canary_tensor *head = canary_ckpt_get (pk->ck, head_key), *emb = canary_ckpt_get (pk->ck, emb_key);
   cw->head = put_linear (pk, head_key, NULL, m->V, H, 1.0f);
   /* NeMo ties the embedding to the head: one matrix unless the file really holds two. */
@@ -419,23 +327,23 @@ pack_decoder (packer *pk, canary_cuda_weights *cw)
   } else {
     cw->tok_emb = cw->head.w;
   }
-  cw->head.b = put_tensor_f32 (pk, m->V, "log_softmax.mlp.layer0.bias");  /* FP32: logits are FP32 */
-  float *pe = fetch (pk, (gint64) m->max_len * H, "transf_decoder._embedding.position_embedding.pos_enc");
+  cw->head.b = put_tensor_f32 (pk, m->V, CANARY_KEY_HEAD ".bias");  /* FP32: logits are FP32 */
+  float *pe = fetch (pk, (gint64) m->max_len * H, CANARY_KEY_POS_ENC);
   cw->pos_enc = put_w (pk, pe, (gsize) m->max_len * H, 1.0f);
   g_free (pe);
-  cw->emb_ln = put_norm (pk, "transf_decoder._embedding.layer_norm", H);
+  cw->emb_ln = put_norm (pk, CANARY_KEY_EMB_LN, H);
   for (int li = 0; li < m->dec_layers; li++)
     pack_dec_layer (pk, &cw->dec[li], li, m);
-  cw->final_ln = put_norm (pk, "transf_decoder._decoder.final_layer_norm", H);
+  cw->final_ln = put_norm (pk, CANARY_KEY_FINAL_LN, H);
 
   /* Every layer's cross K and V in one matrix: the window's memory is projected by one GEMM. */
   const int n = 2 * m->dec_layers;
   char **wk = g_new0 (char *, n + 1), **bk = g_new0 (char *, n + 1);  /* NULL-terminated */
   for (int li = 0; li < m->dec_layers; li++) {
     for (int j = 0; j < 2; j++) {
-      const char *net = j ? "value_net" : "key_net";
-      wk[2 * li + j] = g_strdup_printf ("transf_decoder._decoder.layers.%d.second_sub_layer.%s.weight", li, net);
-      bk[2 * li + j] = g_strdup_printf ("transf_decoder._decoder.layers.%d.second_sub_layer.%s.bias", li, net);
+      const canary_dec_part part = j ? CANARY_DEC_CROSS_V : CANARY_DEC_CROSS_K;
+      wk[2 * li + j] = canary_dec_key (li, part, "weight");
+      bk[2 * li + j] = canary_dec_key (li, part, "bias");
     }
   }
   cw->cross_kv = put_stacked (pk, wk, bk, n, H, H);
@@ -466,8 +374,8 @@ canary_cuda_dims_from_config (const canary_config *cfg, const canary_ckpt *ck, c
   m->inner = cfg->dec_inner;
   m->dec_layers = cfg->dec_layers;
   m->max_len = cfg->dec_max_seq_len;
-  const canary_tensor *head = canary_ckpt_get (ck, "log_softmax.mlp.layer0.weight");
-  const canary_tensor *proj = canary_ckpt_get (ck, "encoder_decoder_proj.weight");
+  const canary_tensor *head = canary_ckpt_get (ck, CANARY_KEY_HEAD ".weight");
+  const canary_tensor *proj = canary_ckpt_get (ck, CANARY_KEY_PROJ ".weight");
   m->V = head && head->ndim == 2 ? (int) head->shape[0] : 0;
   m->has_proj = proj != NULL;
   m->out_dim = proj ? m->H : m->d;
@@ -507,7 +415,7 @@ pack_all (packer *pk, const canary_config *cfg, canary_cuda_weights *cw)
     pack_enc_layer (pk, &cw->enc[li], li, m, cfg->untie_biases);
   cw->proj = (cw_linear) { CANARY_CW_NONE, CANARY_CW_NONE, m->out_dim, m->d };
   if (m->has_proj)
-    cw->proj = put_linear (pk, "encoder_decoder_proj.weight", "encoder_decoder_proj.bias", m->H, m->d, 1.0f);
+    cw->proj = put_linear (pk, CANARY_KEY_PROJ ".weight", CANARY_KEY_PROJ ".bias", m->H, m->d, 1.0f);
   pack_decoder (pk, cw);
   cw->bytes = reserve (pk, 0);
   return !pk->failed;

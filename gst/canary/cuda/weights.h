@@ -5,8 +5,8 @@
  * Conversions done here, once, so the kernels do less per window:
  *   - GEMM weights and biases in the activation type (FP16, or FP32 for precision=fp32);
  *   - per-channel parameters (LayerNorm, attention position biases, depthwise taps) in FP32;
- *   - BatchNorm folded into the depthwise conv in FP32 (canary_cuda_fold_batch_norm), then kept
- *     in FP32;
+ *   - BatchNorm folded into the depthwise conv in FP32 (canary_fold_batch_norm in layout.h),
+ *     then kept in FP32;
  *   - q/k/v projections concatenated ([3D][D]) for one GEMM; every decoder layer's cross-attention
  *     K/V projections concatenated ([layers·2H][H]) for one GEMM per window;
  *   - the FF modules' second linear (weights and bias) scaled by 0.5 (exact in FP16: a power of
@@ -20,6 +20,7 @@
 #include <glib.h>
 
 #include "formats/ckpt.h"
+#include "formats/tensor.h"  /* the FP16 conversions */
 #include "formats/config.h"
 #include "cuda/plan.h"
 
@@ -79,16 +80,5 @@ gboolean canary_cuda_dims_from_config (const canary_config *cfg, const canary_ck
     canary_cuda_dims *dims, GError **error);
 /* Frees the host image once it is on the device; the offsets stay. */
 void canary_cuda_weights_drop_blob (canary_cuda_weights *w);
-
-/* IEEE binary16 conversions (round to nearest even; overflow → ±inf, as __float2half). */
-guint16 canary_f32_to_f16 (float x);
-float canary_f16_to_f32 (guint16 h);
-/* x rounded to the nearest FP16 value, as FP32. */
-float canary_round_f16 (float x);
-
-/* bn(conv(x)) = s·(w∗x + b − mean) + beta, s = gamma / sqrt(var + 1e-5), folded into fw[D][K],
- * fb[D]; computed in double, stored in FP32. */
-void canary_cuda_fold_batch_norm (const float *w, const float *b, const float *gamma, const float *beta,
-    const float *mean, const float *var, int D, int K, float *fw, float *fb);
 
 G_END_DECLS

@@ -30,20 +30,7 @@ struct _canary_ckpt {
   char *arch;
 };
 
-static gboolean
-ck_fail (GError **error, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
-
-static gboolean
-ck_fail (GError **error, const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  char *msg = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "checkpoint: %s", msg);
-  g_free (msg);
-  return FALSE;
-}
+#define ck_fail(error, ...) canary_fail (error, CANARY_ERROR_FORMAT, "checkpoint", __VA_ARGS__)
 
 static void
 storage_info_free (gpointer p)

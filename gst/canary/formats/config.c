@@ -55,20 +55,7 @@ ytree_clear (ytree *t)
   memset (t, 0, sizeof *t);
 }
 
-static gboolean
-cfg_fail (GError **error, canary_error_code code, const char *fmt, ...) G_GNUC_PRINTF (3, 4);
-
-static gboolean
-cfg_fail (GError **error, canary_error_code code, const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  char *msg = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  g_set_error (error, CANARY_ERROR, code, "model_config.yaml: %s", msg);
-  g_free (msg);
-  return FALSE;
-}
+#define cfg_fail(error, code, ...) canary_fail (error, code, "model_config.yaml", __VA_ARGS__)
 
 static ynode *
 ynode_new (ytree *t, ynode_kind kind, const yaml_event_t *ev)

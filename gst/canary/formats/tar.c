@@ -37,20 +37,7 @@ struct _canary_archive {
   GMutex lock;             /* guards lazy mapping in directory mode */
 };
 
-static gboolean
-ar_fail (GError **error, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
-
-static gboolean
-ar_fail (GError **error, const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  char *msg = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "tar: %s", msg);
-  g_free (msg);
-  return FALSE;
-}
+#define ar_fail(error, ...) canary_fail (error, CANARY_ERROR_FORMAT, "tar", __VA_ARGS__)
 
 static void
 member_free (gpointer p)

@@ -61,26 +61,61 @@ canary_tensor_is_contiguous (const canary_tensor *t)
   return TRUE;
 }
 
-/* IEEE half → float, exact for every input (subnormals included). */
-static float
-f16_to_f32 (guint16 h)
-{
-  guint32 sign = (guint32) (h >> 15) << 31;
-  guint32 exp = (h >> 10) & 0x1f;
-  guint32 man = h & 0x3ff;
-  guint32 bits;
+/* ---- FP16 (IEEE binary16) ---- */
 
-  if (exp == 0) {
-    float v = ldexpf ((float) man, -24);
+guint16
+canary_f32_to_f16 (float x)
+{
+  guint32 f;
+  memcpy (&f, &x, 4);
+  const guint32 sign = (f >> 16) & 0x8000u;
+  guint32 a = f & 0x7fffffffu;
+  if (a >= 0x7f800000u)  /* inf or NaN (NaN keeps a quiet payload bit) */
+    return (guint16) (sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0));
+  if (a >= 0x477ff000u)  /* rounds to >= 65520: overflow to inf */
+    return (guint16) (sign | 0x7c00u);
+  if (a < 0x38800000u) {  /* below 2^-14: subnormal half (or zero) */
+    if (a < 0x33000000u)  /* below half the smallest subnormal: ±0 */
+      return (guint16) sign;
+    const guint32 mant = (a & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - (int) (a >> 23);  /* 14..24 */
+    guint32 h = mant >> shift;
+    const guint32 rem = mant & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    if (rem > halfway || (rem == halfway && (h & 1u)))
+      h++;
+    return (guint16) (sign | h);
+  }
+  /* Normal: rebias the exponent, round the 13 dropped mantissa bits to nearest even. */
+  guint32 h = ((a >> 13) - (112u << 10));
+  const guint32 rem = a & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
+    h++;  /* a carry into the exponent is the correct rounding */
+  return (guint16) (sign | h);
+}
+
+float
+canary_f16_to_f32 (guint16 h)
+{
+  const guint32 sign = (guint32) (h & 0x8000u) << 16;
+  const guint32 e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  guint32 f;
+  if (e == 0) {
+    float v = ldexpf ((float) m, -24);
     return sign ? -v : v;
   }
-  if (exp == 31)
-    bits = sign | 0x7f800000u | (man << 13);
+  if (e == 31)
+    f = sign | 0x7f800000u | (m << 13);
   else
-    bits = sign | ((exp + 112) << 23) | (man << 13);
-  float f;
-  memcpy (&f, &bits, sizeof f);
-  return f;
+    f = sign | ((e + 112u) << 23) | (m << 13);
+  float out;
+  memcpy (&out, &f, 4);
+  return out;
+}
+
+float
+canary_round_f16 (float x)
+{
+  return canary_f16_to_f32 (canary_f32_to_f16 (x));
 }
 
 static float
@@ -99,7 +134,7 @@ load_f32 (canary_dtype dtype, const guint8 *p)
 {
   switch (dtype) {
     case CANARY_DTYPE_F32: { float v; memcpy (&v, p, 4); return v; }
-    case CANARY_DTYPE_F16: { guint16 v; memcpy (&v, p, 2); return f16_to_f32 (GUINT16_FROM_LE (v)); }
+    case CANARY_DTYPE_F16: { guint16 v; memcpy (&v, p, 2); return canary_f16_to_f32 (GUINT16_FROM_LE (v)); }
     case CANARY_DTYPE_BF16: { guint16 v; memcpy (&v, p, 2); return bf16_to_f32 (GUINT16_FROM_LE (v)); }
     case CANARY_DTYPE_F64: { double v; memcpy (&v, p, 8); return (float) v; }
     case CANARY_DTYPE_I64: { gint64 v; memcpy (&v, p, 8); return (float) v; }

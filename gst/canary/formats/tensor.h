@@ -52,4 +52,11 @@ float *canary_tensor_to_f32 (const canary_tensor *t);
  * zero-copy path), otherwise NULL. */
 const float *canary_tensor_f32_view (const canary_tensor *t);
 
+/* IEEE binary16 conversions: from FP16 exact for every input (subnormals included); to FP16
+ * rounded to nearest even, overflow → ±inf and NaN kept quiet, as CUDA's __float2half. */
+guint16 canary_f32_to_f16 (float x);
+float canary_f16_to_f32 (guint16 h);
+/* x rounded to the nearest FP16 value, as FP32. */
+float canary_round_f16 (float x);
+
 G_END_DECLS

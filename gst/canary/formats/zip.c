@@ -46,20 +46,7 @@ rd64 (const guint8 *p)
   return (guint64) rd32 (p) | (guint64) rd32 (p + 4) << 32;
 }
 
-static gboolean
-zip_fail (GError **error, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
-
-static gboolean
-zip_fail (GError **error, const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  char *msg = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "zip: %s", msg);
-  g_free (msg);
-  return FALSE;
-}
+#define zip_fail(error, ...) canary_fail (error, CANARY_ERROR_FORMAT, "zip", __VA_ARGS__)
 
 /* Where the central directory is and how many entries it holds. */
 typedef struct {

@@ -350,20 +350,7 @@ parse_normalizer_spec (const pb_field *outer, canary_spm *spm, gboolean denormal
   return rc == 0;
 }
 
-static gboolean
-spm_fail (GError **error, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
-
-static gboolean
-spm_fail (GError **error, const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  char *msg = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "SentencePiece model: %s", msg);
-  g_free (msg);
-  return FALSE;
-}
+#define spm_fail(error, ...) canary_fail (error, CANARY_ERROR_FORMAT, "SentencePiece model", __VA_ARGS__)
 
 static gboolean
 is_reserved_type (guint8 t)

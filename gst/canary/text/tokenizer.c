@@ -34,17 +34,7 @@ struct _canary_tokenizer {
   char **languages;      /* NULL-terminated, normalised codes */
 };
 
-static gboolean G_GNUC_PRINTF (3, 4)
-fail (GError **error, canary_error_code code, const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  char *msg = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  g_set_error_literal (error, CANARY_ERROR, code, msg);
-  g_free (msg);
-  return FALSE;
-}
+#define fail(error, code, ...) canary_fail (error, code, NULL, __VA_ARGS__)
 
 static void
 sub_tokenizer_free (gpointer p)
