@@ -1,4 +1,4 @@
-/* gst-canary — the encoder's relative-position self-attention (MODEL-SPEC §3.5), fused: scores,
+/* gst-canary — the encoder's relative-position self-attention (docs/MODEL.md, Encoder: relative-position attention), fused: scores,
  * the rel_shift, the mask, the softmax and the context in one kernel, with no T×T matrix.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "common.cuh"

@@ -1,4 +1,4 @@
-/* gst-canary — the Transformer decoder's own kernels (MODEL-SPEC §4): embedding + LayerNorm,
+/* gst-canary — the Transformer decoder's own kernels (docs/MODEL.md, Decoder): embedding + LayerNorm,
  * K/V cache append, self- and cross-attention. Positions and the window's frame counts come from
  * a ck_step_params in device memory, so a captured step replays without host updates.
  * SPDX-License-Identifier: LGPL-2.1-or-later */

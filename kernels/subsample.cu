@@ -1,4 +1,4 @@
-/* gst-canary — the dw_striding subsampling's own convolutions (MODEL-SPEC §3.2): conv.0 and the
+/* gst-canary — the dw_striding subsampling's own convolutions (docs/MODEL.md, Encoder: dw_striding subsampling): conv.0 and the
  * depthwise 3x3 stride-2 convs. The pointwise convs are GEMMs on the host side.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "common.cuh"

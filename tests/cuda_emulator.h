@@ -1,4 +1,4 @@
-/* gst-canary tests — runs the CUDA launch lists (cuda_launch.h: encoder and decoder) on the CPU.
+/* gst-canary tests — runs the CUDA launch lists (cuda/launch.h: encoder and decoder) on the CPU.
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * The launch records hold plain addresses; built with wbase = the host weight image and abase =

@@ -2,7 +2,7 @@
  *
  *  - FP16 conversion: every half value round-trips; random floats round as the compiler's
  *    _Float16 does (round to nearest even), overflow goes to inf.
- *  - The weight image (cuda_weights.c) of each fixture model: offsets aligned and inside the
+ *  - The weight image (cuda/weights.c) of each fixture model: offsets aligned and inside the
  *    image; contents equal to the checkpoint's tensors after the documented conversions (q/k/v
  *    stacked, FF second linear × 0.5, BatchNorm folded in FP32, pre_encode.out permuted, cross K/V
  *    of every layer stacked, tied head stored once).

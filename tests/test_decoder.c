@@ -8,7 +8,7 @@
  *   - beam-1 and beam-4 ids vs beam1_ids.npy / beam4_ids.npy (identical);
  *   - incremental K/V-cache decoding vs full recomputation on the same sequence.
  * Fixture-independent checks (beam reordering of caches, the max_sequence_length limit, cancel,
- * shape validation, bad arguments) run on the in-memory "tiny" model of synth.h.
+ * shape validation, bad arguments) run on the in-memory "tiny" model of tools/random_model.h.
  */
 #include <math.h>
 #include <string.h>

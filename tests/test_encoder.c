@@ -1,4 +1,4 @@
-/* gst-canary tests — FastConformer encoder (gst/canary/encoder.c) against NeMo's own dumps.
+/* gst-canary tests — FastConformer encoder (gst/canary/cpu/encoder.c) against NeMo's own dumps.
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * Tolerances, stated once:

@@ -1,4 +1,4 @@
-/* gst-canary tests — log-mel frontend (gst/canary/mel.c) against NeMo's own dumps.
+/* gst-canary tests — log-mel frontend (gst/canary/cpu/mel.c) against NeMo's own dumps.
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * Tolerance, stated once: FEATURE_TOL = 1e-4, applied relative to the largest magnitude of the

@@ -11,7 +11,7 @@
  *   - the scratch for one step (max_beam hypotheses × 1 token, or one hypothesis × max_tokens
  *     tokens), so a step allocates nothing.
  *
- * Typical use (beam search, see decode.h):
+ * Typical use (beam search, see search.h):
  *
  *   canary_decoder_set_memory (st, enc, T, enc_len, &err);
  *   canary_decoder_step (st, prompt, 1, P, 0, logits, &err);          // positions 0..P-1

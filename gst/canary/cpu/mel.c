@@ -2,7 +2,7 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * Reference: NeMo 2.5.3 nemo/collections/asr/parts/preprocessing/features.py (FilterbankFeatures
- * .forward, normalize_batch) and MODEL-SPEC §2. NeMo runs the whole featurizer in float32; we
+ * .forward, normalize_batch) and docs/MODEL.md (Frontend). NeMo runs the whole featurizer in float32; we
  * follow its FP32 arithmetic step by step, except for the FFT (see stft_power). */
 #include "cpu/mel.h"
 

@@ -3,7 +3,7 @@
  *
  * For N input samples the frontend produces F = N/hop + 1 frames of n_mels features, of which
  * L = N/hop are valid (NeMo's get_seq_len with the centred n_fft/2 padding); frames >= L are 0.
- * Steps (MODEL-SPEC §2.2): pre-emphasis (masked past N) → centred, zero-padded STFT with the
+ * Steps (docs/MODEL.md, Frontend: pipeline): pre-emphasis (masked past N) → centred, zero-padded STFT with the
  * window zero-padded to n_fft → power → mel filterbank → log(x + guard) (or log(max(x, guard)))
  * → per-feature normalisation over the valid frames → zero the frames >= L.
  *

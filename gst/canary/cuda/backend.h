@@ -1,14 +1,14 @@
 /* gst-canary — the engine's CUDA backend (FP16 or FP32 on one GPU), as engine.c uses it.
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
- * canary_cuda_model: the weight image (cuda_weights.h) uploaded once into ONE device allocation;
+ * canary_cuda_model: the weight image (cuda/weights.h) uploaded once into ONE device allocation;
  *   read-only, shared by every state (and, through the engine's model cache, every element).
- * canary_cuda_state: one arena (cuda_plan.h) sized at creation for the worst case, a stream, a
+ * canary_cuda_state: one arena (cuda/plan.h) sized at creation for the worst case, a stream, a
  *   cuBLASLt handle, pinned staging, and the captured decoder step. One thread at a time.
  *
  * Per window: canary_cuda_encode (features → encoder output → every layer's cross-attention
  * K/V, once), then either canary_cuda_greedy (beam 1: device argmax, the step replayed as a
- * CUDA graph, one 8-byte read per token) or the shared beam search (decode.h) through
+ * CUDA graph, one 8-byte read per token) or the shared beam search (search.h) through
  * canary_cuda_step_ops. Every CUDA error comes back as a GError. */
 #pragma once
 

@@ -1,5 +1,5 @@
 /* gst-canary — the FastConformer encoder on the GPU: the features up, then the encoder's launch
- * list (cuda_enc_launch.c), which ends with the decoder's cross-attention K/V for the window.
+ * list (cuda/launch_encoder.c), which ends with the decoder's cross-attention K/V for the window.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "cuda/internal.h"
 

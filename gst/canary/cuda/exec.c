@@ -1,4 +1,4 @@
-/* gst-canary — runs the CUDA launch records (cuda_launch.h: encoder and decoder) on the state's stream.
+/* gst-canary — runs the CUDA launch records (cuda/launch.h: encoder and decoder) on the state's stream.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "cuda/internal.h"
 

@@ -1,4 +1,4 @@
-/* gst-canary — cuBLASLt GEMMs for the CUDA backend (see cuda_gemm.h).
+/* gst-canary — cuBLASLt GEMMs for the CUDA backend (see cuda/gemm.h).
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * Row-major y[m][n] = x[m][k]·wᵀ is column-major yᵀ (n×m) = op(A)·B with A = w seen as a

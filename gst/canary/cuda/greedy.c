@@ -3,7 +3,7 @@
  * only reads the 8-byte choice per token to know when to stop.
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
- * Same result as decode.c's canary_beam_search with beam_size 1 (NeMo's default path): the prompt
+ * Same result as search.c's canary_beam_search with beam_size 1 (NeMo's default path): the prompt
  * step's argmax is always kept (an EOS there does not end the search, a NeMo quirk), then one
  * token per step until EOS/PAD or the generation cap; trailing EOS/PAD are stripped. */
 #include "cuda/internal.h"

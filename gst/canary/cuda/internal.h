@@ -64,7 +64,7 @@ cuda_ck (const canary_cuda_state *st)
   return st->model->w->dims.dtype == CANARY_CUDA_F16 ? CK_F16 : CK_F32;
 }
 
-/* Runs one launch record (cuda_exec.c). */
+/* Runs one launch record (cuda/exec.c). */
 gboolean canary_cuda_exec (canary_cuda_state *st, const canary_cuda_launch *l, GError **error);
 /* Runs a list of records. */
 gboolean canary_cuda_exec_list (canary_cuda_state *st, const GArray *launches, GError **error);
@@ -72,7 +72,7 @@ gboolean canary_cuda_exec_list (canary_cuda_state *st, const GArray *launches, G
 gboolean canary_cuda_check_finite (canary_cuda_state *st, const void *buf, gsize n, const char *stage,
     int layer, GError **error);
 /* One decoder call: tokens, position and (at start_pos 0) the slots up, then the step's launch
- * list (cuda_launch.h) on the stream; no synchronisation. */
+ * list (cuda/launch.h) on the stream; no synchronisation. */
 gboolean canary_cuda_run_call (canary_cuda_state *st, const gint32 *tokens, int n_beams, int n_tokens,
     int start_pos, gboolean all_rows, gboolean argmax, GError **error);
 /* Copies the step parameters from st->h_params to the device. */

@@ -18,7 +18,7 @@
 G_BEGIN_DECLS
 
 /* The device-side step parameters and argmax output, as laid out in the arena's CR_PARAMS and
- * CR_CHOICE regions (the kernels' ck_step_params and ck_choice; cuda_state.c checks that the two
+ * CR_CHOICE regions (the kernels' ck_step_params and ck_choice; cuda/state.c checks that the two
  * agree), for host code that reads or fills them without the CUDA headers. */
 typedef struct {
   int pos, T, enc_len, pad;

@@ -1,4 +1,4 @@
-/* gst-canary — the CUDA decoder step as a launch list (see cuda_launch.h).
+/* gst-canary — the CUDA decoder step as a launch list (see cuda/launch.h).
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * Mirrors decoder.c (NeMo's pre-LN TransformerDecoderBlock): per layer

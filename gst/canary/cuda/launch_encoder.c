@@ -1,5 +1,5 @@
-/* gst-canary — the CUDA encoder as a launch list (see cuda_launch.h), following encoder.c and
- * MODEL-SPEC §3 step by step.
+/* gst-canary — the CUDA encoder as a launch list (see cuda/launch.h), following encoder.c and
+ * docs/MODEL.md (Encoder) step by step.
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  *   subsampling: conv.0 + ReLU fused with stage 2's depthwise conv, then per stage the

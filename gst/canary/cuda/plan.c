@@ -1,4 +1,4 @@
-/* gst-canary — the CUDA backend's workspace arena plan (see cuda_plan.h, docs/cuda.md).
+/* gst-canary — the CUDA backend's workspace arena plan (see cuda/plan.h, docs/cuda.md).
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "cuda/plan.h"
 

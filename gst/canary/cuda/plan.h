@@ -94,7 +94,7 @@ guint64 canary_cuda_plan_formula (const canary_cuda_dims *dims, int max_frames, 
     int max_step_tokens);
 
 /* The encoder's relative positions t_max−1 … −(t_max−1) as NeMo's RelPositionalEncoding computes
- * them (FP32, sin on even channels, cos on odd; MODEL-SPEC §3.3): out[2·t_max−1][D]. A window of
+ * them (FP32, sin on even channels, cos on odd; docs/MODEL.md, Encoder: relative-position encoding): out[2·t_max−1][D]. A window of
  * L valid frames uses rows t_max−L … t_max+L−2. */
 void canary_cuda_pos_table (int t_max, int D, float *out);
 

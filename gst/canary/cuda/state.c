@@ -10,7 +10,7 @@
 #include "cuda/device.h"
 #include "util.h"
 
-/* The host mirror of the device structs (cuda_launch.h) must match the kernels' layout. */
+/* The host mirror of the device structs (cuda/launch.h) must match the kernels' layout. */
 G_STATIC_ASSERT (sizeof (canary_cuda_step_params) == sizeof (ck_step_params));
 G_STATIC_ASSERT (sizeof (canary_cuda_choice) == sizeof (ck_choice));
 

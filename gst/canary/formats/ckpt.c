@@ -301,7 +301,7 @@ canary_ckpt_tensor (const canary_ckpt *ck, guint i)
 }
 
 /* ----------------------------------------------------------------------------------------------
- * Checkpoints built in memory (synth.c: released shapes with random weights for benchmarks)
+ * Checkpoints built in memory (tools/random_model.c: released shapes with random weights for benchmarks)
  * ---------------------------------------------------------------------------------------------- */
 
 canary_ckpt *
