@@ -7,6 +7,7 @@
 #include "cuda/gemm.h"
 
 #include <cublasLt.h>
+#include <string.h>
 
 #include "canary.h"
 #include "cuda/device.h"
@@ -15,8 +16,54 @@ struct _canary_cuda_gemm {
   cublasLtHandle_t lt;
   void *ws;
   gsize ws_bytes;
-  GHashTable *algos;  /* shape key → cublasLtMatmulAlgo_t */
+  GHashTable *plans;  /* gemm_key → gemm_plan: descriptors, layouts and algorithm per shape */
 };
+
+/* Everything a GEMM's descriptors and algorithm depend on. The pointers' alignments are part of
+ * it: cuBLASLt's heuristic assumes 256-byte aligned operands unless told otherwise, and some
+ * operands are not (the rel-pos GEMM reads the positional table at an offset of (t_max − L)·D
+ * elements, 64-byte aligned at small d_model). */
+typedef struct {
+  int dt, y_f32, m, n, k, ldx, ldy, epilogue, has_beta;
+  guint32 align_w, align_x, align_y, align_bias;
+} gemm_key;
+
+typedef struct {
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatrixLayout_t a, b, c;
+  cublasLtMatmulAlgo_t algo;
+} gemm_plan;
+
+static guint
+key_hash (gconstpointer p)
+{
+  const guint8 *b = p;
+  guint32 h = 2166136261u;  /* FNV-1a */
+  for (gsize i = 0; i < sizeof (gemm_key); i++)
+    h = (h ^ b[i]) * 16777619u;
+  return h;
+}
+
+static gboolean
+key_equal (gconstpointer a, gconstpointer b)
+{
+  return memcmp (a, b, sizeof (gemm_key)) == 0;
+}
+
+static void
+plan_free (gpointer p)
+{
+  gemm_plan *d = p;
+  if (d->a)
+    cublasLtMatrixLayoutDestroy (d->a);
+  if (d->b)
+    cublasLtMatrixLayoutDestroy (d->b);
+  if (d->c)
+    cublasLtMatrixLayoutDestroy (d->c);
+  if (d->desc)
+    cublasLtMatmulDescDestroy (d->desc);
+  g_free (d);
+}
 
 canary_cuda_gemm *
 canary_cuda_gemm_new (void *ws, gsize ws_bytes, GError **error)
@@ -28,7 +75,7 @@ canary_cuda_gemm_new (void *ws, gsize ws_bytes, GError **error)
   }
   g->ws = ws;
   g->ws_bytes = ws_bytes;
-  g->algos = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  g->plans = g_hash_table_new_full (key_hash, key_equal, g_free, plan_free);
   return g;
 }
 
@@ -37,33 +84,25 @@ canary_cuda_gemm_free (canary_cuda_gemm *g)
 {
   if (!g)
     return;
+  g_hash_table_unref (g->plans);
   cublasLtDestroy (g->lt);
-  g_hash_table_unref (g->algos);
   g_free (g);
 }
 
-typedef struct {
-  cublasLtMatmulDesc_t desc;
-  cublasLtMatrixLayout_t a, b, c;
-} gemm_descs;
-
-static void
-descs_free (gemm_descs *d)
+/* The largest power of two (up to 256) that divides the address. */
+static guint32
+alignment (guint64 addr)
 {
-  if (d->a)
-    cublasLtMatrixLayoutDestroy (d->a);
-  if (d->b)
-    cublasLtMatrixLayoutDestroy (d->b);
-  if (d->c)
-    cublasLtMatrixLayoutDestroy (d->c);
-  if (d->desc)
-    cublasLtMatmulDescDestroy (d->desc);
+  if (addr == 0)
+    return 256;
+  guint64 a = addr & (~addr + 1);
+  return a > 256 ? 256 : (guint32) a;
 }
 
 static gboolean
-descs_make (canary_cuda_dtype dt, const cl_gemm *op, gemm_descs *d, GError **error)
+plan_make (canary_cuda_gemm *g, const gemm_key *key, const cl_gemm *op, gemm_plan *d, GError **error)
 {
-  const cudaDataType_t ab = dt == CANARY_CUDA_F16 ? CUDA_R_16F : CUDA_R_32F;
+  const cudaDataType_t ab = key->dt == CANARY_CUDA_F16 ? CUDA_R_16F : CUDA_R_32F;
   const cudaDataType_t cd = op->y_f32 ? CUDA_R_32F : ab;
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
@@ -71,7 +110,6 @@ descs_make (canary_cuda_dtype dt, const cl_gemm *op, gemm_descs *d, GError **err
     epi = CUBLASLT_EPILOGUE_BIAS;
   else if (op->epilogue == CL_EPI_RELU_BIAS)
     epi = CUBLASLT_EPILOGUE_RELU_BIAS;
-  const void *bias = (const void *) op->bias;
   const cudaDataType_t bias_type = cd;
 
   if (!canary_cublas_ok (cublasLtMatmulDescCreate (&d->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F),
@@ -84,27 +122,15 @@ descs_make (canary_cuda_dtype dt, const cl_gemm *op, gemm_descs *d, GError **err
           "setting the epilogue", error))
     return FALSE;
   if (epi != CUBLASLT_EPILOGUE_DEFAULT
-      && (!canary_cublas_ok (cublasLtMatmulDescSetAttribute (d->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-              sizeof bias), "setting the bias", error)
-          || !canary_cublas_ok (cublasLtMatmulDescSetAttribute (d->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-              &bias_type, sizeof bias_type), "setting the bias type", error)))
+      && !canary_cublas_ok (cublasLtMatmulDescSetAttribute (d->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+              &bias_type, sizeof bias_type), "setting the bias type", error))
     return FALSE;
-  return canary_cublas_ok (cublasLtMatrixLayoutCreate (&d->a, ab, op->k, op->n, op->k), "layout of W", error)
-      && canary_cublas_ok (cublasLtMatrixLayoutCreate (&d->b, ab, op->k, op->m, op->ldx), "layout of X", error)
-      && canary_cublas_ok (cublasLtMatrixLayoutCreate (&d->c, cd, op->n, op->m, op->ldy), "layout of Y", error);
-}
+  if (!canary_cublas_ok (cublasLtMatrixLayoutCreate (&d->a, ab, op->k, op->n, op->k), "layout of W", error)
+      || !canary_cublas_ok (cublasLtMatrixLayoutCreate (&d->b, ab, op->k, op->m, op->ldx), "layout of X", error)
+      || !canary_cublas_ok (cublasLtMatrixLayoutCreate (&d->c, cd, op->n, op->m, op->ldy), "layout of Y", error))
+    return FALSE;
 
-/* The heuristic's first choice for this shape, asked once and cached. */
-static const cublasLtMatmulAlgo_t *
-algo_for (canary_cuda_gemm *g, canary_cuda_dtype dt, const cl_gemm *op, gemm_descs *d, GError **error)
-{
-  char *key = g_strdup_printf ("%d:%d:%d:%d:%d:%d:%d:%d:%d", dt, op->y_f32, op->m, op->n, op->k, op->ldx,
-      op->ldy, op->epilogue, op->beta != 0.0f);
-  cublasLtMatmulAlgo_t *algo = g_hash_table_lookup (g->algos, key);
-  if (algo) {
-    g_free (key);
-    return algo;
-  }
+  /* The heuristic's first choice for this shape and these alignments, asked once. */
   cublasLtMatmulPreference_t pref = NULL;
   cublasLtMatmulHeuristicResult_t res;
   int found = 0;
@@ -112,6 +138,14 @@ algo_for (canary_cuda_gemm *g, canary_cuda_dtype dt, const cl_gemm *op, gemm_des
   gboolean ok = canary_cublas_ok (cublasLtMatmulPreferenceCreate (&pref), "creating a matmul preference", error)
       && canary_cublas_ok (cublasLtMatmulPreferenceSetAttribute (pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
           &ws, sizeof ws), "setting the workspace size", error)
+      && canary_cublas_ok (cublasLtMatmulPreferenceSetAttribute (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+          &key->align_w, sizeof key->align_w), "setting W's alignment", error)
+      && canary_cublas_ok (cublasLtMatmulPreferenceSetAttribute (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+          &key->align_x, sizeof key->align_x), "setting X's alignment", error)
+      && canary_cublas_ok (cublasLtMatmulPreferenceSetAttribute (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+          &key->align_y, sizeof key->align_y), "setting Y's alignment", error)
+      && canary_cublas_ok (cublasLtMatmulPreferenceSetAttribute (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+          &key->align_y, sizeof key->align_y), "setting Y's alignment", error)
       && canary_cublas_ok (cublasLtMatmulAlgoGetHeuristic (g->lt, d->desc, d->a, d->b, d->c, d->c, pref, 1, &res,
           &found), "choosing a GEMM algorithm", error);
   if (pref)
@@ -121,13 +155,41 @@ algo_for (canary_cuda_gemm *g, canary_cuda_dtype dt, const cl_gemm *op, gemm_des
         "cuBLASLt has no algorithm for a %d×%d×%d GEMM (epilogue %d)", op->m, op->n, op->k, op->epilogue);
     ok = FALSE;
   }
-  if (!ok) {
-    g_free (key);
+  if (ok)
+    d->algo = res.algo;
+  return ok;
+}
+
+/* The cached descriptors, layouts and algorithm of this GEMM's shape (made on first use: after
+ * the first window no GEMM creates anything or formats anything on the hot path). */
+static gemm_plan *
+plan_for (canary_cuda_gemm *g, canary_cuda_dtype dt, const cl_gemm *op, GError **error)
+{
+  gemm_key key;
+  memset (&key, 0, sizeof key);  /* no padding bytes in the hash */
+  key.dt = dt;
+  key.y_f32 = op->y_f32;
+  key.m = op->m;
+  key.n = op->n;
+  key.k = op->k;
+  key.ldx = op->ldx;
+  key.ldy = op->ldy;
+  key.epilogue = op->epilogue;
+  key.has_beta = op->beta != 0.0f;
+  key.align_w = alignment ((guint64) op->w);
+  key.align_x = alignment ((guint64) op->x);
+  key.align_y = alignment ((guint64) op->y);
+  key.align_bias = alignment ((guint64) op->bias);
+  gemm_plan *d = g_hash_table_lookup (g->plans, &key);
+  if (d)
+    return d;
+  d = g_new0 (gemm_plan, 1);
+  if (!plan_make (g, &key, op, d, error)) {
+    plan_free (d);
     return NULL;
   }
-  algo = g_memdup2 (&res.algo, sizeof res.algo);
-  g_hash_table_insert (g->algos, key, algo);
-  return algo;
+  g_hash_table_insert (g->plans, g_memdup2 (&key, sizeof key), d);
+  return d;
 }
 
 gboolean
@@ -136,17 +198,18 @@ canary_cuda_gemm_run (canary_cuda_gemm *g, canary_cuda_dtype dt, const cl_gemm *
 {
   if (op->m <= 0)
     return TRUE;
-  gemm_descs d = { 0 };
-  gboolean ok = descs_make (dt, op, &d, error);
-  const cublasLtMatmulAlgo_t *algo = ok ? algo_for (g, dt, op, &d, error) : NULL;
-  if (algo) {
-    const float alpha = 1.0f, beta = op->beta;
-    ok = canary_cublas_ok (cublasLtMatmul (g->lt, d.desc, &alpha, (const void *) op->w, d.a, (const void *) op->x,
-        d.b, &beta, (void *) op->y, d.c, (void *) op->y, d.c, algo, g->ws, g->ws_bytes, stream),
-        "running a GEMM", error);
-  } else {
-    ok = FALSE;
+  gemm_plan *d = plan_for (g, dt, op, error);
+  if (!d)
+    return FALSE;
+  if (op->epilogue != CL_EPI_NONE) {
+    /* The bias pointer is the one per-call attribute (a host-side store, no allocation). */
+    const void *bias = (const void *) op->bias;
+    if (!canary_cublas_ok (cublasLtMatmulDescSetAttribute (d->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+            sizeof bias), "setting the bias", error))
+      return FALSE;
   }
-  descs_free (&d);
-  return ok;
+  const float alpha = 1.0f, beta = op->beta;
+  return canary_cublas_ok (cublasLtMatmul (g->lt, d->desc, &alpha, (const void *) op->w, d->a, (const void *) op->x,
+      d->b, &beta, (void *) op->y, d->c, (void *) op->y, d->c, &d->algo, g->ws, g->ws_bytes, stream),
+      "running a GEMM", error);
 }

@@ -7,6 +7,7 @@
  * step's argmax is always kept (an EOS there does not end the search, a NeMo quirk), then one
  * token per step until EOS/PAD or the generation cap; trailing EOS/PAD are stripped. */
 #include "cuda/internal.h"
+#include "util.h"
 
 #include <math.h>
 
@@ -38,10 +39,13 @@ read_choice (canary_cuda_state *st, int pos, ck_choice *out, GError **error)
 }
 
 /* The one-token step: captured into a graph the first time (after one plain run, which also
- * settles cuBLASLt's algorithm choices outside the capture), replayed after. */
+ * settles cuBLASLt's algorithm choices outside the capture), replayed after. A capture or an
+ * instantiation that fails is not an error of the transcription: the graph is destroyed, the
+ * failure logged once, and this state runs the plain launch list from then on. */
 static gboolean
 one_token_step (canary_cuda_state *st, gboolean use_graph, GError **error)
 {
+  use_graph = use_graph && !st->graph_failed;
   if (use_graph && st->graph_exec)
     return canary_cuda_ok (cudaGraphLaunch (st->graph_exec, st->stream), "replaying the decoder step", error);
   g_array_set_size (st->launches, 0);
@@ -52,23 +56,30 @@ one_token_step (canary_cuda_state *st, gboolean use_graph, GError **error)
   if (!use_graph)
     return TRUE;
   /* Capture the same list: a captured launch is recorded, not run, so this step ran once. */
-  GError *inner = NULL;
-  if (!canary_cuda_ok (cudaStreamBeginCapture (st->stream, cudaStreamCaptureModeThreadLocal), "starting the capture",
-          error))
-    return FALSE;
-  gboolean ok = canary_cuda_exec_list (st, st->launches, &inner);
+  GError *why = NULL;
   cudaGraph_t graph = NULL;
-  cudaError_t end = cudaStreamEndCapture (st->stream, &graph);
-  if (!ok) {
-    if (graph)
-      cudaGraphDestroy (graph);
-    g_propagate_error (error, inner);
-    return FALSE;
+  gboolean ok = canary_cuda_ok (cudaStreamBeginCapture (st->stream, cudaStreamCaptureModeThreadLocal),
+      "starting the capture", &why);
+  if (ok) {
+    ok = canary_cuda_exec_list (st, st->launches, &why);
+    cudaError_t end = cudaStreamEndCapture (st->stream, &graph);
+    ok = ok && canary_cuda_ok (end, "ending the capture", &why);
   }
-  if (!canary_cuda_ok (end, "ending the capture", error))
-    return FALSE;
-  st->graph = graph;
-  return canary_cuda_ok (cudaGraphInstantiate (&st->graph_exec, st->graph, 0), "instantiating the decoder graph", error);
+  if (ok)
+    ok = canary_cuda_ok (cudaGraphInstantiate (&st->graph_exec, graph, 0), "instantiating the decoder graph", &why);
+  if (ok) {
+    st->graph = graph;
+    return TRUE;
+  }
+  if (graph)
+    cudaGraphDestroy (graph);
+  st->graph_exec = NULL;
+  (void) cudaGetLastError ();  /* capture errors are not sticky; clear the last one */
+  st->graph_failed = TRUE;
+  CANARY_WARN ("CUDA graph capture of the decoder step failed (%s); this stream runs the step's plain "
+      "launch list instead", why ? why->message : "unknown error");
+  g_clear_error (&why);
+  return TRUE;
 }
 
 gboolean

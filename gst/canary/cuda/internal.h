@@ -44,6 +44,7 @@ struct _canary_cuda_state {
   GArray *launches;         /* scratch launch list */
   cudaGraph_t graph;
   cudaGraphExec_t graph_exec;  /* the captured one-token greedy step */
+  gboolean graph_failed;       /* capture/instantiation failed once: plain launches from then on */
 };
 
 static inline void *

@@ -24,9 +24,13 @@ canary_cuda_model_new (const canary_config *cfg, const canary_ckpt *ck, canary_c
     return NULL;
   }
   m->dev = dev;
-  /* One synchronous copy from the host image; the image is freed right after. */
+  /* One copy from the host image, then a device-wide synchronisation: from pageable memory
+   * cudaMemcpy may return once the bytes are staged, before the DMA has landed, and the legacy
+   * stream it runs on is not ordered with the states' non-blocking streams, which read the
+   * weights next. The image is freed right after. */
   if (!canary_cuda_ok (cudaMemcpy (m->dev, w->blob, w->bytes, cudaMemcpyHostToDevice), "uploading the weights",
-          error)) {
+          error)
+      || !canary_cuda_ok (cudaDeviceSynchronize (), "finishing the weight upload", error)) {
     canary_cuda_model_free (m);
     return NULL;
   }
