@@ -586,6 +586,7 @@ typedef struct {
 } f16_linear_ctx;
 
 #define F16_OUT_CHUNK 64  /* output rows per work item */
+#define F16_TEAM_MIN_WEIGHTS (1u << 19)  /* smaller products run on the calling thread */
 
 static void
 f16_linear_fn (void *ctx, int tid)
@@ -603,7 +604,8 @@ linear_fwd (const canary_decoder_state *st, const dec_linear *l, const float *in
 {
   if (l->w16) {  /* FP16 weights, FP32 sums: our kernel, over the state's team */
     f16_linear_ctx c = { st, l, in, out, rows };
-    if (st->team)
+    /* Waking the team costs more than a small product (the tiny models' layers) saves. */
+    if (st->team && (gsize) l->out * l->in >= F16_TEAM_MIN_WEIGHTS)
       canary_team_run (st->team, f16_linear_fn, &c);
     else
       canary_f16_linear (st->dec->f16_simd, l->w16, l->b, l->out, l->in, in, rows, out, 0, l->out);

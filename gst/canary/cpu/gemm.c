@@ -563,9 +563,12 @@ canary_gemm_run (canary_gemm *g, const canary_gemm_job *jobs, int n_jobs)
 #endif
   if (g->f16_team && canary_team_size (g->f16_team) > 1) {
     gboolean any = FALSE;
-    for (int i = 0; i < n_jobs; i++)
+    double work = 0;  /* multiply-adds: waking the team only pays for large products */
+    for (int i = 0; i < n_jobs; i++) {
       any |= jobs[i].w16 != NULL;
-    if (any) {
+      work += (double) jobs[i].N * jobs[i].K * jobs[i].M;
+    }
+    if (any && work >= (double) (1 << 24)) {
       f16_batch b = { g, jobs, n_jobs, { 0 }, 0 };
       for (int i = 0; i < n_jobs; i++) {
         b.first[i] = b.n_items;
