@@ -218,3 +218,23 @@ assert_ids_equal (const GArray *got, const GArray *want, const char *what)
   }
   g_assert_true (same);
 }
+
+/* NeMo's margin between its two best log-probs at teacher-forced step s (NAN past the dump). */
+double
+fixture_nemo_margin (const npy_array *tf, int s)
+{
+  const int V = (int) tf->shape[1];
+  if (s >= tf->shape[0])
+    return NAN;
+  const float *row = (const float *) tf->data + (gsize) s * V;
+  double m1 = -INFINITY, m2 = -INFINITY;
+  for (int v = 0; v < V; v++) {
+    if (row[v] > m1) {
+      m2 = m1;
+      m1 = row[v];
+    } else if (row[v] > m2) {
+      m2 = row[v];
+    }
+  }
+  return m1 - m2;
+}

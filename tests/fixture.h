@@ -120,4 +120,9 @@ double max_abs_diff (const float *a, const float *b, gsize n, double *ref_max);
  * `what`) with g_test_message first. */
 void assert_ids_equal (const GArray *got, const GArray *want, const char *what);
 
+/* NeMo's margin between its two best log-probs at teacher-forced step s of tf (a
+ * tf_logprobs.npy, [steps][V]); NAN past the dump. The near-tie rule of the FP16 tests: a token
+ * may differ from NeMo's only where this margin is below the FP16 log-prob bound. */
+double fixture_nemo_margin (const npy_array *tf, int s);
+
 G_END_DECLS

@@ -30,7 +30,7 @@
  *    it — prompt with the device argmax, then one one-token list replayed unchanged — giving
  *    NeMo's ids (FP32 always; FP16 unless a near-tie flips a token, which is then reported).
  *  - Error paths without a GPU: device=cuda gives CANARY_ERROR_DEVICE with a clear message;
- *    device=auto runs on the CPU; precision=fp16 on the CPU is refused.
+ *    device=auto runs on the CPU; precision=fp16 without a GPU loads the CPU's FP16 path.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <glib.h>
 #include <math.h>
@@ -856,26 +856,6 @@ test_emulated_decoder (gconstpointer data)
 #define EMU_ENC_TOL_F32 1e-4
 #define EMU_ENC_TOL_F16 2e-2
 
-/* NeMo's margin between its two best log-probs at teacher-forced step s (NAN past the dump). */
-static double
-nemo_margin (const npy_array *tf, int s)
-{
-  const int V = (int) tf->shape[1];
-  if (s >= tf->shape[0])
-    return NAN;
-  const float *row = (const float *) tf->data + (gsize) s * V;
-  double m1 = -INFINITY, m2 = -INFINITY;
-  for (int v = 0; v < V; v++) {
-    if (row[v] > m1) {
-      m2 = m1;
-      m1 = row[v];
-    } else if (row[v] > m2) {
-      m2 = row[v];
-    }
-  }
-  return m1 - m2;
-}
-
 /* Teacher forcing on NeMo's sequence from the memory in the arena: adds the steps whose argmax
  * equals NeMo's to e->agree and the steps to e->steps. */
 static void
@@ -956,7 +936,7 @@ emulated_window (emu *e, const fixture_model *fm, const char *model, const char 
     guint s = 0;
     while (s < MIN (ids->len, want->len) && g_array_index (ids, gint32, s) == g_array_index (want, gint32, s))
       s++;
-    const double margin = nemo_margin (&tf, (int) s);
+    const double margin = fixture_nemo_margin (&tf, (int) s);
     g_test_message ("%s/%s emulated fp16 pipeline: beam-1 ids differ from NeMo's at step %u, where NeMo's margin "
         "between its two best log-probs is %.4g", model, clip, s, margin);
     g_assert_true (margin <= EMU_TF_TOL_F16);
@@ -1062,11 +1042,13 @@ test_no_gpu (void)
   canary_state_free (st);
   canary_model_unref (m);
 
-  /* precision=fp16 needs the GPU: refused on the CPU (the element then falls back with a warning). */
+  /* precision=fp16 without a GPU: the CPU's FP16 weights (issue 14; test_cpu_fp16 checks them). */
   o.precision = CANARY_PRECISION_FP16;
-  g_assert_null (canary_model_load (path, &o, &err));
-  g_assert_error (err, CANARY_ERROR, CANARY_ERROR_UNSUPPORTED);
-  g_clear_error (&err);
+  m = canary_model_load (path, &o, &err);
+  g_assert_no_error (err);
+  g_assert_cmpint (canary_model_get_info (m)->device, ==, CANARY_DEVICE_CPU);
+  g_assert_cmpint (canary_model_get_info (m)->precision, ==, CANARY_PRECISION_FP16);
+  canary_model_unref (m);
   g_free (path);
 }
 

@@ -2,6 +2,11 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  *   canary-bench [--shape canary-1b-flash] [--tokens 40] [--repeats 3] [--threads N] [--load FILE.nemo]
+ *                [--precision fp32|fp16]
+ *
+ * --precision fp16 runs the CPU's FP16 weights (canary_encoder_use_f16 / canary_decoder_use_f16);
+ * run it alternately with fp32 for ratios. Its peak RSS still holds the random FP32 weights (they
+ * are heap memory here, not a file mapping the engine can page out): use --load for that.
  *
  * Per repeat: the mel frontend + encoder on a 10 s window, then the decoder on a 9-token prompt and
  * a fixed number of generated tokens (argmax fed back; EOS ignored so every run decodes the same
@@ -100,17 +105,17 @@ read_bandwidth_gbps (int threads)
 /* Bytes of weights one incremental decoder step reads: per layer the self-attention q/k/v/out,
  * the cross-attention q/out (its k/v are computed once per window) and the FFN, plus the head. */
 static double
-step_weight_bytes (const canary_config *cfg, int V)
+step_weight_bytes (const canary_config *cfg, int V, double bytes_per_weight)
 {
   double H = cfg->dec_hidden, F = cfg->dec_inner;
   double per_layer = 6 * H * H + 2 * H * F;
-  return 4.0 * (cfg->dec_layers * per_layer + (double) V * H);
+  return bytes_per_weight * (cfg->dec_layers * per_layer + (double) V * H);
 }
 
 int
 main (int argc, char **argv)
 {
-  char *shape = g_strdup ("canary-1b-flash"), *load_path = NULL;
+  char *shape = g_strdup ("canary-1b-flash"), *load_path = NULL, *precision = NULL;
   int tokens = 40, repeats = 3, threads = 0;
   GOptionEntry entries[] = {
     { "shape", 's', 0, G_OPTION_ARG_STRING, &shape, "Model shape (canary-1b, canary-1b-flash, canary-180m-flash, canary-1b-v2, tiny)", "NAME" },
@@ -118,6 +123,7 @@ main (int argc, char **argv)
     { "repeats", 'r', 0, G_OPTION_ARG_INT, &repeats, "Timed windows (default 3)", "N" },
     { "threads", 'j', 0, G_OPTION_ARG_INT, &threads, "BLAS threads (default: all cores)", "N" },
     { "load", 'l', 0, G_OPTION_ARG_FILENAME, &load_path, "Also time loading this .nemo file", "FILE" },
+    { "precision", 'p', 0, G_OPTION_ARG_STRING, &precision, "fp32 (default) or fp16 weights", "P" },
     { NULL }
   };
   GError *err = NULL;
@@ -134,6 +140,11 @@ main (int argc, char **argv)
   }
   if (threads > 0)
     openblas_set_num_threads (threads);
+  const gboolean fp16 = g_strcmp0 (precision, "fp16") == 0;
+  if (precision && !fp16 && g_strcmp0 (precision, "fp32") != 0) {
+    g_printerr ("--precision must be fp32 or fp16\n");
+    return 2;
+  }
 
   double load_ms = -1;
   if (load_path) {
@@ -141,6 +152,7 @@ main (int argc, char **argv)
     canary_model_options mo;
     canary_model_options_init (&mo);
     mo.device = CANARY_DEVICE_CPU;
+    mo.precision = fp16 ? CANARY_PRECISION_FP16 : CANARY_PRECISION_FP32;
     double t0 = canary_now_ms ();
     canary_model *m = canary_model_load (load_path, &mo, &err);
     if (!m) {
@@ -161,7 +173,7 @@ main (int argc, char **argv)
   canary_mel *mel = canary_mel_new (cfg, ck, &err);
   canary_encoder *enc = mel ? canary_encoder_new (cfg, ck, &err) : NULL;
   canary_decoder *dec = enc ? canary_decoder_new (cfg, ck, &err) : NULL;
-  if (!dec) {
+  if (!dec || (fp16 && (!canary_encoder_use_f16 (enc, &err) || !canary_decoder_use_f16 (dec, &err)))) {
     g_printerr ("%s\n", err->message);
     return 1;
   }
@@ -226,12 +238,12 @@ main (int argc, char **argv)
   double w50 = median (window_ms, nw);
   double rss_mb = peak_rss_mb ();  /* before the bandwidth probe's 1 GiB buffer */
   double gbps = read_bandwidth_gbps (threads > 0 ? threads : openblas_get_num_threads ());
-  double step_floor_ms = step_weight_bytes (cfg, V) / (gbps * 1e6);
-  printf ("{\"engine\": \"gst-canary cpu fp32\", \"shape\": \"%s\", \"threads\": %d, \"tokens\": %d, "
+  double step_floor_ms = step_weight_bytes (cfg, V, fp16 ? 2.0 : 4.0) / (gbps * 1e6);
+  printf ("{\"engine\": \"gst-canary cpu %s\", \"shape\": \"%s\", \"threads\": %d, \"tokens\": %d, "
       "\"repeats\": %d, \"build_ms\": %.0f, \"weight_mb\": %.1f, \"mel_ms\": %.1f, \"encoder_ms\": %.1f, "
       "\"decoder_ms\": %.1f, \"ms_per_token\": %.2f, \"step_ms\": %.2f, \"window_ms_p50\": %.1f, \"rtfx\": %.2f, "
       "\"peak_rss_mb\": %.1f, \"load_ms\": %.1f, \"read_gbps\": %.1f, \"step_floor_ms\": %.2f}\n",
-      shape, threads > 0 ? threads : openblas_get_num_threads (), tokens, repeats, build_ms,
+      fp16 ? "fp16" : "fp32", shape, threads > 0 ? threads : openblas_get_num_threads (), tokens, repeats, build_ms,
       weight_bytes / 1048576.0, median (t_mel, repeats), median (t_enc, repeats), median (t_dec, repeats),
       median (t_dec, repeats) / tokens, median (t_step, repeats), w50, 10000.0 / w50, rss_mb, load_ms,
       gbps, step_floor_ms);
@@ -249,6 +261,7 @@ main (int argc, char **argv)
   canary_config_free (cfg);
   g_free (shape);
   g_free (load_path);
+  g_free (precision);
   return 0;
 
 fail:

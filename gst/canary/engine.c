@@ -83,7 +83,7 @@ static GHashTable *cache;  /* cache_key → canary_model* (not referenced: entri
 
 /* Picks the backend for the requested device/precision. device=auto means "the GPU when this
  * build has the CUDA backend and a usable GPU is there, else the CPU" ($CANARY_AUTO_DEVICE=cpu
- * pins it to the CPU, which the CPU test suites do); fp16 needs the GPU. */
+ * pins it to the CPU, which the CPU test suites do); the CPU runs fp16 only when asked. */
 static gboolean
 resolve_backend (const canary_model_options *in, canary_device *device, canary_precision *precision,
     GError **error)
@@ -114,13 +114,9 @@ resolve_backend (const canary_model_options *in, canary_device *device, canary_p
     *precision = in->precision == CANARY_PRECISION_FP32 ? CANARY_PRECISION_FP32 : CANARY_PRECISION_FP16;
     return TRUE;
   }
-  if (in->precision == CANARY_PRECISION_FP16) {
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_UNSUPPORTED,
-        "precision=fp16 needs the CUDA backend; the CPU backend runs in fp32");
-    return FALSE;
-  }
+  /* The CPU: fp32 unless fp16 is asked for (auto stays fp32: docs/benchmarks.md, CPU FP16). */
   *device = CANARY_DEVICE_CPU;
-  *precision = CANARY_PRECISION_FP32;
+  *precision = in->precision == CANARY_PRECISION_FP16 ? CANARY_PRECISION_FP16 : CANARY_PRECISION_FP32;
   return TRUE;
 }
 
@@ -222,6 +218,13 @@ model_build (canary_model *m, GError **error)
   m->decoder = canary_decoder_new (m->config, m->ckpt, error);
   if (!m->decoder)
     goto prefix_path;
+  if (m->info.device == CANARY_DEVICE_CPU && m->info.precision == CANARY_PRECISION_FP16) {
+    /* FP16 weights for every GEMM, converted once; then the checkpoint's FP32 pages may go (what
+     * stays FP32 — norms, biases, position tables — is read back from the file on use). */
+    if (!canary_encoder_use_f16 (m->encoder, error) || !canary_decoder_use_f16 (m->decoder, error))
+      goto prefix_path;
+    canary_archive_release_pages (m->archive);
+  }
 
   m->eos_id = canary_tokenizer_eos (m->tokenizer);
   m->pad_id = canary_tokenizer_pad (m->tokenizer);
@@ -257,7 +260,8 @@ model_build (canary_model *m, GError **error)
   info->dec_hidden = cfg->dec_hidden;
   info->vocab_size = V;
   info->max_seq_len = canary_decoder_max_seq_len (m->decoder);
-  info->weight_bytes = encoder_weight_bytes (m->ckpt) + canary_decoder_weight_bytes (m->decoder);
+  info->weight_bytes = encoder_weight_bytes (m->ckpt) - 2 * canary_encoder_f16_elems (m->encoder)
+      + canary_decoder_weight_bytes (m->decoder);
   info->copied_weight_bytes = canary_encoder_weight_bytes (m->encoder) + canary_decoder_owned_bytes (m->decoder);
   m->backend = info->device == CANARY_DEVICE_CUDA ? canary_backend_cuda () : &canary_backend_cpu;
   const canary_backend_args args = backend_args (m);

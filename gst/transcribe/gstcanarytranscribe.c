@@ -807,7 +807,10 @@ install_properties (GObjectClass *gobject_class)
           "Where the model runs; auto falls back to the CPU with a warning when CUDA is not "
           "usable", GST_TYPE_CANARY_TRANSCRIBE_DEVICE, DEFAULT_DEVICE, ready));
   g_object_class_install_property (gobject_class, PROP_PRECISION,
-      g_param_spec_enum ("precision", "Precision", "Arithmetic precision of the model",
+      g_param_spec_enum ("precision", "Precision",
+          "Arithmetic precision of the model: fp16 stores the weights in half precision (FP32 "
+          "sums) on CUDA and on the CPU; auto is fp16 on CUDA and fp32 on the CPU (CPU FP16 "
+          "halves the weight memory but is not yet measured faster: docs/cpu-fp16.md)",
           GST_TYPE_CANARY_TRANSCRIBE_PRECISION, DEFAULT_PRECISION, ready));
   g_object_class_install_property (gobject_class, PROP_GPU_DEVICE_ID,
       g_param_spec_int ("gpu-device-id", "GPU device ID",

@@ -11,7 +11,10 @@
 #include <string.h>
 
 #include "canary.h"
+#include "cpu/gemm.h"
 #include "cpu/simd.h"
+#include "cpu/team.h"
+#include "formats/tensor.h"
 #include "layout.h"
 #include "nemo_constants.h"
 #include "util.h"
@@ -23,6 +26,7 @@ typedef struct {
   const float *w;  /* [out, in], row-major as torch stores nn.Linear weights */
   const float *b;  /* [out] */
   int out, in;
+  const guint16 *w16;  /* the same weights in FP16 (canary_decoder_use_f16), else NULL */
 } dec_linear;
 
 typedef struct {
@@ -47,6 +51,12 @@ struct _canary_decoder {
   GPtrArray *owned;        /* converted copies of tensors that could not be used in place */
   gsize weight_bytes;
   gsize owned_bytes;       /* the part of weight_bytes held in `owned` */
+  /* precision=fp16 (canary_decoder_use_f16): every Linear and the head in one FP16 allocation,
+   * the embedding read from the head's FP16 rows when tied (else its own rows there). */
+  guint16 *f16;
+  gsize f16_elems;
+  const guint16 *tok_emb16;
+  gboolean f16_simd;
 };
 
 struct _canary_decoder_state {
@@ -68,6 +78,8 @@ struct _canary_decoder_state {
 
   /* Step scratch, max_rows rows each (scores: max_rows × max(max_len, max_frames)). */
   float *x, *y, *q, *k, *v, *ctx, *ff, *scores;
+  float *emb_row;          /* FP16 weights: one embedding row widened to FP32 */
+  canary_team *team;       /* FP16 weights: the threads of their products (BLAS has its own) */
   gpointer arena;
   gsize arena_bytes;
 };
@@ -318,12 +330,72 @@ canary_decoder_new (const canary_config *cfg, const canary_ckpt *ck, GError **er
   return dec;
 }
 
+gboolean
+canary_decoder_use_f16 (canary_decoder *dec, GError **error)
+{
+  g_return_val_if_fail (dec && !dec->f16, FALSE);
+  const int per_block = 10;
+  const int n = dec->n_layers * per_block + 1;
+  dec_linear **lins = g_new (dec_linear *, n);
+  int k = 0;
+  lins[k++] = &dec->head;
+  for (int j = 0; j < dec->n_layers; j++) {
+    dec_block *b = &dec->blocks[j];
+    dec_linear *l[] = { &b->self_q, &b->self_k, &b->self_v, &b->self_o, &b->cross_q, &b->cross_k,
+      &b->cross_v, &b->cross_o, &b->ff_in, &b->ff_out };
+    for (int i = 0; i < per_block; i++)
+      lins[k++] = l[i];
+  }
+  const gboolean tied = dec->tok_emb == dec->head.w;
+  gsize total = tied ? 0 : (gsize) dec->V * dec->H;
+  for (int i = 0; i < n; i++)
+    total += (gsize) lins[i]->out * lins[i]->in;
+  guint16 *buf = g_try_new (guint16, MAX (total, 1));
+  if (!buf) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_OUT_OF_MEMORY,
+        "decoder: cannot allocate %" G_GSIZE_FORMAT " bytes of FP16 weights", total * 2);
+    g_free (lins);
+    return FALSE;
+  }
+  gsize at = 0;
+  for (int i = 0; i < n; i++) {
+    const gsize e = (gsize) lins[i]->out * lins[i]->in;
+    for (gsize q = 0; q < e; q++)
+      buf[at + q] = canary_f32_to_f16 (lins[i]->w[q]);
+    lins[i]->w16 = buf + at;
+    at += e;
+  }
+  if (tied) {
+    dec->tok_emb16 = dec->head.w16;
+  } else {
+    const gsize e = (gsize) dec->V * dec->H;
+    for (gsize q = 0; q < e; q++)
+      buf[at + q] = canary_f32_to_f16 (dec->tok_emb[q]);
+    dec->tok_emb16 = buf + at;
+    at += e;
+  }
+  g_free (lins);
+  dec->f16 = buf;
+  dec->f16_elems = total;
+  dec->f16_simd = canary_f16_simd_enabled ();
+  dec->owned_bytes += total * sizeof (guint16);
+  dec->weight_bytes = dec->weight_bytes - total * sizeof (float) + total * sizeof (guint16);
+  return TRUE;
+}
+
+gsize
+canary_decoder_f16_elems (const canary_decoder *dec)
+{
+  return dec->f16_elems;
+}
+
 void
 canary_decoder_free (canary_decoder *dec)
 {
   if (!dec)
     return;
   g_ptr_array_unref (dec->owned);
+  g_free (dec->f16);
   g_free (dec->blocks);
   g_free (dec);
 }
@@ -448,6 +520,11 @@ canary_decoder_state_new (const canary_decoder *dec, int max_beam, int max_token
   st->slot = g_new0 (int, max_beam);
   st->slot_next = g_new0 (int, max_beam);
   st->claimed = g_new0 (guint8, max_beam);
+  if (dec->f16) {
+    st->emb_row = g_new (float, dec->H);
+    const int n = CLAMP (openblas_get_num_threads (), 1, CANARY_TEAM_MAX_THREADS);
+    st->team = n > 1 ? canary_team_new (n) : NULL;
+  }
   return st;
 }
 
@@ -460,6 +537,8 @@ canary_decoder_state_free (canary_decoder_state *st)
   g_free (st->slot);
   g_free (st->slot_next);
   g_free (st->claimed);
+  g_free (st->emb_row);
+  canary_team_free (st->team);
   g_free (st);
 }
 
@@ -498,9 +577,40 @@ canary_decoder_state_max_beam (const canary_decoder_state *st)
 
 /* out[r] = in[r]·Wᵀ + b for `rows` rows (nn.Linear). gemv for one row: OpenBLAS's sgemm with M = 1
  * is slower than its gemv. */
+typedef struct {
+  const canary_decoder_state *st;
+  const dec_linear *l;
+  const float *in;
+  float *out;
+  int rows;
+} f16_linear_ctx;
+
+#define F16_OUT_CHUNK 64  /* output rows per work item */
+#define F16_TEAM_MIN_WEIGHTS (1u << 19)  /* smaller products run on the calling thread */
+
 static void
-linear_fwd (const dec_linear *l, const float *in, int rows, float *out)
+f16_linear_fn (void *ctx, int tid)
 {
+  const f16_linear_ctx *c = ctx;
+  const dec_linear *l = c->l;
+  for (int it; (it = canary_team_next (c->st->team)) * F16_OUT_CHUNK < l->out;)
+    canary_f16_linear (c->st->dec->f16_simd, l->w16, l->b, l->out, l->in, c->in, c->rows, c->out,
+        it * F16_OUT_CHUNK, MIN ((it + 1) * F16_OUT_CHUNK, l->out));
+}
+
+static void
+linear_fwd (const canary_decoder_state *st, const dec_linear *l, const float *in, int rows,
+    float *out)
+{
+  if (l->w16) {  /* FP16 weights, FP32 sums: our kernel, over the state's team */
+    f16_linear_ctx c = { st, l, in, out, rows };
+    /* Waking the team costs more than a small product (the tiny models' layers) saves. */
+    if (st->team && (gsize) l->out * l->in >= F16_TEAM_MIN_WEIGHTS)
+      canary_team_run (st->team, f16_linear_fn, &c);
+    else
+      canary_f16_linear (st->dec->f16_simd, l->w16, l->b, l->out, l->in, in, rows, out, 0, l->out);
+    return;
+  }
   for (int r = 0; r < rows; r++)
     memcpy (out + (gsize) r * l->out, l->b, sizeof (float) * l->out);
   if (rows == 1)
@@ -585,9 +695,9 @@ self_attention (canary_decoder_state *st, int layer, const gint32 *tokens, int n
   const int H = dec->H, dh = dec->d_head, rows = n_beams * n_tokens, Lk = start_pos + n_tokens;
 
   layer_norm_rows (&blk->ln1, st->x, rows, H, st->y);
-  linear_fwd (&blk->self_q, st->y, rows, st->q);
-  linear_fwd (&blk->self_k, st->y, rows, st->k);
-  linear_fwd (&blk->self_v, st->y, rows, st->v);
+  linear_fwd (st, &blk->self_q, st->y, rows, st->q);
+  linear_fwd (st, &blk->self_k, st->y, rows, st->k);
+  linear_fwd (st, &blk->self_v, st->y, rows, st->v);
   scale_inplace (st->q, (gsize) rows * H, dec->qk_scale);
   scale_inplace (st->k, (gsize) rows * H, dec->qk_scale);
 
@@ -611,7 +721,7 @@ self_attention (canary_decoder_state *st, int layer, const gint32 *tokens, int n
       head_context (st->scores, vc + h * dh, H, n_tokens, Lk, dh, st->ctx + off + h * dh);
     }
   }
-  linear_fwd (&blk->self_o, st->ctx, rows, st->y);
+  linear_fwd (st, &blk->self_o, st->ctx, rows, st->y);
   for (gsize i = 0; i < (gsize) rows * H; i++)
     st->x[i] += st->y[i];
 }
@@ -628,7 +738,7 @@ cross_attention (canary_decoder_state *st, int layer, int rows)
   const float *vc = st->cross_v + (gsize) layer * st->max_frames * H;
 
   layer_norm_rows (&blk->ln2, st->x, rows, H, st->y);
-  linear_fwd (&blk->cross_q, st->y, rows, st->q);
+  linear_fwd (st, &blk->cross_q, st->y, rows, st->q);
   scale_inplace (st->q, (gsize) rows * H, dec->qk_scale);
   for (int h = 0; h < dec->n_heads; h++) {
     head_scores (st->q + h * dh, H, kc + h * dh, H, rows, T, dh, st->scores);
@@ -640,7 +750,7 @@ cross_attention (canary_decoder_state *st, int layer, int rows)
     }
     head_context (st->scores, vc + h * dh, H, rows, T, dh, st->ctx + h * dh);
   }
-  linear_fwd (&blk->cross_o, st->ctx, rows, st->y);
+  linear_fwd (st, &blk->cross_o, st->ctx, rows, st->y);
   for (gsize i = 0; i < (gsize) rows * H; i++)
     st->x[i] += st->y[i];
 }
@@ -654,10 +764,10 @@ feed_forward (canary_decoder_state *st, int layer, int rows)
   const int H = dec->H;
 
   layer_norm_rows (&blk->ln3, st->x, rows, H, st->y);
-  linear_fwd (&blk->ff_in, st->y, rows, st->ff);
+  linear_fwd (st, &blk->ff_in, st->y, rows, st->ff);
   for (gsize i = 0; i < (gsize) rows * dec->inner; i++)
     st->ff[i] = MAX (st->ff[i], 0.0f);
-  linear_fwd (&blk->ff_out, st->ff, rows, st->y);
+  linear_fwd (st, &blk->ff_out, st->ff, rows, st->y);
   for (gsize i = 0; i < (gsize) rows * H; i++)
     st->x[i] += st->y[i];
 }
@@ -670,6 +780,10 @@ embed (canary_decoder_state *st, const gint32 *tokens, int rows, int n_tokens, i
   const int H = dec->H;
   for (int r = 0; r < rows; r++) {
     const float *te = dec->tok_emb + (gsize) tokens[r] * H;
+    if (dec->tok_emb16) {
+      canary_f16_row_to_f32 (dec->f16_simd, dec->tok_emb16 + (gsize) tokens[r] * H, st->emb_row, H);
+      te = st->emb_row;
+    }
     const float *pe = dec->pos_enc + (gsize) (start_pos + r % n_tokens) * H;
     float *x = st->y + (gsize) r * H;
     for (int i = 0; i < H; i++)
@@ -695,8 +809,8 @@ canary_decoder_set_memory (canary_decoder_state *st, const float *enc, int T, in
     const dec_block *blk = &dec->blocks[j];
     float *kc = st->cross_k + (gsize) j * st->max_frames * dec->H;
     float *vc = st->cross_v + (gsize) j * st->max_frames * dec->H;
-    linear_fwd (&blk->cross_k, enc, T, kc);
-    linear_fwd (&blk->cross_v, enc, T, vc);
+    linear_fwd (st, &blk->cross_k, enc, T, kc);
+    linear_fwd (st, &blk->cross_v, enc, T, vc);
     scale_inplace (kc, (gsize) T * dec->H, dec->qk_scale);
   }
   st->T = T;
@@ -792,7 +906,7 @@ canary_decoder_step (canary_decoder_state *st, const gint32 *tokens, int n_beams
   for (int b = 0; b < n_beams; b++)
     layer_norm_rows (&dec->final_ln, st->x + ((gsize) b * n_tokens + n_tokens - 1) * dec->H, 1, dec->H,
         st->y + (gsize) b * dec->H);
-  linear_fwd (&dec->head, st->y, n_beams, logits);
+  linear_fwd (st, &dec->head, st->y, n_beams, logits);
   return TRUE;
 }
 
@@ -805,7 +919,7 @@ canary_decoder_step_all (canary_decoder_state *st, const gint32 *tokens, int n_t
     return FALSE;
   const canary_decoder *dec = st->dec;
   layer_norm_rows (&dec->final_ln, st->x, n_tokens, dec->H, st->y);
-  linear_fwd (&dec->head, st->y, n_tokens, logits);
+  linear_fwd (st, &dec->head, st->y, n_tokens, logits);
   return TRUE;
 }
 

@@ -42,6 +42,15 @@ typedef struct _canary_decoder_state canary_decoder_state;
 canary_decoder *canary_decoder_new (const canary_config *cfg, const canary_ckpt *ck, GError **error);
 void canary_decoder_free (canary_decoder *dec);
 
+/* precision=fp16: converts every Linear and the output head (and the token embedding, which is
+ * tied to the head: stored once) into one FP16 allocation (canary_f32_to_f16, the CUDA image's
+ * rounding); steps then read it with FP32 sums (AVX2/F16C or portable, canary_f16_simd_enabled)
+ * on a team of the state's. LayerNorms, biases and the position table stay FP32; logits,
+ * softmax and LayerNorm statistics are FP32. Call once, before creating states. */
+gboolean canary_decoder_use_f16 (canary_decoder *dec, GError **error);
+/* Weights converted to FP16 (0 before canary_decoder_use_f16). */
+gsize canary_decoder_f16_elems (const canary_decoder *dec);
+
 int canary_decoder_vocab (const canary_decoder *dec);        /* V, rows of the output head */
 int canary_decoder_hidden (const canary_decoder *dec);       /* H */
 int canary_decoder_max_seq_len (const canary_decoder *dec);  /* rows of the position table */

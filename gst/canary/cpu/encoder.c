@@ -77,6 +77,7 @@ struct _canary_encoder_work {
   float *ct;      /* GEMM output on its way into rows [max(D, out_dim)][tp] */
   float *out;     /* [T][out_dim] (projection only) */
   canary_team *team;  /* the threads of the forward pass (work_prepare) */
+  canary_team *f16_team;  /* FP16 GEMMs without the AVX-512 path: their own threads */
   int team_want;  /* the thread count asked for (the team may have fewer) */
   /* Per thread: attention scratch for one block of queries, a conv row. */
   float *thread_mem;
@@ -279,6 +280,7 @@ canary_encoder_work_free (canary_encoder_work *work)
   if (!work)
     return;
   canary_team_free (work->team);
+  canary_team_free (work->f16_team);
   free (work->thread_mem);
   canary_gemm_clear (&work->gemm);
   free (work->arena);
@@ -304,6 +306,13 @@ work_prepare (const canary_encoder *e, canary_encoder_work *w, GError **error)
   }
   w->gemm.simd = e->simd;
   w->gemm.team = w->team;
+  /* FP16 without AVX-512: the rest of the pass stays as in FP32 (one thread, BLAS threads for
+   * the attention products); the FP16 GEMMs, which BLAS cannot run, get a team of their own. */
+  const int n16 = e->f16 && !e->simd ? CLAMP (openblas_get_num_threads (), 1, MAX_THREADS) : 0;
+  if (n16 > 1 && !w->f16_team)
+    w->f16_team = canary_team_new (n16);
+  w->gemm.f16_team = w->f16_team;
+  w->gemm.f16_simd = e->f16_simd;
   const int nt = canary_team_size (w->team);
   /* Per thread: S [ATT_QB][tp], BD [ATT_QB][pp], PT [tp][ATT_QB], a padded conv row. */
   const gsize stride = round_up ((gsize) ATT_QB * (2 * w->tp + w->pp) + w->tp + e->kernel + 32,
@@ -384,8 +393,8 @@ static canary_gemm_job
 linear_job (const linear *l, int out, int in, const float *xt, gsize ldx, int M, float *ct,
     gsize ldc)
 {
-  return (canary_gemm_job) { .N = out, .M = M, .K = in, .w = l->w, .sn = (gsize) in, .sk = 1,
-      .xt = xt, .ldx = ldx, .ct = ct, .ldc = ldc, .bias = l->b, .act = CANARY_ACT_NONE };
+  return (canary_gemm_job) { .N = out, .M = M, .K = in, .w = l->w, .w16 = l->w16,
+      .sn = (gsize) in, .sk = 1, .xt = xt, .ldx = ldx, .ct = ct, .ldc = ldc, .bias = l->b, .act = CANARY_ACT_NONE };
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -561,7 +570,8 @@ subsample_pointwise (const canary_encoder *e, canary_encoder_work *w, const sub_
   const int C = e->chans;
   const linear *pw = &e->pw[s - 1];
   const gsize plane = (gsize) d->t[s] * d->f[s], valid = (gsize) d->len[s] * d->f[s];
-  canary_gemm_job j = { .N = C, .M = (int) valid, .K = C, .w = pw->w, .sn = (gsize) C, .sk = 1,
+  canary_gemm_job j = { .N = C, .M = (int) valid, .K = C, .w = pw->w, .w16 = pw->w16,
+      .sn = (gsize) C, .sk = 1,
       .xt = w->sb, .ldx = plane, .ct = w->sa, .ldc = plane, .bias = pw->b, .act = CANARY_ACT_RELU,
       .done = done_conv_planes };
   canary_gemm_run (&w->gemm, &j, 1);
@@ -704,7 +714,8 @@ self_attention (const canary_encoder *e, canary_encoder_work *w, const enc_layer
       linear_job (&ly->k, D, D, w->hT, ld, L, w->kT, ld),
       linear_job (&ly->v, D, D, w->hT, ld, L, w->vT, ld),
       /* p = linear_pos(pos_emb) for positions L-1 … -(L-1): the centre slice of the table. */
-      { .N = D, .M = 2 * L - 1, .K = D, .w = ly->pos_w, .sn = (gsize) D, .sk = 1,
+      { .N = D, .M = 2 * L - 1, .K = D, .w = ly->pos_w, .w16 = ly->pos_w16, .sn = (gsize) D,
+        .sk = 1,
         .xt = w->peT + (w->max_t - L), .ldx = w->pe_w, .ct = w->pT, .ldc = w->pp },
     };
     jobs[0].done = done_q_biases;

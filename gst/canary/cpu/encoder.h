@@ -34,6 +34,17 @@ void canary_encoder_free (canary_encoder *enc);
  * beyond the checkpoint mapping. */
 gsize canary_encoder_weight_bytes (const canary_encoder *enc);
 
+/* precision=fp16: converts every GEMM weight (the subsampling's pointwise convs, pre_encode.out,
+ * each layer's Linears, pointwise convs and linear_pos, the projection) into one FP16
+ * allocation (canary_f32_to_f16, the CUDA image's rounding), which the forward pass then reads
+ * with FP32 accumulation. Everything else (LayerNorms, biases, conv.0, the depthwise convs with
+ * BatchNorm folded in FP32, the position biases) stays FP32. Call once, before any forward pass;
+ * FALSE with CANARY_ERROR_OUT_OF_MEMORY when the allocation fails. Afterwards the FP32 GEMM
+ * weights are no longer read (the caller may page the checkpoint out). */
+gboolean canary_encoder_use_f16 (canary_encoder *enc, GError **error);
+/* Weights converted to FP16 (0 before canary_encoder_use_f16). */
+gsize canary_encoder_f16_elems (const canary_encoder *enc);
+
 /* Width of the output rows: dec_hidden with an encoder→decoder projection, else enc_d_model. */
 int canary_encoder_out_dim (const canary_encoder *enc);
 int canary_encoder_d_model (const canary_encoder *enc);

@@ -11,6 +11,7 @@
 typedef struct {
   const float *w;  /* [out][in], torch Linear / 1x1 conv layout */
   const float *b;  /* [out] or NULL */
+  const guint16 *w16;  /* the same weights in FP16 (canary_encoder_use_f16), else NULL */
 } linear;
 
 typedef struct {
@@ -19,6 +20,7 @@ typedef struct {
   const float *ln_att_w, *ln_att_b;
   linear q, k, v, o;
   const float *pos_w;     /* linear_pos [D][D], no bias */
+  const guint16 *pos_w16; /* its FP16 copy (canary_encoder_use_f16), else NULL */
   const float *bias_u;    /* pos_bias_u [H][dk] */
   const float *bias_v;
   const float *ln_conv_w, *ln_conv_b;
@@ -55,4 +57,10 @@ struct _canary_encoder {
   GPtrArray *owned;                         /* buffers we allocated (converted/folded) */
   gsize owned_bytes;
   gboolean simd;                            /* AVX-512 kernels and threads */
+  /* precision=fp16 (canary_encoder_use_f16): every GEMM weight above (the pointwise convs, the
+   * Linears, linear_pos, pre_encode.out, the projection) also in one FP16 allocation, which the
+   * GEMMs read instead; f16_simd: its AVX2/F16C kernels (canary_f16_simd_enabled). */
+  guint16 *f16;
+  gsize f16_elems;
+  gboolean f16_simd;
 };

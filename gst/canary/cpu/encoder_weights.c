@@ -8,7 +8,9 @@
 
 #include "canary.h"
 #include "cpu/encoder_internal.h"
+#include "cpu/gemm.h"
 #include "cpu/simd.h"
+#include "formats/tensor.h"
 #include "layout.h"
 #include "util.h"
 
@@ -330,11 +332,85 @@ canary_encoder_new (const canary_config *cfg, const canary_ckpt *ck, GError **er
   return e;
 }
 
+/* The GEMM weights canary_encoder_use_f16 converts, in allocation order. */
+typedef struct {
+  const float *w;
+  const guint16 **w16;
+  gsize n;
+} f16_slot;
+
+static int
+f16_slots (canary_encoder *e, f16_slot *s)
+{
+  int n = 0;
+  const gsize D = e->d, F = e->ff, C = e->chans;
+#define SLOT(lin, elems) s[n++] = (f16_slot) { (lin).w, &(lin).w16, (elems) }
+  for (int st = 1; st < e->n_stages; st++)
+    SLOT (e->pw[st], C * C);
+  SLOT (e->pre_out, D * C * e->f_out);
+  for (int i = 0; i < e->n_layers; i++) {
+    enc_layer *L = &e->layers[i];
+    SLOT (L->ff1_1, F * D);
+    SLOT (L->ff1_2, D * F);
+    SLOT (L->q, D * D);
+    SLOT (L->k, D * D);
+    SLOT (L->v, D * D);
+    SLOT (L->o, D * D);
+    s[n++] = (f16_slot) { L->pos_w, &L->pos_w16, D * D };
+    SLOT (L->pw1, 2 * D * D);
+    SLOT (L->pw2, D * D);
+    SLOT (L->ff2_1, F * D);
+    SLOT (L->ff2_2, D * F);
+  }
+  if (e->proj.w)
+    SLOT (e->proj, (gsize) e->out_dim * D);
+#undef SLOT
+  return n;
+}
+
+gboolean
+canary_encoder_use_f16 (canary_encoder *enc, GError **error)
+{
+  g_return_val_if_fail (enc && !enc->f16, FALSE);
+  f16_slot *s = g_new (f16_slot, (gsize) MAX_STAGES + 2 + 11 * (gsize) enc->n_layers);
+  const int n = f16_slots (enc, s);
+  gsize total = 0;
+  for (int i = 0; i < n; i++)
+    total += s[i].n;
+  guint16 *buf = g_try_new (guint16, MAX (total, 1));
+  if (!buf) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_OUT_OF_MEMORY,
+        "encoder: cannot allocate %" G_GSIZE_FORMAT " bytes of FP16 weights", total * 2);
+    g_free (s);
+    return FALSE;
+  }
+  gsize at = 0;
+  for (int i = 0; i < n; i++) {
+    for (gsize j = 0; j < s[i].n; j++)
+      buf[at + j] = canary_f32_to_f16 (s[i].w[j]);
+    *s[i].w16 = buf + at;
+    at += s[i].n;
+  }
+  g_free (s);
+  enc->f16 = buf;
+  enc->f16_elems = total;
+  enc->f16_simd = canary_f16_simd_enabled ();
+  enc->owned_bytes += total * sizeof (guint16);
+  return TRUE;
+}
+
+gsize
+canary_encoder_f16_elems (const canary_encoder *enc)
+{
+  return enc->f16_elems;
+}
+
 void
 canary_encoder_free (canary_encoder *enc)
 {
   if (!enc)
     return;
+  g_free (enc->f16);
   g_ptr_array_unref (enc->owned);
   g_free (enc->layers);
   g_free (enc);

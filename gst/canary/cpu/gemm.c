@@ -4,8 +4,18 @@
 
 #include <cblas.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cpu/avx512.h"
+#include "formats/tensor.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CANARY_HAVE_F16C 1
+#include <immintrin.h>
+#define F16C __attribute__ ((target ("avx2,fma,f16c")))
+#else
+#define CANARY_HAVE_F16C 0
+#endif
 
 #define TILE_N 6              /* micro-tile: output rows (weight rows) */
 #define TILE_M CANARY_GEMM_TILE_M
@@ -18,6 +28,235 @@ static gsize
 round_up (gsize n, gsize m)
 {
   return (n + m - 1) / m * m;
+}
+
+/* ---- FP16 weights ------------------------------------------------------------------------
+ * Weights are IEEE binary16 (canary_f32_to_f16, the conversion the CUDA image uses), every
+ * product and sum is FP32: a weight tile is widened to FP32 once per k block (F16C's vcvtph2ps,
+ * exact) into a 6 x KC buffer on the stack (24 KiB, in L1) and reused for every 16 columns of
+ * XT; the portable path widens with canary_f16_to_f32 and runs the same loops in C. */
+
+#define F16_TN 6   /* rows (weight rows) of the FP16 micro-tile */
+#define F16_TM 16  /* columns: 2 AVX2 vectors */
+
+gboolean
+canary_f16_simd_enabled (void)
+{
+#if CANARY_HAVE_F16C
+  return __builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma")
+      && __builtin_cpu_supports ("f16c") && g_strcmp0 (g_getenv ("CANARY_ENCODER_SIMD"), "0") != 0
+      && g_strcmp0 (g_getenv ("CANARY_F16_SIMD"), "0") != 0;
+#else
+  return FALSE;
+#endif
+}
+
+#if CANARY_HAVE_F16C
+F16C static void
+f16_row_avx2 (const guint16 *src, float *dst, gsize n)
+{
+  gsize i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps (dst + i, _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (src + i))));
+  for (; i < n; i++)
+    dst[i] = canary_f16_to_f32 (src[i]);
+}
+#endif
+
+void
+canary_f16_row_to_f32 (gboolean simd, const guint16 *src, float *dst, gsize n)
+{
+#if CANARY_HAVE_F16C
+  if (simd) {
+    f16_row_avx2 (src, dst, n);
+    return;
+  }
+#endif
+  for (gsize i = 0; i < n; i++)
+    dst[i] = canary_f16_to_f32 (src[i]);
+}
+
+/* CT[j][m] (+)= Σ_k wp[j·kc + k] · XT[k][m] for j < nr, m < mv (as kernel_6x64; rows of wp past
+ * nr are copies and not stored). first: store, else add; last: then the bias and act. */
+static void
+f16_kernel_scalar (const float *xt, gsize ldx, const float *wp, int kc, float *ct, gsize ldc,
+    int nr, int mv, gboolean first, gboolean last, const float *bias, int act)
+{
+  float acc[F16_TN][F16_TM];
+  memset (acc, 0, sizeof acc);
+  for (int k = 0; k < kc; k++) {
+    const float *x = xt + (gsize) k * ldx;
+    for (int j = 0; j < nr; j++) {
+      const float wv = wp[(gsize) j * kc + k];
+      for (int v = 0; v < F16_TM; v++)
+        acc[j][v] += wv * x[v];
+    }
+  }
+  for (int j = 0; j < nr; j++) {
+    float *c = ct + (gsize) j * ldc;
+    for (int v = 0; v < mv; v++) {
+      float r = first ? acc[j][v] : c[v] + acc[j][v];
+      if (last)
+        r = canary_activate (bias ? r + bias[j] : r, act);
+      c[v] = r;
+    }
+  }
+}
+
+#if CANARY_HAVE_F16C
+F16C static void
+f16_kernel_avx2 (const float *xt, gsize ldx, const float *wp, int kc, float *ct, gsize ldc,
+    int nr, int mv, gboolean first, gboolean last, const float *bias, int act)
+{
+  __m256 acc[F16_TN][2];
+  _Pragma ("GCC unroll 6")
+  for (int j = 0; j < F16_TN; j++)
+    acc[j][0] = acc[j][1] = _mm256_setzero_ps ();
+  const float *x = xt;
+  for (int k = 0; k < kc; k++, x += ldx) {
+    const __m256 a0 = _mm256_loadu_ps (x), a1 = _mm256_loadu_ps (x + 8);
+    _Pragma ("GCC unroll 6")
+    for (int j = 0; j < F16_TN; j++) {
+      const __m256 b = _mm256_broadcast_ss (wp + (gsize) j * kc + k);
+      acc[j][0] = _mm256_fmadd_ps (a0, b, acc[j][0]);
+      acc[j][1] = _mm256_fmadd_ps (a1, b, acc[j][1]);
+    }
+  }
+  static const gint32 lanes[16] = { -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0 };
+  __m256i mask[2];
+  for (int v = 0; v < 2; v++)
+    mask[v] = _mm256_loadu_si256 ((const __m256i *) (lanes + 8 - CLAMP (mv - 8 * v, 0, 8)));
+  for (int j = 0; j < nr; j++) {
+    float *c = ct + (gsize) j * ldc;
+    const __m256 bj = _mm256_set1_ps (bias && last ? bias[j] : 0.0f);
+    for (int v = 0; v < 2 && 8 * v < mv; v++) {
+      __m256 r = acc[j][v];
+      if (!first)
+        r = _mm256_add_ps (_mm256_maskload_ps (c + 8 * v, mask[v]), r);
+      if (last && bias)
+        r = _mm256_add_ps (r, bj);
+      if (last && act == CANARY_ACT_RELU)
+        r = _mm256_max_ps (r, _mm256_setzero_ps ());
+      _mm256_maskstore_ps (c + 8 * v, mask[v], r);
+    }
+    if (last && act != CANARY_ACT_NONE && act != CANARY_ACT_RELU)
+      for (int v = 0; v < mv; v++)
+        c[v] = canary_activate (c[v], act);
+  }
+}
+#endif
+
+/* gemm_tiles for a job with FP16 weights: rows [n0, n1), columns [m0, m1), k in [k0, k1) in
+ * equal blocks of at most KC, into dst; epilogue: bias and act at the end. */
+static void
+f16_tiles (gboolean simd, const canary_gemm_job *j, int n0, int n1, int m0, int m1, int k0,
+    int k1, float *dst, gsize ldd, gboolean epilogue)
+{
+  g_assert (j->sk == 1);
+  float wp[F16_TN * KC] __attribute__ ((aligned (32)));
+  const int kblocks = (k1 - k0 + KC - 1) / KC;
+  const int kcb = (int) round_up ((k1 - k0 + kblocks - 1) / kblocks, 16);
+  for (int kb = k0; kb < k1; kb += kcb) {
+    const int kc = MIN (kcb, k1 - kb);
+    const gboolean first = kb == k0, last = kb + kc == k1 && epilogue;
+    for (int n = n0; n < n1; n += F16_TN) {
+      const int nr = MIN (F16_TN, n1 - n);
+      for (int r = 0; r < F16_TN; r++)
+        canary_f16_row_to_f32 (simd, j->w16 + (gsize) (n + MIN (r, nr - 1)) * j->sn + kb,
+            wp + (gsize) r * kc, kc);
+      const float *bias = j->bias ? j->bias + n : NULL;
+      for (int m = m0; m < m1; m += F16_TM) {
+        const float *x = j->xt + (gsize) kb * j->ldx + m;
+        float *c = dst + (gsize) n * ldd + m;
+        const int mv = MIN (F16_TM, m1 - m);
+#if CANARY_HAVE_F16C
+        if (simd)
+          f16_kernel_avx2 (x, j->ldx, wp, kc, c, ldd, nr, mv, first, last, bias, j->act);
+        else
+#endif
+          f16_kernel_scalar (x, j->ldx, wp, kc, c, ldd, nr, mv, first, last, bias, j->act);
+      }
+    }
+  }
+}
+
+/* Σ_k x_r[k] · w[k] for R rows (R is a constant at every call: the loops unroll). */
+#if CANARY_HAVE_F16C
+F16C static inline __attribute__ ((always_inline)) void
+f16_dot_avx2 (const guint16 *w, int in, const float *x, gsize ldx, int R, float *out)
+{
+  __m256 acc[4][2];
+  for (int r = 0; r < R; r++)
+    acc[r][0] = acc[r][1] = _mm256_setzero_ps ();
+  int k = 0;
+  for (; k + 16 <= in; k += 16) {
+    const __m256 w0 = _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (w + k)));
+    const __m256 w1 = _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (w + k + 8)));
+    for (int r = 0; r < R; r++) {
+      acc[r][0] = _mm256_fmadd_ps (w0, _mm256_loadu_ps (x + r * ldx + k), acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps (w1, _mm256_loadu_ps (x + r * ldx + k + 8), acc[r][1]);
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    const __m256 s = _mm256_add_ps (acc[r][0], acc[r][1]);
+    __m128 h = _mm_add_ps (_mm256_castps256_ps128 (s), _mm256_extractf128_ps (s, 1));
+    h = _mm_add_ps (h, _mm_movehl_ps (h, h));
+    h = _mm_add_ss (h, _mm_movehdup_ps (h));
+    float t = _mm_cvtss_f32 (h);
+    for (int kk = k; kk < in; kk++)
+      t += x[r * ldx + kk] * canary_f16_to_f32 (w[kk]);
+    out[r] = t;
+  }
+}
+
+F16C static void
+f16_linear_avx2 (const guint16 *w, const float *b, int out, int in, const float *x, int rows,
+    float *y, int o0, int o1)
+{
+  float d[4];
+  for (int ob = o0; ob < o1; ob += 64) {  /* 64 rows of weights stay in L2 across row groups */
+    const int oe = MIN (ob + 64, o1);
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+      const int R = MIN (4, rows - r0);
+      const float *xr = x + (gsize) r0 * in;
+      for (int o = ob; o < oe; o++) {
+        const guint16 *wo = w + (gsize) o * in;
+        switch (R) {
+          case 1: f16_dot_avx2 (wo, in, xr, in, 1, d); break;
+          case 2: f16_dot_avx2 (wo, in, xr, in, 2, d); break;
+          case 3: f16_dot_avx2 (wo, in, xr, in, 3, d); break;
+          default: f16_dot_avx2 (wo, in, xr, in, 4, d); break;
+        }
+        for (int r = 0; r < R; r++)
+          y[(gsize) (r0 + r) * out + o] = b[o] + d[r];
+      }
+    }
+  }
+}
+#endif
+
+void
+canary_f16_linear (gboolean simd, const guint16 *w, const float *b, int out, int in,
+    const float *x, int rows, float *y, int o0, int o1)
+{
+#if CANARY_HAVE_F16C
+  if (simd) {
+    f16_linear_avx2 (w, b, out, in, x, rows, y, o0, o1);
+    return;
+  }
+#endif
+  float *row = g_new (float, MAX (in, 1));
+  for (int o = o0; o < o1; o++) {
+    canary_f16_row_to_f32 (FALSE, w + (gsize) o * in, row, in);
+    for (int r = 0; r < rows; r++) {
+      const float *xr = x + (gsize) r * in;
+      float t = 0.0f;
+      for (int k = 0; k < in; k++)
+        t += xr[k] * row[k];
+      y[(gsize) r * out + o] = b[o] + t;
+    }
+  }
+  g_free (row);
 }
 
 #if CANARY_HAVE_AVX512
@@ -93,6 +332,10 @@ static void
 gemm_tiles (const canary_gemm_job *j, int n0, int n1, int m0, int m1, int k0, int k1, float *dst,
     gsize ldd, gboolean epilogue)
 {
+  if (j->w16) {  /* an AVX-512 CPU has AVX2, FMA and F16C */
+    f16_tiles (TRUE, j, n0, n1, m0, m1, k0, k1, dst, ldd, epilogue);
+    return;
+  }
   const int kblocks = (k1 - k0 + KC - 1) / KC;
   const int kcb = (int) round_up ((k1 - k0 + kblocks - 1) / kblocks, 16);
   for (int kb = k0; kb < k1; kb += kcb) {
@@ -115,7 +358,9 @@ canary_gemm_rows (const canary_gemm *g, const canary_gemm_job *j, int n0, int n1
 {
   if (n1 <= n0)
     return;
-  if (j->M > 0 && j->K > 0) {
+  if (j->M > 0 && j->K > 0 && j->w16) {
+    f16_tiles (g->f16_simd, j, n0, n1, 0, j->M, 0, j->K, j->ct, j->ldc, TRUE);
+  } else if (j->M > 0 && j->K > 0) {
 #if CANARY_HAVE_AVX512
     if (g->simd)
       gemm_tiles (j, n0, n1, 0, j->M, 0, j->K, j->ct, j->ldc, TRUE);
@@ -246,6 +491,30 @@ gemm_batch_fn (void *ctx, int tid)
 }
 #endif
 
+/* Without the AVX-512 path: FP16 jobs' rows in chunks over the FP16 team (each chunk's done
+ * callback on the thread that computed it, as on the AVX-512 path). */
+#define F16_CHUNK 48
+typedef struct {
+  const canary_gemm *g;
+  const canary_gemm_job *jobs;
+  int n_jobs;
+  int first[MAX_JOBS];
+  int n_items;
+} f16_batch;
+
+static void
+f16_batch_fn (void *ctx, int tid)
+{
+  const f16_batch *b = ctx;
+  for (int it; (it = canary_team_next (b->g->f16_team)) < b->n_items;) {
+    int jx = 0;
+    while (jx + 1 < b->n_jobs && it >= b->first[jx + 1])
+      jx++;
+    const int n0 = (it - b->first[jx]) * F16_CHUNK;
+    canary_gemm_rows (b->g, &b->jobs[jx], n0, MIN (n0 + F16_CHUNK, b->jobs[jx].N));
+  }
+}
+
 void
 canary_gemm_run (canary_gemm *g, const canary_gemm_job *jobs, int n_jobs)
 {
@@ -292,6 +561,23 @@ canary_gemm_run (canary_gemm *g, const canary_gemm_job *jobs, int n_jobs)
     return;
   }
 #endif
+  if (g->f16_team && canary_team_size (g->f16_team) > 1) {
+    gboolean any = FALSE;
+    double work = 0;  /* multiply-adds: waking the team only pays for large products */
+    for (int i = 0; i < n_jobs; i++) {
+      any |= jobs[i].w16 != NULL;
+      work += (double) jobs[i].N * jobs[i].K * jobs[i].M;
+    }
+    if (any && work >= (double) (1 << 24)) {
+      f16_batch b = { g, jobs, n_jobs, { 0 }, 0 };
+      for (int i = 0; i < n_jobs; i++) {
+        b.first[i] = b.n_items;
+        b.n_items += (jobs[i].N + F16_CHUNK - 1) / F16_CHUNK;
+      }
+      canary_team_run (g->f16_team, f16_batch_fn, &b);
+      return;
+    }
+  }
   for (int i = 0; i < n_jobs; i++)
     canary_gemm_rows (g, &jobs[i], 0, jobs[i].N);
 }

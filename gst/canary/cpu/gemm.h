@@ -32,6 +32,11 @@ typedef struct {
   canary_team *team;
   float *part;
   gsize part_n;
+  /* FP16 weights (jobs with w16): the AVX2/F16C kernel (canary_f16_simd_enabled ()) or the
+   * portable scalar one, and without the AVX-512 path the team their row blocks run on (NULL:
+   * the calling thread alone). */
+  gboolean f16_simd;
+  canary_team *f16_team;
 } canary_gemm;
 
 typedef struct _canary_gemm_job canary_gemm_job;
@@ -43,6 +48,9 @@ struct _canary_gemm_job {
   int N, M, K;
   const float *w;
   gsize sn, sk;
+  /* IEEE FP16 weights used instead of w when set (same strides; sk must be 1): each tile is
+   * converted to FP32 in registers/L1, the sums are FP32. */
+  const guint16 *w16;
   const float *xt;
   gsize ldx;
   float *ct;
@@ -66,6 +74,18 @@ void canary_gemm_rows (const canary_gemm *g, const canary_gemm_job *job, int n0,
 /* Runs independent jobs together, spread over the team (without the AVX-512 path or a team,
  * one after the other on the calling thread). */
 void canary_gemm_run (canary_gemm *g, const canary_gemm_job *jobs, int n_jobs);
+
+/* Whether the FP16 kernels may use AVX2 + FMA + F16C: the CPU has them and neither
+ * CANARY_ENCODER_SIMD=0 nor CANARY_F16_SIMD=0 is set (both force the portable scalar kernels). */
+gboolean canary_f16_simd_enabled (void);
+
+/* y[r][o] = b[o] + Σ_k x[r][k] · W16[o][k] for r < rows and o in [o0, o1) (nn.Linear with FP16
+ * weights [out][in], x and y row-major with rows in and out floats apart), FP32 sums. */
+void canary_f16_linear (gboolean simd, const guint16 *w, const float *b, int out, int in,
+    const float *x, int rows, float *y, int o0, int o1);
+
+/* dst[i] = the FP32 value of src[i] (exact). */
+void canary_f16_row_to_f32 (gboolean simd, const guint16 *src, float *dst, gsize n);
 
 /* Frees the partial-sum buffer (the team is the caller's). */
 void canary_gemm_clear (canary_gemm *g);

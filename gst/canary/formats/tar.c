@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <zlib.h>
 
 #define BLOCK 512
@@ -587,6 +588,28 @@ const char *
 canary_archive_member_name (canary_archive *ar, guint i)
 {
   return i < ar->members->len ? ((member *) g_ptr_array_index (ar->members, i))->name : NULL;
+}
+
+static void
+release_mapping (GMappedFile *map)
+{
+  const gsize len = map ? g_mapped_file_get_length (map) : 0;
+  if (len == 0)
+    return;
+  /* g_mapped_file maps read-only and private, so dropped pages are re-read from the file. The
+   * start is page aligned (mmap); the length need not be. */
+  if (madvise ((void *) g_mapped_file_get_contents (map), len, MADV_DONTNEED) != 0)
+    CANARY_DEBUG ("madvise: %s", g_strerror (errno));
+}
+
+void
+canary_archive_release_pages (canary_archive *ar)
+{
+  g_mutex_lock (&ar->lock);
+  release_mapping (ar->map);
+  for (guint i = 0; i < ar->members->len; i++)
+    release_mapping (((member *) g_ptr_array_index (ar->members, i))->map);
+  g_mutex_unlock (&ar->lock);
 }
 
 const char *

@@ -31,6 +31,13 @@ gboolean canary_archive_resolve (canary_archive *ar, const char *config_value, c
 guint canary_archive_n_members (canary_archive *ar);
 const char *canary_archive_member_name (canary_archive *ar, guint i);
 
+/* Tells the kernel the archive's file mapping may leave memory (madvise MADV_DONTNEED on the
+ * mapped tar, or each mapped member of a directory): the bytes stay valid and are read back
+ * from the file if touched again. Used once the weights have been converted (precision=fp16 on
+ * the CPU), so the process does not keep both copies resident. An inflated gzip'd archive is
+ * heap memory and is left alone. */
+void canary_archive_release_pages (canary_archive *ar);
+
 /* The path the archive was opened from ("<memory>" for open_bytes). */
 const char *canary_archive_path (canary_archive *ar);
 
