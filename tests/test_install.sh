@@ -11,7 +11,9 @@
 #    scratch HOME, registry and runtime dir; the installed example clip) it runs
 #    gst-inspect-1.0 canarytranscribe, the README's pipeline and canary-dictate --listen
 #    --method=stdout on a file, each on the installed default model found without any variable,
-#    and checks that a missing default model is reported in the installed data dir.
+#    and checks that a missing default model is reported in the installed data dir; and
+#    canary-dictate once more with only GStreamer's own plugin directory scanned, where it must
+#    find the plugin it was installed with.
 # 3. Checks that no installed binary holds a path of the source or build trees.
 #
 # The default model: examples/models/canary-default.nemo, which meson installs when it exists;
@@ -103,6 +105,17 @@ grep -q "^model: Loaded $model_dir/canary-default.nemo " "$work/dictate.err" ||
 grep -q '^transcript: ' "$work/dictate.err" || { cat "$work/dictate.err" >&2; fail "no transcript"; }
 [ -s "$work/dictate.out" ] || fail "canary-dictate typed nothing on stdout"
 echo "canary-dictate: $(grep -c '^transcript: ' "$work/dictate.err") transcript(s) typed"
+
+step "canary-dictate finds its own plugin where GStreamer does not look"
+# GStreamer's own plugin directory only: the scratch prefix's is one it does not scan, as
+# /usr/local's is not; canary-dictate falls back to the plugin directory it was installed with.
+env -i PATH="$prefix/bin:/usr/bin:/bin" HOME="$work/home" XDG_RUNTIME_DIR="$work/run" \
+  GST_REGISTRY_1_0="$work/registry-unscanned.bin" GST_PLUGIN_SYSTEM_PATH_1_0="$gst_system_dir" \
+  timeout 300 canary-dictate --method=stdout --listen \
+  --source="filesrc location=$clip ! decodebin" >/dev/null 2>"$work/dictate-unscanned.err" ||
+  { cat "$work/dictate-unscanned.err" >&2; fail "canary-dictate without its plugin dir scanned"; }
+grep -q "^model: Loaded $model_dir/canary-default.nemo " "$work/dictate-unscanned.err" ||
+  { cat "$work/dictate-unscanned.err" >&2; fail "canary-dictate (plugin dir unscanned) loaded no model"; }
 
 step "without a default model the error names the installed data dir"
 mv "$model_dir/canary-default.nemo" "$work/canary-default.nemo.away"
