@@ -7,6 +7,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BUILD=${BUILD:-$here/../build}
 if [ -f "$BUILD/gst/libgstcanary.so" ]; then
   export GST_PLUGIN_PATH="$BUILD/gst${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
+  # The build tree's plugin finds the default model here (an installed one in its data dir).
+  export CANARY_DEFAULT_MODEL_DIR=${CANARY_DEFAULT_MODEL_DIR:-$here/models}
 fi
 # Properties for canarytranscribe, as separate words for gst-launch-1.0.
 CANARY=(canarytranscribe)

@@ -34,6 +34,8 @@ fi
 if [ -n "${MODEL:-}" ]; then canary+=("model-path=$MODEL"); fi
 
 export GST_PLUGIN_PATH="$root/build/gst${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
+# The build tree's plugin finds the default model here (an installed one looks in its data dir).
+export CANARY_DEFAULT_MODEL_DIR="$root/examples/models"
 for wav in examples/audio/*.wav; do
   name=$(basename "$wav")
   printf '%s: ' "$name"

@@ -460,6 +460,23 @@ parse_options (App *app, gint *argc, gchar ***argv)
   return ok;
 }
 
+/* Installed under a prefix whose plugin directory GStreamer does not scan (docs/install.md), the
+ * program still finds the plugin it was installed with. Only when the registry lacks the element:
+ * GST_PLUGIN_PATH, a build tree's plugin or the system's install come first. */
+static void
+find_installed_plugin (void)
+{
+  GstRegistry *registry = gst_registry_get ();
+  GstPluginFeature *feature = gst_registry_lookup_feature (registry, "canarytranscribe");
+
+  if (feature) {
+    gst_object_unref (feature);
+    return;
+  }
+  if (g_file_test (CANARY_PLUGIN_DIR, G_FILE_TEST_IS_DIR))
+    gst_registry_scan_path (registry, CANARY_PLUGIN_DIR);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -479,6 +496,7 @@ main (int argc, char **argv)
   }
   if (!app.opt.source)
     app.opt.source = g_strdup (DEFAULT_SOURCE);
+  find_installed_plugin ();
 
   app.pid_path = pid_file_path ();
   app.pid_fd = claim_pid_file (app.pid_path);

@@ -184,8 +184,12 @@ resolve_model_path (GstCanaryTranscribe *self, GError **err)
     return path;
   g_free (path);
 
-  const gchar *dirs[] = { CANARY_MODEL_DIR, CANARY_SOURCE_MODEL_DIR };
+  /* $CANARY_DEFAULT_MODEL_DIR first (set by `meson test` and `meson devenv` to the source's
+   * examples/models), then the installed data dir. */
+  const gchar *dirs[] = { g_getenv ("CANARY_DEFAULT_MODEL_DIR"), CANARY_MODEL_DIR };
   for (guint i = 0; i < G_N_ELEMENTS (dirs); i++) {
+    if (!dirs[i] || !*dirs[i])
+      continue;
     gchar *candidate = g_build_filename (dirs[i], DEFAULT_MODEL_NAME, NULL);
     if (g_file_test (candidate, G_FILE_TEST_EXISTS))
       return candidate;
@@ -194,10 +198,11 @@ resolve_model_path (GstCanaryTranscribe *self, GError **err)
 
   g_set_error (err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND,
       "No Canary model: the model-path property is not set and the default model "
-      DEFAULT_MODEL_NAME " is installed neither in %s nor in %s. Set model-path to a Canary "
+      DEFAULT_MODEL_NAME " is found neither in %s nor in %s. Set model-path to a Canary "
       ".nemo file or extracted model directory, for example "
       "canarytranscribe model-path=/path/to/canary-180m-flash.nemo", CANARY_MODEL_DIR,
-      CANARY_SOURCE_MODEL_DIR);
+      g_getenv ("CANARY_DEFAULT_MODEL_DIR") ? g_getenv ("CANARY_DEFAULT_MODEL_DIR") :
+      "$CANARY_DEFAULT_MODEL_DIR (unset)");
   return NULL;
 }
 
