@@ -5,7 +5,9 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "build-config.h"
 
-#include "gstcanarytranscribe-private.h"
+#include "canarywindow.h"
+
+#include "canaryoutput.h"
 
 #include <math.h>
 #include <string.h>
@@ -98,7 +100,7 @@ enqueue_job (GstCanaryTranscribe *self, CanaryJob *job)
     g_queue_push_tail (&self->jobs, job);
     g_cond_broadcast (&self->cond);
   } else {
-    canary_worker_job_free (job);
+    canary_job_free (job);
   }
   g_mutex_unlock (&self->lock);
   return flow;

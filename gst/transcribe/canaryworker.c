@@ -6,7 +6,9 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "build-config.h"
 
-#include "gstcanarytranscribe-private.h"
+#include "canaryworker.h"
+
+#include "canaryoutput.h"
 
 #include <errno.h>
 #include <string.h>
@@ -62,21 +64,6 @@ gst_canary_transcribe_init_engine_logging (void)
  * Jobs and results
  */
 
-void
-canary_worker_job_free (CanaryJob *job)
-{
-  g_free (job->samples);
-  g_free (job);
-}
-
-void
-canary_worker_result_free (CanaryResult *res)
-{
-  g_free (res->text);
-  g_free (res->language);
-  g_free (res);
-}
-
 /* Called with `lock`. */
 void
 canary_worker_clear_queues_locked (GstCanaryTranscribe *self)
@@ -85,9 +72,9 @@ canary_worker_clear_queues_locked (GstCanaryTranscribe *self)
   CanaryResult *res;
 
   while ((job = g_queue_pop_head (&self->jobs)))
-    canary_worker_job_free (job);
+    canary_job_free (job);
   while ((res = g_queue_pop_head (&self->results)))
-    canary_worker_result_free (res);
+    canary_job_result_free (res);
 }
 
 /* Drops everything queued and interrupts the window being transcribed. Called with `lock`. */
@@ -638,14 +625,14 @@ worker_loop (GstCanaryTranscribe *self, canary_model *model, canary_state *state
     CanaryResult *res = NULL;
     if (job_is_current (self, job))
       res = worker_process (self, model, state, job);
-    canary_worker_job_free (job);
+    canary_job_free (job);
 
     g_mutex_lock (&self->lock);
     self->busy = FALSE;
     if (res && res->epoch == self->epoch && self->worker_flow == GST_FLOW_OK)
       g_queue_push_tail (&self->results, res);
     else if (res)
-      canary_worker_result_free (res);
+      canary_job_result_free (res);
     g_cond_broadcast (&self->cond);
   }
   g_mutex_unlock (&self->lock);

@@ -99,6 +99,9 @@
 #include "build-config.h"
 
 #include "gstcanarytranscribe-private.h"
+#include "canaryoutput.h"
+#include "canarywindow.h"
+#include "canaryworker.h"
 
 GST_DEBUG_CATEGORY (canary_transcribe_debug);
 
@@ -270,7 +273,7 @@ gst_canary_transcribe_generate_output (GstBaseTransform *trans, GstBuffer **outb
   *outbuf = NULL;
   while ((res = canary_output_pop_result (self))) {
     *outbuf = canary_output_result_to_buffer (self, res);
-    canary_worker_result_free (res);
+    canary_job_result_free (res);
     if (*outbuf)
       return GST_FLOW_OK;
   }
