@@ -9,6 +9,7 @@
 #include <dlfcn.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib/gstdio.h>
@@ -1572,6 +1573,211 @@ GST_START_TEST (test_debug_categories)
 
 GST_END_TEST;
 
+/* ---------------------------------------------------------------------------------------------
+ * Failure paths a live pipeline meets (issue 13)
+ */
+
+/* A temporary file that is no Canary model; g_free and g_unlink it. */
+static gchar *
+write_junk_model (void)
+{
+  gchar *path = NULL;
+  gchar junk[4096];
+  gint fd = g_file_open_tmp ("canary-junk-XXXXXX.nemo", &path, NULL);
+
+  fail_unless (fd >= 0);
+  close (fd);
+  for (guint i = 0; i < sizeof junk; i++)
+    junk[i] = (gchar) (i * 7919u >> 3);
+  fail_unless (g_file_set_contents (path, junk, sizeof junk, NULL));
+  return path;
+}
+
+static GstElement *
+make_test_pipeline (const gchar *model, GstElement **transcribe)
+{
+  GError *err = NULL;
+  GstElement *p = gst_parse_launch ("audiotestsrc num-buffers=20 wave=pink-noise ! "
+      "audio/x-raw,format=S16LE,rate=16000,channels=1 ! canarytranscribe name=t device=cpu ! "
+      "fakesink", &err);
+  fail_unless (p != NULL, "%s", err ? err->message : "");
+  *transcribe = gst_bin_get_by_name (GST_BIN (p), "t");
+  g_object_set (*transcribe, "model-path", model, NULL);
+  return p;
+}
+
+GST_START_TEST (test_bad_model_fails_paused)
+{
+  /* the load used to finish on the worker ~1 ms after READY->PAUSED returned ASYNC, so the same
+   * file failed the state change in some runs and arrived as a later error in others */
+  if (!load_system_plugin ("coreelements") || !load_system_plugin ("audiotestsrc"))
+    return;
+  gchar *path = write_junk_model ();
+
+  for (gint i = 0; i < 30; i++) {
+    GstElement *t;
+    GstElement *p = make_test_pipeline (path, &t);
+    GstBus *bus = gst_element_get_bus (p);
+    fail_unless_equals_int (gst_element_set_state (p, GST_STATE_PAUSED),
+        GST_STATE_CHANGE_FAILURE);
+    /* the element's own error comes first, before anything upstream could say */
+    GstMessage *m = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+    fail_unless (m != NULL, "run %d: no error posted by the time the state change failed", i);
+    fail_unless (GST_MESSAGE_SRC (m) == GST_OBJECT (t), "run %d: first error from %s", i,
+        GST_MESSAGE_SRC_NAME (m));
+    check_error (m, GST_STREAM_ERROR, GST_STREAM_ERROR_WRONG_TYPE, path);
+    gst_element_set_state (p, GST_STATE_NULL);
+    gst_object_unref (bus);
+    gst_object_unref (t);
+    gst_object_unref (p);
+  }
+
+  /* a good model: READY->PAUSED returns once it is loaded, with its progress messages */
+  GstElement *t;
+  GstElement *p = make_test_pipeline (MODEL1, &t);
+  GstBus *bus = gst_element_get_bus (p);
+  fail_if (gst_element_set_state (p, GST_STATE_PAUSED) == GST_STATE_CHANGE_FAILURE);
+  gboolean start = FALSE, complete = FALSE;
+  GstMessage *m;
+  while ((m = gst_bus_pop_filtered (bus, GST_MESSAGE_PROGRESS))) {
+    GstProgressType type;
+    gst_message_parse_progress (m, &type, NULL, NULL);
+    start |= type == GST_PROGRESS_TYPE_START;
+    complete |= type == GST_PROGRESS_TYPE_COMPLETE;
+    gst_message_unref (m);
+  }
+  fail_unless (start && complete, "progress start/complete not posted before PAUSED");
+  gst_element_set_state (p, GST_STATE_NULL);
+  gst_object_unref (bus);
+  gst_object_unref (t);
+  gst_object_unref (p);
+
+  g_unlink (path);
+  g_free (path);
+}
+
+GST_END_TEST;
+
+typedef struct {
+  const gchar *path;
+  GError *err;
+  gboolean loaded;
+  gint done;
+} LoadJob;
+
+static gpointer
+load_thread (gpointer data)
+{
+  LoadJob *job = data;
+  canary_model_options mo;
+
+  canary_model_options_init (&mo);
+  mo.device = CANARY_DEVICE_CPU;
+  canary_model *m = canary_model_load (job->path, &mo, &job->err);
+  job->loaded = m != NULL;
+  if (m)
+    canary_model_unref (m);
+  g_atomic_int_set (&job->done, 1);
+  return NULL;
+}
+
+/* The state change to READY fails at once, naming what @path is. */
+static void
+check_not_a_model_file (const gchar *path, const gchar *what)
+{
+  GstElement *e = gst_element_factory_make ("canarytranscribe", NULL);
+  GstBus *bus = gst_bus_new ();
+  gst_element_set_bus (e, bus);
+  g_object_set (e, "model-path", path, NULL);
+  /* (checked before anything could go to NULL: a worker blocked in open() is never joined) */
+  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_READY), GST_STATE_CHANGE_FAILURE);
+  check_error (gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR), GST_RESOURCE_ERROR,
+      GST_RESOURCE_ERROR_OPEN_READ, what);
+  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+  gst_element_set_bus (e, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (e);
+
+  /* and the engine itself refuses it without blocking in open() */
+  LoadJob job = { path, NULL, FALSE, 0 };
+  GThread *t = g_thread_new ("load", load_thread, &job);
+  for (gint i = 0; i < 500 && !g_atomic_int_get (&job.done); i++)
+    g_usleep (10000);
+  fail_unless (g_atomic_int_get (&job.done), "canary_model_load(%s) blocks", path);
+  g_thread_join (t);
+  fail_if (job.loaded);
+  fail_unless (job.err && strstr (job.err->message, "not a regular file"), "%s: %s", path,
+      job.err ? job.err->message : "");
+  g_clear_error (&job.err);
+}
+
+GST_START_TEST (test_model_path_not_regular)
+{
+  gchar *dir = g_dir_make_tmp ("canary-fifo-XXXXXX", NULL);
+  gchar *fifo = g_build_filename (dir, "model.nemo", NULL);
+  fail_unless (mkfifo (fifo, 0600) == 0);
+
+  check_not_a_model_file (fifo, "FIFO");
+  check_not_a_model_file ("/dev/zero", "character device");
+
+  g_unlink (fifo);
+  g_rmdir (dir);
+  g_free (fifo);
+  g_free (dir);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_auto_device_warns_once)
+{
+  canary_model_options mo;
+  GError *err = NULL;
+
+  /* the test environment pins device=auto to the CPU; here auto must look for the GPU */
+  g_unsetenv ("CANARY_AUTO_DEVICE");
+  require_file (MODEL1);
+  canary_model_options_init (&mo);
+  mo.device = CANARY_DEVICE_CUDA;
+  canary_model *cm = canary_model_load (MODEL1, &mo, &err);
+  if (cm) {
+    g_printerr ("SKIP: CUDA works here\n");
+    canary_model_unref (cm);
+    return;
+  }
+  g_clear_error (&err);
+
+  gsize n;
+  gint16 *speech = load_wav ("speech4s.wav", &n);
+  GstBus *bus;
+  GstElement *e = gst_element_factory_make ("canarytranscribe", NULL);
+  g_object_set (e, "model-path", MODEL1, NULL);   /* device=auto, precision=auto */
+  GstHarness *h = start_harness (e, S16_CAPS, &bus);
+  fail_unless_equals_int (push_audio (h, speech, n, 0, FALSE, FALSE), GST_FLOW_OK);
+  push_eos (h);
+  GArray *pieces = collect_output (h);
+  fail_unless_equals_int (count_text (pieces), 1);
+
+  guint warnings = 0;
+  GstMessage *m;
+  while ((m = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING | GST_MESSAGE_ERROR))) {
+    fail_unless (GST_MESSAGE_TYPE (m) == GST_MESSAGE_WARNING, "error on a CPU fallback");
+    const GstStructure *details = NULL;
+    gst_message_parse_warning_details (m, &details);
+    fail_unless (details && gst_structure_has_name (details, "canarytranscribe/cpu-fallback"));
+    const gchar *reason = gst_structure_get_string (details, "reason");
+    fail_unless (reason && *reason, "no reason given");
+    warnings++;
+    gst_message_unref (m);
+  }
+  fail_unless_equals_int (warnings, 1);
+
+  g_array_unref (pieces);
+  teardown_with_bus (h, bus);
+  g_free (speech);
+}
+
+GST_END_TEST;
+
 static Suite *
 canarytranscribe_suite (void)
 {
@@ -1611,6 +1817,9 @@ canarytranscribe_suite (void)
   tcase_add_test (tc, test_state_cycles);
   tcase_add_test (tc, test_two_instances_one_model);
   tcase_add_test (tc, test_two_minute_file);
+  tcase_add_test (tc, test_bad_model_fails_paused);
+  tcase_add_test (tc, test_model_path_not_regular);
+  tcase_add_test (tc, test_auto_device_warns_once);
   return s;
 }
 

@@ -16,6 +16,8 @@ void canary_worker_cancel_pending_locked (GstCanaryTranscribe *self) G_GNUC_INTE
 GstFlowReturn canary_worker_flow (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
 /* Checks the model path and starts the worker, which loads the model. */
 gboolean canary_worker_start (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
+/* Waits for the model load to end; FALSE (its error posted) when it failed. */
+gboolean canary_worker_wait_loaded (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
 /* Stops and joins the worker (waiting for a model load in progress). */
 void canary_worker_stop (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
 

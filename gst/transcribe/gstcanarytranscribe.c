@@ -554,10 +554,9 @@ gst_canary_transcribe_change_state (GstElement *element, GstStateChange transiti
         if (!canary_worker_start (self))
           return GST_STATE_CHANGE_FAILURE;
       }
-      g_mutex_lock (&self->lock);
-      gboolean failed = self->load_state == LOAD_FAILED;
-      g_mutex_unlock (&self->lock);
-      if (failed) {
+      /* The model must be usable before any data flows: wait for the load here, so that a
+       * model that cannot load fails this state change every time, after its error. */
+      if (!canary_worker_wait_loaded (self)) {
         GST_DEBUG_OBJECT (self, "the model failed to load, refusing to start");
         return GST_STATE_CHANGE_FAILURE;
       }
