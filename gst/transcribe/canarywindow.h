@@ -8,10 +8,14 @@ G_BEGIN_DECLS
 
 /* canarywindow.c: input samples cut into windows (streaming thread). */
 
-/* Places @n samples stamped @pts on the run's timeline; a discontinuity ends the run. */
-GstFlowReturn canary_window_place_samples (GstCanaryTranscribe *self, GstClockTime pts,
-    gboolean discont_flag, guint n) G_GNUC_INTERNAL;
-/* Converts @n samples of @in to F32 in [-1, 1], counting the samples it had to repair. */
+/* Places @n samples stamped @pts on the output timeline: jitter is ignored, a short hole is
+ * filled with silence, a long one ends the run (and becomes a GAP), timestamps going backwards
+ * are moved after what was already queued. */
+GstFlowReturn canary_window_place_samples (GstCanaryTranscribe *self, GstClockTime pts, guint n)
+    G_GNUC_INTERNAL;
+/* Forgets the timeline (a new segment, a flush): the next samples start it afresh. */
+void canary_window_reset_timeline (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
+/* Converts @n samples of @in to F32 (NaN and out-of-range samples are repaired per window). */
 GstBuffer *canary_window_to_float (GstCanaryTranscribe *self, GstBuffer *in, guint n)
     G_GNUC_INTERNAL;
 /* Adds F32 samples (taken) to the current run and queues every complete window. */

@@ -570,9 +570,12 @@ worker_check_lag (GstCanaryTranscribe *self, const CanaryJob *job, GstClockTime 
   queued = g_queue_get_length (&self->jobs);
   g_mutex_unlock (&self->lock);
 
+  /* (under a second in milliseconds: "0.0 s" behind would read as not behind at all) */
+  gchar *how_far = lag < GST_SECOND ?
+      g_strdup_printf ("%u ms", (guint) ((lag + GST_MSECOND / 2) / GST_MSECOND)) :
+      g_strdup_printf ("%.1f s", (gdouble) lag / GST_SECOND);
   canary_output_post_warning (self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED,
-      g_strdup_printf ("Transcription is falling behind the live input by %.1f s",
-          (gdouble) lag / GST_SECOND),
+      g_strdup_printf ("Transcription is falling behind the live input by %s", how_far),
       g_strdup_printf ("the text for the window ending at running time %" GST_TIME_FORMAT
           " is ready %" GST_TIME_FORMAT " after it, more than latency=%u ms; the window took %"
           GST_TIME_FORMAT " to transcribe and %u more are queued. Raise latency, shorten "
@@ -585,6 +588,7 @@ worker_check_lag (GstCanaryTranscribe *self, const CanaryJob *job, GstClockTime 
           "processing-time", G_TYPE_UINT64, (guint64) processing,
           "window-length", G_TYPE_UINT64, (guint64) window,
           "queued-windows", G_TYPE_UINT, queued, NULL));
+  g_free (how_far);
 }
 
 static gboolean

@@ -31,7 +31,15 @@ G_GNUC_INTERNAL GST_DEBUG_CATEGORY_EXTERN (canary_transcribe_debug);
 
 /* Timestamps that differ by less than this from the sample count are treated as jitter. */
 #define ALIGN_THRESHOLD (40 * GST_MSECOND)
-#define ALIGN_DISCONT_WAIT GST_SECOND
+/* A hole in the input timestamps shorter than this is filled with silence and the window goes
+ * on; a longer one ends the run and comes out as a GAP event. One second: the holes that
+ * capture glitches, leaky queues and network jitter buffers make are tens to hundreds of
+ * milliseconds, and the model hears a filled one as the pause it is (speakers pause that long
+ * inside a sentence), whereas cutting the window there hands it sub-second snippets. Past a
+ * second the source has most likely stopped (paused, muted, reconnected), and text should not
+ * run across that. It is also the shortest window-length, so a filled hole never makes up a
+ * whole window, and it bounds the silence inserted per hole. */
+#define MAX_FILLED_HOLE GST_SECOND
 
 typedef enum {
   GST_CANARY_TRANSCRIBE_DEVICE_AUTO,
@@ -101,16 +109,16 @@ struct _GstCanaryTranscribe {
   /* Streaming thread only. */
   GstAudioInfo info;
   GstAdapter *adapter;          /* F32 samples of the current run, from window_start on */
-  GstAudioStreamAlign *align;
   gboolean run_active;          /* a run = samples since the last discontinuity */
-  GstClockTime run_base;        /* timestamp of the run's first sample */
+  GstClockTime run_base;        /* output time of the run's first sample */
+  GstClockTime out_end;         /* end of the timeline the queued text and GAPs cover (NONE:
+                                 * nothing yet in this segment); nothing goes out before it */
+  GstClockTimeDiff ts_offset;   /* added to input timestamps after they went backwards */
   guint64 window_start;         /* run sample index of the adapter's first sample */
   guint64 emitted_end;          /* run sample index where the last window's text ends */
   gboolean next_new_run;
   guint window_samples, hop_samples;
   gboolean merge;
-  guint64 bad_nonfinite, bad_clipped;   /* sanitised since the last window was cut */
-  gfloat bad_peak;
   gboolean live_known;
   gboolean backlog_warned;
 

@@ -240,9 +240,8 @@ gst_canary_transcribe_submit_input_buffer (GstBaseTransform *trans, gboolean is_
     goto out;
   }
 
-  /* is_discont stays set until the next output buffer, which here comes only once per window:
-   * the buffer's own flag is what says this buffer follows missing data. */
-  gboolean discont = GST_BUFFER_IS_DISCONT (buf);
+  /* Where the samples go is decided by their timestamps against the samples counted so far
+   * (canary_window_place_samples); a DISCONT flag alone says nothing the timestamps do not. */
   if (trans->segment.format == GST_FORMAT_TIME) {
     buf = gst_audio_buffer_clip (buf, &trans->segment, RATE, bpf);
     if (!buf)
@@ -255,7 +254,7 @@ gst_canary_transcribe_submit_input_buffer (GstBaseTransform *trans, gboolean is_
   if (n == 0)
     goto out;
 
-  flow = canary_window_place_samples (self, GST_BUFFER_PTS (buf), discont, n);
+  flow = canary_window_place_samples (self, GST_BUFFER_PTS (buf), n);
   if (flow == GST_FLOW_OK)
     flow = canary_window_append_samples (self, canary_window_to_float (self, buf, n));
 
@@ -290,7 +289,6 @@ drain (GstCanaryTranscribe *self)
 {
   GstFlowReturn flow = canary_window_end_run (self);
 
-  gst_audio_stream_align_mark_discont (self->align);
   if (flow != GST_FLOW_OK)
     return flow;
 
@@ -327,7 +325,7 @@ handle_gap (GstCanaryTranscribe *self, GstEvent *event)
   while (flow == GST_FLOW_OK && done < total) {
     guint n = MIN (total - done, self->window_samples);
     GstClockTime pts = ts + gst_util_uint64_scale_int (done, GST_SECOND, RATE);
-    flow = canary_window_place_samples (self, pts, FALSE, n);
+    flow = canary_window_place_samples (self, pts, n);
     if (flow == GST_FLOW_OK) {
       GstBuffer *zeros = gst_buffer_new_allocate (NULL, n * sizeof (gfloat), NULL);
       gst_buffer_memset (zeros, 0, 0, n * sizeof (gfloat));
@@ -345,11 +343,8 @@ reset_stream (GstCanaryTranscribe *self)
 {
   if (self->adapter)
     gst_adapter_clear (self->adapter);
-  if (self->align)
-    gst_audio_stream_align_mark_discont (self->align);
   self->run_active = FALSE;
-  self->bad_nonfinite = self->bad_clipped = 0;
-  self->bad_peak = 0.0f;
+  canary_window_reset_timeline (self);
   self->live_known = FALSE;
   self->backlog_warned = FALSE;
 }
@@ -382,8 +377,11 @@ gst_canary_transcribe_sink_event (GstBaseTransform *trans, GstEvent *event)
        * A repeated, identical segment changes nothing and must not cut a window short. */
       const GstSegment *segment;
       gst_event_parse_segment (event, &segment);
-      if (!trans->have_segment || !gst_segment_is_equal (&trans->segment, segment))
+      if (!trans->have_segment || !gst_segment_is_equal (&trans->segment, segment)) {
         drain (self);
+        /* a new timeline: no GAP for the distance from the old one */
+        canary_window_reset_timeline (self);
+      }
       break;
     }
     case GST_EVENT_GAP:
@@ -432,6 +430,49 @@ gst_canary_transcribe_set_caps (GstBaseTransform *trans, GstCaps *incaps, GstCap
   self->info = info;
   GST_DEBUG_OBJECT (self, "input %s", gst_audio_format_to_string (GST_AUDIO_INFO_FORMAT (&info)));
   return TRUE;
+}
+
+/* Caps the sink pad will refuse: the pad's accept-caps check turns the CAPS event down before
+ * the element sees it, and upstream then fails with a generic "not-negotiated" that does not
+ * say what is wrong. A probe sees the event first, so the element can post an error naming the
+ * caps it needs and the converter that is missing; the event then goes on to be refused. */
+static GstPadProbeReturn
+sink_caps_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  GstCanaryTranscribe *self = user_data;
+  GstEvent *event = GST_PAD_PROBE_INFO_EVENT (info);
+  GstCaps *caps, *accepted;
+  GstAudioInfo ai;
+
+  if (GST_EVENT_TYPE (event) != GST_EVENT_CAPS)
+    return GST_PAD_PROBE_OK;
+  gst_event_parse_caps (event, &caps);
+  accepted = gst_static_pad_template_get_caps (&sink_template);
+  gboolean ok = gst_caps_is_subset (caps, accepted);
+  gst_caps_unref (accepted);
+  if (ok)
+    return GST_PAD_PROBE_OK;
+
+  GString *missing = g_string_new (NULL);
+  if (gst_audio_info_from_caps (&ai, caps)) {
+    if (GST_AUDIO_INFO_CHANNELS (&ai) != 1 || (GST_AUDIO_INFO_FORMAT (&ai) != GST_AUDIO_FORMAT_S16LE
+            && GST_AUDIO_INFO_FORMAT (&ai) != GST_AUDIO_FORMAT_F32LE)
+        || GST_AUDIO_INFO_LAYOUT (&ai) != GST_AUDIO_LAYOUT_INTERLEAVED)
+      g_string_append (missing, "audioconvert");
+    if (GST_AUDIO_INFO_RATE (&ai) != RATE)
+      g_string_append_printf (missing, "%saudioresample", missing->len ? " ! " : "");
+  } else {
+    g_string_append (missing, "a decoder and audioconvert ! audioresample");
+  }
+  gchar *got = gst_caps_to_string (caps);
+  GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+      ("canarytranscribe needs 16 kHz mono audio (S16LE or F32LE); put %s in front of it",
+          missing->str),
+      ("upstream offered %s; the sink pad accepts audio/x-raw, format={F32LE, S16LE}, "
+          "rate=16000, channels=1, layout=interleaved", got));
+  g_free (got);
+  g_string_free (missing, TRUE);
+  return GST_PAD_PROBE_OK;
 }
 
 /* Live upstream: the text of a sample comes out after the rest of its window has arrived and
@@ -494,7 +535,6 @@ gst_canary_transcribe_start (GstBaseTransform *trans)
   self->merge = overlap_ms > 0;
   gst_audio_info_init (&self->info);
   self->adapter = gst_adapter_new ();
-  self->align = gst_audio_stream_align_new (RATE, ALIGN_THRESHOLD, ALIGN_DISCONT_WAIT);
   reset_stream (self);
 
   g_mutex_lock (&self->lock);
@@ -516,7 +556,6 @@ gst_canary_transcribe_stop (GstBaseTransform *trans)
   g_mutex_unlock (&self->lock);
 
   g_clear_object (&self->adapter);
-  g_clear_pointer (&self->align, gst_audio_stream_align_free);
   gst_audio_info_init (&self->info);
   return TRUE;
 }
@@ -756,7 +795,6 @@ gst_canary_transcribe_finalize (GObject *object)
   canary_worker_stop (self);
   canary_worker_clear_queues_locked (self);
   g_clear_object (&self->adapter);
-  g_clear_pointer (&self->align, gst_audio_stream_align_free);
   g_free (self->model_path);
   g_free (self->language_code);
   g_free (self->target_language);
@@ -788,6 +826,8 @@ gst_canary_transcribe_init (GstCanaryTranscribe *self)
   g_queue_init (&self->results);
   gst_audio_info_init (&self->info);
 
+  gst_pad_add_probe (GST_BASE_TRANSFORM_SINK_PAD (self), GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM,
+      sink_caps_probe, self, NULL);
   gst_base_transform_set_passthrough (GST_BASE_TRANSFORM (self), FALSE);
   gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), FALSE);
 }
