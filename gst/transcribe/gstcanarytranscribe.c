@@ -33,17 +33,38 @@
  * Words that do not match are always kept, so nothing is lost when the model hears the shared audio
  * differently twice.
  *
- * At EOS (and before a new SEGMENT, a GAP without duration, or a timestamp discontinuity) the last,
- * partial window is transcribed. A window whose text is empty, or that holds only digital silence
+ * At EOS (and before a new SEGMENT, a GAP without duration, or a long gap in the timestamps) the
+ * last, partial window is transcribed. A window whose text is empty, or that holds only digital silence
  * (every sample below one 16-bit step; it is not sent to the model, which could only invent text
  * there), produces a GAP event instead of a buffer. Incoming GAP events with a duration are treated
  * as digital silence.
  *
+ * ## Timestamps
+ *
+ * Where a sample lies is counted in samples since the start of its run; input timestamps are
+ * compared with that count, and the buffers and GAP events tile the timeline in every case:
+ *
+ * - a difference under 40 ms is jitter and changes nothing (a DISCONT flag on such a buffer
+ *   neither: no audio is missing);
+ * - a hole shorter than 1 s (a leaky queue, a capture glitch) is filled with silence, as
+ *   `audiobuffersplit`'s gapless mode does, and the window stays whole: the model hears a pause;
+ * - a hole of 1 s or more, with or without DISCONT, ends the run: its partial window is
+ *   transcribed, a GAP event covers the hole, and a new run starts at the new timestamp;
+ * - timestamps less than 1 s earlier than the count (a live source resumed after PAUSED steps
+ *   back a few tens of ms) continue the run: the samples come after the ones before them;
+ * - timestamps 1 s or more earlier (a reset) end the run, and the next starts where the output
+ *   ends, later timestamps shifted by the same amount until a forward jump takes the shift back;
+ * - a new SEGMENT (or a flush) starts a new timeline: no GAP for the distance from the old one.
+ *
  * ## Threading and latency
  *
- * A worker thread loads the model (asynchronously after NULL→READY, announced by a `progress`
- * message with code `loading`) and runs the engine; the streaming thread only cuts windows and
- * queues them. Non-live input waits when two windows are queued (back-pressure). Live input never
+ * A worker thread loads the model and runs the engine; the streaming thread only cuts windows
+ * and queues them. The load starts at NULL→READY (announced by `progress` messages with code
+ * `loading`: START, then COMPLETE or ERROR), so READY is reached at once and the LATENCY query
+ * works there; READY→PAUSED waits for the load to end and fails when it failed, after the
+ * load's ERROR has been posted, so the application always hears the real reason first and no
+ * data ever flows into an element without a model. READY→NULL during a load waits for it to end
+ * (a load reads a regular file or directory, so it does). Non-live input waits when two windows are queued (back-pressure). Live input never
  * waits before 60 s of audio are queued; when the text for a window comes out later than
  * `latency` after the window's end, the element posts a warning whose details structure
  * `canarytranscribe/behind` says how far behind it is. No audio is ever dropped by the element.
@@ -69,21 +90,28 @@
  * `processing-time`, `window-length` as guint64 ns, `queued-windows` as guint) when live input
  * outruns the model, `canarytranscribe/invalid-samples` (`timestamp` guint64, `non-finite`,
  * `clipped` guint64, `peak` double) when input contained NaN/infinite samples (replaced by 0) or
- * samples far beyond full scale (clipped to [-1, 1]).
+ * samples far beyond full scale (clipped to [-1, 1]); its `timestamp` is the start of the text
+ * of the window that held them. `canarytranscribe/cpu-fallback` (`reason` string) when
+ * device=auto runs on the CPU because CUDA is not usable (posted once per model load).
  *
  * ## Errors
  *
  * - no model-path and no bundled default model, or a model path that does not exist or cannot be
  *   read: RESOURCE/NOT_FOUND (or OPEN_READ) and a failed NULL→READY;
+ * - a model path that is neither a regular file nor a directory (a FIFO, /dev/zero, a socket):
+ *   RESOURCE/OPEN_READ naming what it is, and a failed NULL→READY; it is never opened;
  * - a file that is not a Canary model (corrupt, truncated, foreign): STREAM/WRONG_TYPE (or
  *   RESOURCE/NOT_FOUND for a missing archive member) from the loading thread, naming the file;
- *   READY→PAUSED then fails and streaming stops with an error;
+ *   READY→PAUSED then fails, every time, after that error;
  * - overlap not shorter than window-length: LIBRARY/SETTINGS and a failed READY→PAUSED;
  * - a language-code/target-language the model does not know, or a target language with
- *   task=transcribe: LIBRARY/SETTINGS once the model is loaded (and again for any window
- *   transcribed with such settings, since they may change while playing);
+ *   task=transcribe: LIBRARY/SETTINGS once the model is loaded, and a failed READY→PAUSED (and
+ *   again for any window transcribed with such settings, since they may change while playing);
  * - device=cuda without a usable GPU: RESOURCE/FAILED; device=auto falls back to the CPU with a
- *   warning.
+ *   WARNING (RESOURCE/FAILED, details `canarytranscribe/cpu-fallback`) that gives the reason;
+ * - caps the sink refuses (44.1 kHz or stereo audio from a pad linked without `audioconvert !
+ *   audioresample`): CORE/NEGOTIATION naming the converter that is missing, before upstream's
+ *   generic not-negotiated error.
  *
  * ## Example launch lines
  *
