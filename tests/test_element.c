@@ -9,6 +9,7 @@
 #include <dlfcn.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib/gstdio.h>
@@ -550,7 +551,8 @@ GST_END_TEST;
 
 GST_START_TEST (test_discont_input)
 {
-  /* a hole in the timestamps ends the run: the partial window is transcribed at once */
+  /* a long hole in the timestamps ends the run: the partial window is transcribed at once,
+   * and a GAP covers the hole */
   const gsize n = 3 * RATE;
   gint16 *speech = make_speech (2 * n);
   GstElement *e = make_element (MODEL1);
@@ -562,12 +564,9 @@ GST_START_TEST (test_discont_input)
       GST_FLOW_OK);
   push_eos (h);
   GArray *pieces = collect_output (h);
-  fail_unless_equals_int (pieces->len, 2);
-  Piece *a = &g_array_index (pieces, Piece, 0), *b = &g_array_index (pieces, Piece, 1);
-  fail_unless_equals_uint64 (a->pts, 0);
-  fail_unless_equals_uint64 (a->duration, 3 * GST_SECOND);
-  fail_unless_equals_uint64 (b->pts, 20 * GST_SECOND);
-  fail_unless_equals_uint64 (b->duration, 3 * GST_SECOND);
+  const guint64 bounds[] = { 0, n, 20 * RATE, 20 * RATE + n };
+  assert_tiling (pieces, 0, bounds, 3);
+  fail_unless (g_array_index (pieces, Piece, 1).text == NULL, "the hole must be a GAP");
 
   g_array_unref (pieces);
   gst_harness_teardown (h);
@@ -1573,6 +1572,466 @@ GST_START_TEST (test_debug_categories)
 
 GST_END_TEST;
 
+/* ---------------------------------------------------------------------------------------------
+ * Failure paths a live pipeline meets (issue 13)
+ */
+
+/* A temporary file that is no Canary model; g_free and g_unlink it. */
+static gchar *
+write_junk_model (void)
+{
+  gchar *path = NULL;
+  gchar junk[4096];
+  gint fd = g_file_open_tmp ("canary-junk-XXXXXX.nemo", &path, NULL);
+
+  fail_unless (fd >= 0);
+  close (fd);
+  for (guint i = 0; i < sizeof junk; i++)
+    junk[i] = (gchar) (i * 7919u >> 3);
+  fail_unless (g_file_set_contents (path, junk, sizeof junk, NULL));
+  return path;
+}
+
+static GstElement *
+make_test_pipeline (const gchar *model, GstElement **transcribe)
+{
+  GError *err = NULL;
+  GstElement *p = gst_parse_launch ("audiotestsrc num-buffers=20 wave=pink-noise ! "
+      "audio/x-raw,format=S16LE,rate=16000,channels=1 ! canarytranscribe name=t device=cpu ! "
+      "fakesink", &err);
+  fail_unless (p != NULL, "%s", err ? err->message : "");
+  *transcribe = gst_bin_get_by_name (GST_BIN (p), "t");
+  g_object_set (*transcribe, "model-path", model, NULL);
+  return p;
+}
+
+GST_START_TEST (test_bad_model_fails_paused)
+{
+  /* the load used to finish on the worker ~1 ms after READY->PAUSED returned ASYNC, so the same
+   * file failed the state change in some runs and arrived as a later error in others */
+  if (!load_system_plugin ("coreelements") || !load_system_plugin ("audiotestsrc"))
+    return;
+  gchar *path = write_junk_model ();
+
+  for (gint i = 0; i < 30; i++) {
+    GstElement *t;
+    GstElement *p = make_test_pipeline (path, &t);
+    GstBus *bus = gst_element_get_bus (p);
+    fail_unless_equals_int (gst_element_set_state (p, GST_STATE_PAUSED),
+        GST_STATE_CHANGE_FAILURE);
+    /* the element's own error comes first, before anything upstream could say */
+    GstMessage *m = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+    fail_unless (m != NULL, "run %d: no error posted by the time the state change failed", i);
+    fail_unless (GST_MESSAGE_SRC (m) == GST_OBJECT (t), "run %d: first error from %s", i,
+        GST_MESSAGE_SRC_NAME (m));
+    check_error (m, GST_STREAM_ERROR, GST_STREAM_ERROR_WRONG_TYPE, path);
+    gst_element_set_state (p, GST_STATE_NULL);
+    gst_object_unref (bus);
+    gst_object_unref (t);
+    gst_object_unref (p);
+  }
+
+  /* a good model: READY->PAUSED returns once it is loaded, with its progress messages */
+  GstElement *t;
+  GstElement *p = make_test_pipeline (MODEL1, &t);
+  GstBus *bus = gst_element_get_bus (p);
+  fail_if (gst_element_set_state (p, GST_STATE_PAUSED) == GST_STATE_CHANGE_FAILURE);
+  gboolean start = FALSE, complete = FALSE;
+  GstMessage *m;
+  while ((m = gst_bus_pop_filtered (bus, GST_MESSAGE_PROGRESS))) {
+    GstProgressType type;
+    gst_message_parse_progress (m, &type, NULL, NULL);
+    start |= type == GST_PROGRESS_TYPE_START;
+    complete |= type == GST_PROGRESS_TYPE_COMPLETE;
+    gst_message_unref (m);
+  }
+  fail_unless (start && complete, "progress start/complete not posted before PAUSED");
+  gst_element_set_state (p, GST_STATE_NULL);
+  gst_object_unref (bus);
+  gst_object_unref (t);
+  gst_object_unref (p);
+
+  g_unlink (path);
+  g_free (path);
+}
+
+GST_END_TEST;
+
+typedef struct {
+  const gchar *path;
+  GError *err;
+  gboolean loaded;
+  gint done;
+} LoadJob;
+
+static gpointer
+load_thread (gpointer data)
+{
+  LoadJob *job = data;
+  canary_model_options mo;
+
+  canary_model_options_init (&mo);
+  mo.device = CANARY_DEVICE_CPU;
+  canary_model *m = canary_model_load (job->path, &mo, &job->err);
+  job->loaded = m != NULL;
+  if (m)
+    canary_model_unref (m);
+  g_atomic_int_set (&job->done, 1);
+  return NULL;
+}
+
+/* The state change to READY fails at once, naming what @path is. */
+static void
+check_not_a_model_file (const gchar *path, const gchar *what)
+{
+  GstElement *e = gst_element_factory_make ("canarytranscribe", NULL);
+  GstBus *bus = gst_bus_new ();
+  gst_element_set_bus (e, bus);
+  g_object_set (e, "model-path", path, NULL);
+  /* (checked before anything could go to NULL: a worker blocked in open() is never joined) */
+  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_READY), GST_STATE_CHANGE_FAILURE);
+  check_error (gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR), GST_RESOURCE_ERROR,
+      GST_RESOURCE_ERROR_OPEN_READ, what);
+  fail_unless_equals_int (gst_element_set_state (e, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+  gst_element_set_bus (e, NULL);
+  gst_object_unref (bus);
+  gst_object_unref (e);
+
+  /* and the engine itself refuses it without blocking in open() */
+  LoadJob job = { path, NULL, FALSE, 0 };
+  GThread *t = g_thread_new ("load", load_thread, &job);
+  for (gint i = 0; i < 500 && !g_atomic_int_get (&job.done); i++)
+    g_usleep (10000);
+  fail_unless (g_atomic_int_get (&job.done), "canary_model_load(%s) blocks", path);
+  g_thread_join (t);
+  fail_if (job.loaded);
+  fail_unless (job.err && strstr (job.err->message, "not a regular file"), "%s: %s", path,
+      job.err ? job.err->message : "");
+  g_clear_error (&job.err);
+}
+
+GST_START_TEST (test_model_path_not_regular)
+{
+  gchar *dir = g_dir_make_tmp ("canary-fifo-XXXXXX", NULL);
+  gchar *fifo = g_build_filename (dir, "model.nemo", NULL);
+  fail_unless (mkfifo (fifo, 0600) == 0);
+
+  check_not_a_model_file (fifo, "FIFO");
+  check_not_a_model_file ("/dev/zero", "character device");
+
+  g_unlink (fifo);
+  g_rmdir (dir);
+  g_free (fifo);
+  g_free (dir);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_auto_device_warns_once)
+{
+  canary_model_options mo;
+  GError *err = NULL;
+
+  /* the test environment pins device=auto to the CPU; here auto must look for the GPU */
+  g_unsetenv ("CANARY_AUTO_DEVICE");
+  require_file (MODEL1);
+  canary_model_options_init (&mo);
+  mo.device = CANARY_DEVICE_CUDA;
+  canary_model *cm = canary_model_load (MODEL1, &mo, &err);
+  if (cm) {
+    g_printerr ("SKIP: CUDA works here\n");
+    canary_model_unref (cm);
+    return;
+  }
+  g_clear_error (&err);
+
+  gsize n;
+  gint16 *speech = load_wav ("speech4s.wav", &n);
+  GstBus *bus;
+  GstElement *e = gst_element_factory_make ("canarytranscribe", NULL);
+  g_object_set (e, "model-path", MODEL1, NULL);   /* device=auto, precision=auto */
+  GstHarness *h = start_harness (e, S16_CAPS, &bus);
+  fail_unless_equals_int (push_audio (h, speech, n, 0, FALSE, FALSE), GST_FLOW_OK);
+  push_eos (h);
+  GArray *pieces = collect_output (h);
+  fail_unless_equals_int (count_text (pieces), 1);
+
+  guint warnings = 0;
+  GstMessage *m;
+  while ((m = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING | GST_MESSAGE_ERROR))) {
+    fail_unless (GST_MESSAGE_TYPE (m) == GST_MESSAGE_WARNING, "error on a CPU fallback");
+    const GstStructure *details = NULL;
+    gst_message_parse_warning_details (m, &details);
+    fail_unless (details && gst_structure_has_name (details, "canarytranscribe/cpu-fallback"));
+    const gchar *reason = gst_structure_get_string (details, "reason");
+    fail_unless (reason && *reason, "no reason given");
+    warnings++;
+    gst_message_unref (m);
+  }
+  fail_unless_equals_int (warnings, 1);
+
+  g_array_unref (pieces);
+  teardown_with_bus (h, bus);
+  g_free (speech);
+}
+
+GST_END_TEST;
+
+/* Checks that @pieces tile [@start, @end) exactly: no hole, no overlap. */
+static void
+assert_tiles (GArray *pieces, GstClockTime start, GstClockTime end)
+{
+  GstClockTime at = start;
+  fail_unless (pieces->len > 0);
+  for (guint i = 0; i < pieces->len; i++) {
+    Piece *p = &g_array_index (pieces, Piece, i);
+    fail_unless (p->pts == at, "piece %u starts at %" GST_TIME_FORMAT ", not at %"
+        GST_TIME_FORMAT, i, GST_TIME_ARGS (p->pts), GST_TIME_ARGS (at));
+    at = p->pts + p->duration;
+  }
+  fail_unless (at == end, "output ends at %" GST_TIME_FORMAT ", not at %" GST_TIME_FORMAT,
+      GST_TIME_ARGS (at), GST_TIME_ARGS (end));
+}
+
+/* Pushes @n samples from @s as 100 ms buffers stamped from @base, leaving out every
+ * @drop_every-th buffer (0: none) as a leaky queue does, the next one marked DISCONT when
+ * @discont. Returns the end of the last buffer. */
+static GstClockTime
+push_leaky (GstHarness *h, const gint16 *s, gsize n, GstClockTime base, guint drop_every,
+    gboolean discont)
+{
+  gboolean after_drop = FALSE;
+  GstClockTime end = base;
+  for (gsize off = 0, i = 0; off < n; off += CHUNK, i++) {
+    gsize m = MIN (CHUNK, n - off);
+    if (drop_every && i % drop_every == drop_every - 1) {
+      after_drop = TRUE;
+      continue;
+    }
+    GstBuffer *buf = make_audio_buffer (s + off, m, FALSE);
+    GST_BUFFER_PTS (buf) = base + SAMPLES_TO_TIME (off);
+    GST_BUFFER_DURATION (buf) = SAMPLES_TO_TIME (off + m) - SAMPLES_TO_TIME (off);
+    if (after_drop && discont)
+      GST_BUFFER_FLAG_SET (buf, GST_BUFFER_FLAG_DISCONT);
+    after_drop = FALSE;
+    end = GST_BUFFER_PTS (buf) + GST_BUFFER_DURATION (buf);
+    fail_unless_equals_int (gst_harness_push (h, buf), GST_FLOW_OK);
+  }
+  return end;
+}
+
+GST_START_TEST (test_short_holes_filled)
+{
+  /* a live source behind a leaky queue: 100 ms holes, with and without DISCONT. They are
+   * filled with silence: 25 s give the regular 10 s windows, not a window per hole */
+  const gsize n = 25 * RATE;
+  gint16 *speech = make_speech (n);
+  for (gint discont = 0; discont < 2; discont++) {
+    GstElement *e = make_element (MODEL1);
+    g_object_set (e, "overlap", 0, NULL);
+    GstHarness *h = start_harness (e, S16_CAPS, NULL);
+    GstClockTime end = push_leaky (h, speech, n, 0, discont ? 10 : 20, discont);
+    push_eos (h);
+    GArray *pieces = collect_output (h);
+    const guint64 bounds[] = { 0, 10 * RATE, 20 * RATE,
+      gst_util_uint64_scale_int (end, RATE, GST_SECOND) };
+    assert_tiling (pieces, 0, bounds, 3);
+    g_array_unref (pieces);
+    gst_harness_teardown (h);
+  }
+  g_free (speech);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_jump_without_discont)
+{
+  /* 7 s, then the timestamps jump to 20 s without a DISCONT flag: the run ends at 7 s, a GAP
+   * covers [7, 20), the text after the jump is stamped from 20 s */
+  gint16 *speech = make_speech (10 * RATE);
+  GstElement *e = make_element (MODEL1);
+  g_object_set (e, "overlap", 0, NULL);
+  GstHarness *h = start_harness (e, S16_CAPS, NULL);
+
+  fail_unless_equals_int (push_audio (h, speech, 7 * RATE, 0, FALSE, FALSE), GST_FLOW_OK);
+  fail_unless_equals_int (push_audio (h, speech + 7 * RATE, 3 * RATE, 20 * GST_SECOND, FALSE,
+          FALSE), GST_FLOW_OK);
+  push_eos (h);
+  GArray *pieces = collect_output (h);
+  const guint64 bounds[] = { 0, 7 * RATE, 20 * RATE, 23 * RATE };
+  assert_tiling (pieces, 0, bounds, 3);
+  fail_unless (g_array_index (pieces, Piece, 1).text == NULL, "the hole must be a GAP");
+
+  g_array_unref (pieces);
+  gst_harness_teardown (h);
+  g_free (speech);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_timestamps_backwards)
+{
+  /* 7 s, then timestamps from 3 s again: the text must not overlap [0, 7) */
+  gint16 *speech = make_speech (14 * RATE);
+  GstElement *e = make_element (MODEL1);
+  g_object_set (e, "overlap", 0, NULL);
+  GstHarness *h = start_harness (e, S16_CAPS, NULL);
+
+  fail_unless_equals_int (push_audio (h, speech, 7 * RATE, 0, FALSE, FALSE), GST_FLOW_OK);
+  fail_unless_equals_int (push_audio (h, speech + 7 * RATE, 7 * RATE, 3 * GST_SECOND, FALSE,
+          FALSE), GST_FLOW_OK);
+  /* and a jump ahead afterwards takes the shift back: a GAP, then text from 30 s */
+  fail_unless_equals_int (push_audio (h, speech, 2 * RATE, 30 * GST_SECOND, FALSE, FALSE),
+      GST_FLOW_OK);
+  push_eos (h);
+  GArray *pieces = collect_output (h);
+  assert_tiles (pieces, 0, 32 * GST_SECOND);
+  const guint64 bounds[] = { 0, 7 * RATE, 14 * RATE, 30 * RATE, 32 * RATE };
+  assert_tiling (pieces, 0, bounds, 4);
+
+  g_array_unref (pieces);
+  gst_harness_teardown (h);
+  g_free (speech);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_live_step_back)
+{
+  /* a live source resumed after PAUSED steps back 66 ms: the run goes on, nothing overlaps */
+  gint16 *speech = make_speech (12 * RATE);
+  GstElement *e = make_element (MODEL1);
+  g_object_set (e, "overlap", 1000, "window-length", 4000, NULL);
+  GstHarness *h = start_harness (e, S16_CAPS, NULL);
+  gst_harness_set_live (h, TRUE);
+
+  const gsize head = 7 * RATE + RATE / 2;
+  fail_unless_equals_int (push_audio (h, speech, head, 0, FALSE, FALSE), GST_FLOW_OK);
+  fail_unless_equals_int (push_audio (h, speech + head, 12 * RATE - head,
+          SAMPLES_TO_TIME (head) - 66 * GST_MSECOND, FALSE, TRUE), GST_FLOW_OK);
+  push_eos (h);
+  GArray *pieces = collect_output (h);
+  /* 12 s of samples, windows of 4 s every 3 s: [0,4) [4,7) [7,10) [10,12) */
+  const guint64 bounds[] = { 0, 4 * RATE, 7 * RATE, 10 * RATE, 12 * RATE };
+  assert_tiling (pieces, 0, bounds, 4);
+
+  g_array_unref (pieces);
+  gst_harness_teardown (h);
+  g_free (speech);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_invalid_samples_attributed)
+{
+  /* one 4 s buffer, 2 s windows, NaN at 3.5 s: the warning names the window at 2 s that held
+   * them, not the first window cut from the buffer */
+  const gsize n = 4 * RATE;
+  gint16 *speech = make_speech (n);
+  GstBus *bus;
+  GstElement *e = make_element (MODEL1);
+  g_object_set (e, "window-length", 2000, "overlap", 500, NULL);
+  GstHarness *h = start_harness (e, F32_CAPS, &bus);
+
+  gfloat *f = g_new (gfloat, n);
+  for (gsize i = 0; i < n; i++)
+    f[i] = speech[i] / 32768.0f;
+  f[RATE * 7 / 2] = NAN;
+  f[RATE * 7 / 2 + 1] = 5.0f;
+  GstBuffer *buf = gst_buffer_new_wrapped (f, n * sizeof (gfloat));
+  GST_BUFFER_PTS (buf) = 0;
+  GST_BUFFER_DURATION (buf) = 4 * GST_SECOND;
+  fail_unless_equals_int (gst_harness_push (h, buf), GST_FLOW_OK);
+  push_eos (h);
+  GArray *pieces = collect_output (h);
+
+  guint warnings = 0;
+  GstMessage *m;
+  while ((m = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING))) {
+    const GstStructure *details = NULL;
+    guint64 ts = 0, nonfinite = 0, clipped = 0;
+    gst_message_parse_warning_details (m, &details);
+    fail_unless (details && gst_structure_has_name (details, "canarytranscribe/invalid-samples"));
+    fail_unless (gst_structure_get_uint64 (details, "timestamp", &ts));
+    fail_unless (gst_structure_get_uint64 (details, "non-finite", &nonfinite));
+    fail_unless (gst_structure_get_uint64 (details, "clipped", &clipped));
+    /* windows of 2 s every 1.5 s: the text of the one at [1.5, 3.5) covers [2, 3.5), the next
+     * one's [3.5, 4): sample 3.5 s is in the latter */
+    fail_unless_equals_uint64 (ts, 3 * GST_SECOND + GST_SECOND / 2);
+    fail_unless_equals_uint64 (nonfinite, 1);
+    fail_unless_equals_uint64 (clipped, 1);
+    warnings++;
+    gst_message_unref (m);
+  }
+  fail_unless_equals_int (warnings, 1);
+
+  g_array_unref (pieces);
+  teardown_with_bus (h, bus);
+  g_free (speech);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_lag_warning_in_ms)
+{
+  /* 46 ms behind used to read "0.0 s" */
+  const gsize n = 10 * RATE;
+  gint16 *speech = make_speech (n);
+  GstBus *bus;
+  GstElement *e = make_element (MODEL1);
+  g_object_set (e, "overlap", 0, "latency", 0, NULL);
+  GstHarness *h = start_harness (e, S16_CAPS, &bus);
+  gst_harness_set_live (h, TRUE);
+  gst_harness_set_time (h, 10 * GST_SECOND + 46 * GST_MSECOND);
+  fail_unless_equals_int (push_audio (h, speech, n, 0, FALSE, FALSE), GST_FLOW_OK);
+  push_eos (h);
+
+  GstMessage *m = wait_message (bus, GST_MESSAGE_WARNING, 30);
+  fail_unless (m != NULL);
+  GError *err = NULL;
+  gst_message_parse_warning (m, &err, NULL);
+  fail_unless (g_str_has_suffix (err->message, "by 46 ms"), "'%s'", err->message);
+  g_error_free (err);
+  gst_message_unref (m);
+  teardown_with_bus (h, bus);
+  g_free (speech);
+}
+
+GST_END_TEST;
+
+GST_START_TEST (test_wrong_rate_says_audioresample)
+{
+  /* 44.1 kHz reaching the element (a dynamic pad linked without audioresample): its own error
+   * says what it needs, before upstream's generic not-negotiated */
+  GstBus *bus;
+  GstHarness *h = start_harness (make_element (MODEL1), NULL, &bus);
+  gst_harness_play (h);
+  fail_unless (gst_harness_push_event (h, gst_event_new_stream_start ("s")));
+  gst_harness_push_event (h, gst_event_new_caps (gst_caps_from_string
+          ("audio/x-raw,format=S16LE,rate=44100,channels=1,layout=interleaved")));
+  GstSegment seg;
+  gst_segment_init (&seg, GST_FORMAT_TIME);
+  gst_harness_push_event (h, gst_event_new_segment (&seg));
+  fail_unless_equals_int (gst_harness_push (h, gst_buffer_new_allocate (NULL, 3200, NULL)),
+      GST_FLOW_NOT_NEGOTIATED);
+  GstMessage *m = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+  fail_unless (m != NULL, "no error from the element");
+  GError *err = NULL;
+  gchar *debug = NULL;
+  gst_message_parse_error (m, &err, &debug);
+  fail_unless (err->domain == GST_CORE_ERROR && err->code == GST_CORE_ERROR_NEGOTIATION);
+  fail_unless (strstr (err->message, "audioresample") && strstr (err->message, "16 kHz"),
+      "'%s'", err->message);
+  fail_unless (strstr (err->message, "audioconvert") == NULL, "'%s'", err->message);
+  fail_unless (debug && strstr (debug, "44100"));
+  g_error_free (err);
+  g_free (debug);
+  gst_message_unref (m);
+  teardown_with_bus (h, bus);
+}
+
+GST_END_TEST;
+
 static Suite *
 canarytranscribe_suite (void)
 {
@@ -1612,6 +2071,16 @@ canarytranscribe_suite (void)
   tcase_add_test (tc, test_state_cycles);
   tcase_add_test (tc, test_two_instances_one_model);
   tcase_add_test (tc, test_two_minute_file);
+  tcase_add_test (tc, test_bad_model_fails_paused);
+  tcase_add_test (tc, test_model_path_not_regular);
+  tcase_add_test (tc, test_auto_device_warns_once);
+  tcase_add_test (tc, test_short_holes_filled);
+  tcase_add_test (tc, test_jump_without_discont);
+  tcase_add_test (tc, test_timestamps_backwards);
+  tcase_add_test (tc, test_live_step_back);
+  tcase_add_test (tc, test_invalid_samples_attributed);
+  tcase_add_test (tc, test_lag_warning_in_ms);
+  tcase_add_test (tc, test_wrong_rate_says_audioresample);
   return s;
 }
 

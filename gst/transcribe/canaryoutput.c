@@ -5,7 +5,7 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "build-config.h"
 
-#include "gstcanarytranscribe-private.h"
+#include "canaryoutput.h"
 
 #include <string.h>
 
@@ -104,7 +104,7 @@ canary_output_pop_result (GstCanaryTranscribe *self)
 
   g_mutex_lock (&self->lock);
   while ((res = g_queue_pop_head (&self->results)) && res->epoch != self->epoch)
-    canary_worker_result_free (res);
+    canary_job_result_free (res);
   g_mutex_unlock (&self->lock);
   return res;
 }
@@ -118,7 +118,7 @@ canary_output_push_ready_results (GstCanaryTranscribe *self)
 
   while (flow == GST_FLOW_OK && (res = canary_output_pop_result (self))) {
     GstBuffer *buf = canary_output_result_to_buffer (self, res);
-    canary_worker_result_free (res);
+    canary_job_result_free (res);
     if (buf)
       flow = gst_pad_push (GST_BASE_TRANSFORM_SRC_PAD (self), buf);
   }

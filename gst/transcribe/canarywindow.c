@@ -1,11 +1,15 @@
 /* gst-canary — canarytranscribe's input side, on the streaming thread: converts audio to F32
- * (repairing NaN/infinite and out-of-range samples, and warning about them), keeps the run of
- * samples since the last discontinuity on the input's timeline, cuts it into overlapping
- * windows, marks windows of digital silence, and queues them for the worker with back-pressure.
+ * (NaN/infinite and out-of-range samples are repaired, and warned about, per window), places the
+ * samples on the output timeline (jitter ignored, short holes filled with silence, long ones
+ * ending the run with a GAP, timestamps that go backwards moved after what was queued), cuts
+ * each run into overlapping windows, marks windows of digital silence, and queues them for the
+ * worker with back-pressure. The text and GAPs queued therefore tile the timeline.
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "build-config.h"
 
-#include "gstcanarytranscribe-private.h"
+#include "canarywindow.h"
+
+#include "canaryoutput.h"
 
 #include <math.h>
 #include <string.h>
@@ -42,29 +46,57 @@ run_time_at (GstCanaryTranscribe *self, guint64 sample)
   return self->run_base + gst_util_uint64_scale_int (sample, GST_SECOND, RATE);
 }
 
-/* Tells the user once per window that samples had to be repaired, so that nothing they fed in
- * changes silently. */
+/* Invalid samples found in one window. */
+typedef struct {
+  guint64 nonfinite, clipped;
+  gfloat peak;
+} Repairs;
+
+/* Repairs the window's samples for the engine: non-finite ones become 0 (the engine rejects
+ * them) and out-of-range ones are clipped (they would overflow its power spectrum). Only the
+ * samples from @first on, the part of the timeline this window's text covers, are counted: the
+ * ones before were counted with the previous window. */
 static void
-report_sanitised (GstCanaryTranscribe *self, GstClockTime pts)
+repair_samples (gfloat *s, gsize n, gsize first, Repairs *r)
 {
-  if (self->bad_nonfinite || self->bad_peak > HUGE_PEAK) {
+  memset (r, 0, sizeof *r);
+  for (gsize i = 0; i < n; i++) {
+    gfloat v = s[i];
+    if (G_UNLIKELY (!isfinite (v))) {
+      s[i] = 0.0f;
+      if (i >= first)
+        r->nonfinite++;
+    } else if (G_UNLIKELY (fabsf (v) > 1.0f)) {
+      s[i] = v > 0 ? 1.0f : -1.0f;
+      if (i >= first) {
+        r->clipped++;
+        r->peak = MAX (r->peak, fabsf (v));
+      }
+    }
+  }
+}
+
+/* Tells the user, for the window whose text covers them, that samples had to be repaired, so
+ * that nothing they fed in changes silently. */
+static void
+report_repairs (GstCanaryTranscribe *self, const Repairs *r, GstClockTime pts)
+{
+  if (r->nonfinite || r->peak > HUGE_PEAK) {
     canary_output_post_warning (self, GST_STREAM_ERROR, GST_STREAM_ERROR_FORMAT,
         g_strdup_printf ("Input audio has invalid samples: %" G_GUINT64_FORMAT " NaN/infinite "
             "replaced by silence, %" G_GUINT64_FORMAT " beyond full scale clipped",
-            self->bad_nonfinite, self->bad_clipped),
-        g_strdup_printf ("in the window starting at %" GST_TIME_FORMAT "; peak magnitude %g "
-            "(float audio must be in [-1, 1])", GST_TIME_ARGS (pts), self->bad_peak),
+            r->nonfinite, r->clipped),
+        g_strdup_printf ("in the audio at %" GST_TIME_FORMAT "; peak magnitude %g "
+            "(float audio must be in [-1, 1])", GST_TIME_ARGS (pts), r->peak),
         gst_structure_new ("canarytranscribe/invalid-samples",
             "timestamp", G_TYPE_UINT64, (guint64) pts,
-            "non-finite", G_TYPE_UINT64, self->bad_nonfinite,
-            "clipped", G_TYPE_UINT64, self->bad_clipped,
-            "peak", G_TYPE_DOUBLE, (gdouble) self->bad_peak, NULL));
-  } else if (self->bad_clipped) {
-    GST_DEBUG_OBJECT (self, "clipped %" G_GUINT64_FORMAT " samples (peak %g)",
-        self->bad_clipped, self->bad_peak);
+            "non-finite", G_TYPE_UINT64, r->nonfinite,
+            "clipped", G_TYPE_UINT64, r->clipped,
+            "peak", G_TYPE_DOUBLE, (gdouble) r->peak, NULL));
+  } else if (r->clipped) {
+    GST_DEBUG_OBJECT (self, "clipped %" G_GUINT64_FORMAT " samples (peak %g)", r->clipped,
+        r->peak);
   }
-  self->bad_nonfinite = self->bad_clipped = 0;
-  self->bad_peak = 0.0f;
 }
 
 /* Hands a window to the worker, waiting while the queue is full (back-pressure). */
@@ -98,7 +130,7 @@ enqueue_job (GstCanaryTranscribe *self, CanaryJob *job)
     g_queue_push_tail (&self->jobs, job);
     g_cond_broadcast (&self->cond);
   } else {
-    canary_worker_job_free (job);
+    canary_job_free (job);
   }
   g_mutex_unlock (&self->lock);
   return flow;
@@ -123,14 +155,17 @@ submit_window (GstCanaryTranscribe *self, gsize n)
       GST_CLOCK_TIME_NONE;
   job->new_run = self->next_new_run;
   job->merge = self->merge;
+  Repairs repairs;
+  repair_samples (job->samples, n, start - self->window_start, &repairs);
   job->silent = is_digital_silence (job->samples, n);
   self->next_new_run = FALSE;
   self->emitted_end = end;
+  self->out_end = run_time_at (self, end);
 
   GST_LOG_OBJECT (self, "window of %" G_GSIZE_FORMAT " samples, text for %" GST_TIME_FORMAT
       " + %" GST_TIME_FORMAT "%s", n, GST_TIME_ARGS (job->pts), GST_TIME_ARGS (job->duration),
       job->silent ? " (digital silence)" : "");
-  report_sanitised (self, run_time_at (self, self->window_start));
+  report_repairs (self, &repairs, job->pts);
   return enqueue_job (self, job);
 }
 
@@ -157,16 +192,53 @@ cut_windows (GstCanaryTranscribe *self, gboolean final)
   return flow;
 }
 
-static void
-start_run (GstCanaryTranscribe *self, GstClockTime base)
+/* Queues a GAP for the stretch of timeline from the end of the output to @ts, in order with
+ * the text: a job without samples, which the worker turns into an empty result. */
+static GstFlowReturn
+queue_hole (GstCanaryTranscribe *self, GstClockTime ts)
 {
-  GST_DEBUG_OBJECT (self, "new run at %" GST_TIME_FORMAT, GST_TIME_ARGS (base));
+  CanaryJob *job = g_new0 (CanaryJob, 1);
+
+  job->pts = self->out_end;
+  job->duration = ts - self->out_end;
+  job->end_running_time = GST_CLOCK_TIME_NONE;
+  job->silent = TRUE;
+  self->out_end = ts;
+  GST_DEBUG_OBJECT (self, "hole %" GST_TIME_FORMAT " + %" GST_TIME_FORMAT " between runs",
+      GST_TIME_ARGS (job->pts), GST_TIME_ARGS (job->duration));
+  return enqueue_job (self, job);
+}
+
+/* Starts a run at input time @pts: where the output ends when that is about the same time or
+ * later (timestamps that went backwards are shifted from here on, so that nothing overlaps),
+ * else at @pts after a GAP for the hole. */
+static GstFlowReturn
+start_run (GstCanaryTranscribe *self, GstClockTime pts)
+{
+  GstClockTime t = pts;
+  GstFlowReturn flow = GST_FLOW_OK;
+
+  if (GST_CLOCK_TIME_IS_VALID (self->out_end)) {
+    GstClockTimeDiff hole = GST_CLOCK_DIFF (self->out_end, t);
+    if (hole < (GstClockTimeDiff) ALIGN_THRESHOLD) {
+      if (hole != 0)
+        GST_DEBUG_OBJECT (self, "run at %" GST_TIME_FORMAT " moved to the output's end %"
+            GST_TIME_FORMAT, GST_TIME_ARGS (t), GST_TIME_ARGS (self->out_end));
+      self->ts_offset -= hole;
+      t = self->out_end;
+    } else {
+      flow = queue_hole (self, t);
+    }
+  }
+
+  GST_DEBUG_OBJECT (self, "new run at %" GST_TIME_FORMAT, GST_TIME_ARGS (t));
   gst_adapter_clear (self->adapter);
   self->run_active = TRUE;
-  self->run_base = base;
+  self->run_base = t;
   self->window_start = 0;
   self->emitted_end = 0;
   self->next_new_run = TRUE;
+  return flow;
 }
 
 /* Queues what is left of the current run; the next samples start a new one. */
@@ -175,85 +247,134 @@ canary_window_end_run (GstCanaryTranscribe *self)
 {
   GstFlowReturn flow = GST_FLOW_OK;
 
-  if (self->run_active) {
+  if (self->run_active)
     flow = cut_windows (self, TRUE);
-    report_sanitised (self, run_time_at (self, self->window_start));
-  }
   self->run_active = FALSE;
   return flow;
 }
 
-/* Places @n samples stamped @pts on the run's timeline; a discontinuity ends the run. A DISCONT
- * flag on audio whose timestamps still line up with the samples counted so far continues the
- * current window: nothing is missing from it. */
-GstFlowReturn
-canary_window_place_samples (GstCanaryTranscribe *self, GstClockTime pts, gboolean discont_flag,
-    guint n)
+void
+canary_window_reset_timeline (GstCanaryTranscribe *self)
 {
-  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
-  GstClockTime expected = GST_CLOCK_TIME_NONE, ts;
-  GstFlowReturn flow = GST_FLOW_OK;
-  gboolean force = !self->run_active;
-
-  if (self->run_active) {
-    expected = gst_audio_stream_align_get_timestamp_at_discont (self->align) +
-        gst_util_uint64_scale_int (gst_audio_stream_align_get_samples_since_discont (self->align),
-        GST_SECOND, RATE);
-    if (!GST_CLOCK_TIME_IS_VALID (pts))
-      pts = expected;
-    else if (discont_flag && (GstClockTime) ABS (GST_CLOCK_DIFF (expected, pts)) >= ALIGN_THRESHOLD)
-      force = TRUE;
-  } else if (!GST_CLOCK_TIME_IS_VALID (pts)) {
-    pts = trans->segment.format == GST_FORMAT_TIME ? trans->segment.start : 0;
-  }
-
-  if (gst_audio_stream_align_process (self->align, force, pts, n, &ts, NULL, NULL)) {
-    if (self->run_active)
-      flow = canary_window_end_run (self);
-    start_run (self, ts);
-  }
-  return flow;
+  self->out_end = GST_CLOCK_TIME_NONE;
+  self->ts_offset = 0;
 }
 
-/* Converts to F32 in [-1, 1]. Non-finite samples become 0 and out-of-range ones are clipped:
- * the engine rejects the former, and the latter would overflow its power spectrum. */
+/* Samples of the current run so far. */
+static guint64
+run_samples (GstCanaryTranscribe *self)
+{
+  return self->window_start + gst_adapter_available (self->adapter) / sizeof (gfloat);
+}
+
+static GstFlowReturn
+append_silence (GstCanaryTranscribe *self, guint64 n)
+{
+  GstBuffer *zeros = gst_buffer_new_allocate (NULL, n * sizeof (gfloat), NULL);
+
+  gst_buffer_memset (zeros, 0, 0, n * sizeof (gfloat));
+  return canary_window_append_samples (self, zeros);
+}
+
+/* Places @n samples stamped @pts (input time) on the output timeline, where the sample count
+ * of the run, not the timestamps, says where each sample is:
+ * - within ALIGN_THRESHOLD of the count: jitter, the run goes on (a DISCONT flag on such a
+ *   buffer changes nothing: no audio is missing);
+ * - a hole shorter than MAX_FILLED_HOLE: filled with silence, the window stays whole;
+ * - a longer hole (with or without DISCONT): the run ends, a GAP covers the hole, a new run
+ *   starts at @pts;
+ * - earlier than the count by less than MAX_FILLED_HOLE (a live source resuming a little
+ *   before where it stopped): the run goes on, the samples after the ones before them;
+ * - earlier by more (timestamps reset): the run ends and the next starts where the output
+ *   ends, every later timestamp shifted by the same amount until a forward jump takes it up.
+ * So the text and GAPs tile the timeline whatever the timestamps do. */
+GstFlowReturn
+canary_window_place_samples (GstCanaryTranscribe *self, GstClockTime pts, guint n)
+{
+  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
+  GstClockTime t;
+
+  if (GST_CLOCK_TIME_IS_VALID (pts)) {
+    GstClockTimeDiff st = (GstClockTimeDiff) pts + self->ts_offset;
+    t = st > 0 ? (GstClockTime) st : 0;
+  } else {
+    t = GST_CLOCK_TIME_NONE;
+  }
+
+  if (!self->run_active) {
+    if (!GST_CLOCK_TIME_IS_VALID (t))
+      t = GST_CLOCK_TIME_IS_VALID (self->out_end) ? self->out_end :
+          trans->segment.format == GST_FORMAT_TIME ? trans->segment.start : 0;
+    return start_run (self, t);
+  }
+  if (!GST_CLOCK_TIME_IS_VALID (t))
+    return GST_FLOW_OK;
+
+  GstClockTime expected = run_time_at (self, run_samples (self));
+  GstClockTimeDiff diff = GST_CLOCK_DIFF (expected, t);
+
+  if (diff >= (GstClockTimeDiff) ALIGN_THRESHOLD && self->ts_offset > 0) {
+    /* the input jumps ahead after it had gone backwards: take the shift back first */
+    GstClockTimeDiff take = MIN (self->ts_offset, diff);
+    self->ts_offset -= take;
+    diff -= take;
+    t -= take;
+  }
+  if (diff >= (GstClockTimeDiff) MAX_FILLED_HOLE) {
+    GST_DEBUG_OBJECT (self, "%" GST_STIME_FORMAT " hole at %" GST_TIME_FORMAT ": new run",
+        GST_STIME_ARGS (diff), GST_TIME_ARGS (expected));
+    GstFlowReturn flow = canary_window_end_run (self);
+    return flow == GST_FLOW_OK ? start_run (self, t) : flow;
+  }
+  if (diff >= (GstClockTimeDiff) ALIGN_THRESHOLD) {
+    guint64 fill = gst_util_uint64_scale_round (diff, RATE, GST_SECOND);
+    GST_DEBUG_OBJECT (self, "%" GST_STIME_FORMAT " hole at %" GST_TIME_FORMAT ": %"
+        G_GUINT64_FORMAT " samples of silence", GST_STIME_ARGS (diff), GST_TIME_ARGS (expected),
+        fill);
+    return append_silence (self, fill);
+  }
+  if (diff <= -(GstClockTimeDiff) MAX_FILLED_HOLE) {
+    GST_DEBUG_OBJECT (self, "timestamps went back %" GST_STIME_FORMAT " at %" GST_TIME_FORMAT
+        ": new run", GST_STIME_ARGS (-diff), GST_TIME_ARGS (expected));
+    GstFlowReturn flow = canary_window_end_run (self);
+    return flow == GST_FLOW_OK ? start_run (self, t) : flow;
+  }
+  if (diff <= -(GstClockTimeDiff) ALIGN_THRESHOLD)
+    GST_LOG_OBJECT (self, "timestamps %" GST_STIME_FORMAT " behind the samples at %"
+        GST_TIME_FORMAT ", going on", GST_STIME_ARGS (-diff), GST_TIME_ARGS (expected));
+  return GST_FLOW_OK;
+}
+
+/* Converts to F32. Float input is copied as it is: the samples are repaired when a window is
+ * cut (repair_samples), so that the warning names the window they are in. */
 GstBuffer *
 canary_window_to_float (GstCanaryTranscribe *self, GstBuffer *in, guint n)
 {
+#if G_BYTE_ORDER == G_LITTLE_ENDIAN
+  if (GST_AUDIO_INFO_FORMAT (&self->info) != GST_AUDIO_FORMAT_S16LE)
+    return gst_buffer_copy_region (in, GST_BUFFER_COPY_MEMORY, 0, n * sizeof (gfloat));
+#endif
+
   GstBuffer *out = gst_buffer_new_allocate (NULL, n * sizeof (gfloat), NULL);
   GstMapInfo im, om;
 
   gst_buffer_map (in, &im, GST_MAP_READ);
   gst_buffer_map (out, &om, GST_MAP_WRITE);
   gfloat *dst = (gfloat *) om.data;
-
   if (GST_AUDIO_INFO_FORMAT (&self->info) == GST_AUDIO_FORMAT_S16LE) {
-    const guint8 *src = im.data;
     for (guint i = 0; i < n; i++) {
       gint16 v;
-      memcpy (&v, src + 2 * i, 2);
+      memcpy (&v, im.data + 2 * i, 2);
       dst[i] = GINT16_FROM_LE (v) / 32768.0f;
     }
   } else {
-    const guint8 *src = im.data;
     for (guint i = 0; i < n; i++) {
       guint32 bits;
-      gfloat v;
-      memcpy (&bits, src + 4 * i, 4);
+      memcpy (&bits, im.data + 4 * i, 4);
       bits = GUINT32_FROM_LE (bits);
-      memcpy (&v, &bits, 4);
-      if (G_UNLIKELY (!isfinite (v))) {
-        self->bad_nonfinite++;
-        v = 0.0f;
-      } else if (G_UNLIKELY (fabsf (v) > 1.0f)) {
-        self->bad_clipped++;
-        self->bad_peak = MAX (self->bad_peak, fabsf (v));
-        v = v > 0 ? 1.0f : -1.0f;
-      }
-      dst[i] = v;
+      memcpy (dst + i, &bits, 4);
     }
   }
-
   gst_buffer_unmap (out, &om);
   gst_buffer_unmap (in, &im);
   return out;

@@ -6,12 +6,16 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "build-config.h"
 
-#include "gstcanarytranscribe-private.h"
+#include "canaryworker.h"
+
+#include "canaryoutput.h"
 
 #include <errno.h>
 #include <string.h>
 
 #include <glib/gstdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "canarytextmerge.h"
 
@@ -62,21 +66,6 @@ gst_canary_transcribe_init_engine_logging (void)
  * Jobs and results
  */
 
-void
-canary_worker_job_free (CanaryJob *job)
-{
-  g_free (job->samples);
-  g_free (job);
-}
-
-void
-canary_worker_result_free (CanaryResult *res)
-{
-  g_free (res->text);
-  g_free (res->language);
-  g_free (res);
-}
-
 /* Called with `lock`. */
 void
 canary_worker_clear_queues_locked (GstCanaryTranscribe *self)
@@ -85,9 +74,9 @@ canary_worker_clear_queues_locked (GstCanaryTranscribe *self)
   CanaryResult *res;
 
   while ((job = g_queue_pop_head (&self->jobs)))
-    canary_worker_job_free (job);
+    canary_job_free (job);
   while ((res = g_queue_pop_head (&self->results)))
-    canary_worker_result_free (res);
+    canary_job_result_free (res);
 }
 
 /* Drops everything queued and interrupts the window being transcribed. Called with `lock`. */
@@ -206,14 +195,32 @@ resolve_model_path (GstCanaryTranscribe *self, GError **err)
   return NULL;
 }
 
-/* Catches a missing or unreadable model while the state change can still fail; whether the file
- * is a Canary model is found out by the (asynchronous) load. */
+/* Catches a missing, unreadable or unsuitable model while the state change can still fail;
+ * whether the file is a Canary model is found out by the load. Only a regular file (a .nemo
+ * archive) or a directory (an extracted one) will do: opening a FIFO blocks until someone
+ * writes to it, and a device such as /dev/zero never ends, so neither is ever opened. */
 static gboolean
 check_model_path (const gchar *path, GError **err)
 {
-  if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
-    g_set_error (err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND,
-        "Canary model '%s' does not exist (check the model-path property)", path);
+  GStatBuf st;
+
+  if (g_stat (path, &st) != 0) {
+    int errsv = errno;
+    if (errsv == ENOENT || errsv == ENOTDIR)
+      g_set_error (err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND,
+          "Canary model '%s' does not exist (check the model-path property)", path);
+    else
+      g_set_error (err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
+          "Canary model '%s' cannot be read: %s", path, g_strerror (errsv));
+    return FALSE;
+  }
+  if (!S_ISREG (st.st_mode) && !S_ISDIR (st.st_mode)) {
+    const gchar *what = S_ISFIFO (st.st_mode) ? "a FIFO" : S_ISCHR (st.st_mode) ?
+        "a character device" : S_ISBLK (st.st_mode) ? "a block device" :
+        S_ISSOCK (st.st_mode) ? "a socket" : "not a regular file";
+    g_set_error (err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
+        "Canary model '%s' is %s; model-path must be a .nemo file or an extracted model "
+        "directory", path, what);
     return FALSE;
   }
   if (g_access (path, R_OK) != 0) {
@@ -263,7 +270,33 @@ precision_name (canary_precision precision)
   }
 }
 
-/* Loads the model; with device=auto a CUDA failure falls back to the CPU with a warning. */
+/* Tells the application, once per load, that device=auto runs on the CPU, and why. */
+static void
+warn_cpu_fallback (GstCanaryTranscribe *self, const gchar *reason)
+{
+  canary_output_post_warning (self, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_FAILED,
+      g_strdup_printf ("CUDA is not usable, transcribing on the CPU instead: %s", reason),
+      g_strdup ("device=auto; set device=cpu to silence this warning, or device=cuda to make "
+          "it an error"),
+      gst_structure_new ("canarytranscribe/cpu-fallback", "reason", G_TYPE_STRING, reason,
+          NULL));
+}
+
+/* A failure that the GPU, not the file, is to blame for. */
+static gboolean
+is_device_error (const GError *err, const canary_model_options *options)
+{
+  return g_error_matches (err, CANARY_ERROR, CANARY_ERROR_DEVICE)
+      || g_error_matches (err, CANARY_ERROR, CANARY_ERROR_OUT_OF_MEMORY)
+      || (g_error_matches (err, CANARY_ERROR, CANARY_ERROR_UNSUPPORTED)
+          && options->precision == CANARY_PRECISION_FP16);
+}
+
+/* Loads the model. device=auto asks the engine for the GPU first (unless $CANARY_AUTO_DEVICE=cpu
+ * pins auto to the CPU, as the test suites do): when that fails for a reason of the GPU's (none
+ * there, no CUDA backend in this build, out of GPU memory, fp16 without CUDA), the model is
+ * loaded on the CPU and a WARNING says why. The engine's own auto mode would fall back too, but
+ * silently, and without the reason. */
 static canary_model *
 worker_load_model (WorkerConfig *cfg, GError **err)
 {
@@ -273,16 +306,13 @@ worker_load_model (WorkerConfig *cfg, GError **err)
   post_progress (self, GST_PROGRESS_TYPE_START,
       g_strdup_printf ("Loading Canary model %s", cfg->path));
 
+  if (cfg->device == GST_CANARY_TRANSCRIBE_DEVICE_AUTO
+      && g_strcmp0 (g_getenv ("CANARY_AUTO_DEVICE"), "cpu") != 0)
+    cfg->options.device = CANARY_DEVICE_CUDA;
   model = canary_model_load (cfg->path, &cfg->options, err);
-  /* No usable GPU (or, for precision=fp16, no CUDA backend at all): device=auto means "the GPU
-   * if there is one", so run on the CPU and say so. */
   if (!model && cfg->device == GST_CANARY_TRANSCRIBE_DEVICE_AUTO
-      && (g_error_matches (*err, CANARY_ERROR, CANARY_ERROR_DEVICE)
-          || (g_error_matches (*err, CANARY_ERROR, CANARY_ERROR_UNSUPPORTED)
-              && cfg->options.precision == CANARY_PRECISION_FP16))) {
-    GST_ELEMENT_WARNING (self, RESOURCE, FAILED,
-        ("CUDA is not usable, transcribing on the CPU instead"),
-        ("device=auto and the engine reported: %s", (*err)->message));
+      && is_device_error (*err, &cfg->options)) {
+    warn_cpu_fallback (self, (*err)->message);
     g_clear_error (err);
     cfg->options.device = CANARY_DEVICE_CPU;
     cfg->options.precision = CANARY_PRECISION_AUTO;
@@ -417,22 +447,19 @@ resolve_languages (const canary_model *model, const DecodeSettings *s,
 }
 
 /* Checks the language properties against the model as soon as it is loaded, so that a wrong
- * language is reported before any audio arrives. */
-static void
-worker_check_settings (GstCanaryTranscribe *self, const canary_model *model)
+ * language fails READY->PAUSED instead of the first window. */
+static gboolean
+worker_check_settings (GstCanaryTranscribe *self, const canary_model *model, GError **err)
 {
   canary_decode_options opts;
   DecodeSettings settings;
-  GError *err = NULL;
+  gboolean ok;
 
   canary_decode_options_init (&opts);
   decode_settings_read (self, &settings);
-  if (!resolve_languages (model, &settings, &opts, &err)) {
-    canary_output_post_error (self, err->domain, err->code, g_strdup (err->message), NULL);
-    g_error_free (err);
-    set_worker_failed (self);
-  }
+  ok = resolve_languages (model, &settings, &opts, err);
   decode_settings_clear (&settings);
+  return ok;
 }
 
 static gboolean
@@ -548,9 +575,12 @@ worker_check_lag (GstCanaryTranscribe *self, const CanaryJob *job, GstClockTime 
   queued = g_queue_get_length (&self->jobs);
   g_mutex_unlock (&self->lock);
 
+  /* (under a second in milliseconds: "0.0 s" behind would read as not behind at all) */
+  gchar *how_far = lag < GST_SECOND ?
+      g_strdup_printf ("%u ms", (guint) ((lag + GST_MSECOND / 2) / GST_MSECOND)) :
+      g_strdup_printf ("%.1f s", (gdouble) lag / GST_SECOND);
   canary_output_post_warning (self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED,
-      g_strdup_printf ("Transcription is falling behind the live input by %.1f s",
-          (gdouble) lag / GST_SECOND),
+      g_strdup_printf ("Transcription is falling behind the live input by %s", how_far),
       g_strdup_printf ("the text for the window ending at running time %" GST_TIME_FORMAT
           " is ready %" GST_TIME_FORMAT " after it, more than latency=%u ms; the window took %"
           GST_TIME_FORMAT " to transcribe and %u more are queued. Raise latency, shorten "
@@ -563,6 +593,7 @@ worker_check_lag (GstCanaryTranscribe *self, const CanaryJob *job, GstClockTime 
           "processing-time", G_TYPE_UINT64, (guint64) processing,
           "window-length", G_TYPE_UINT64, (guint64) window,
           "queued-windows", G_TYPE_UINT, queued, NULL));
+  g_free (how_far);
 }
 
 static gboolean
@@ -643,14 +674,14 @@ worker_loop (GstCanaryTranscribe *self, canary_model *model, canary_state *state
     CanaryResult *res = NULL;
     if (job_is_current (self, job))
       res = worker_process (self, model, state, job);
-    canary_worker_job_free (job);
+    canary_job_free (job);
 
     g_mutex_lock (&self->lock);
     self->busy = FALSE;
     if (res && res->epoch == self->epoch && self->worker_flow == GST_FLOW_OK)
       g_queue_push_tail (&self->results, res);
     else if (res)
-      canary_worker_result_free (res);
+      canary_job_result_free (res);
     g_cond_broadcast (&self->cond);
   }
   g_mutex_unlock (&self->lock);
@@ -668,6 +699,18 @@ worker_main (gpointer data)
   if (model)
     state = canary_state_new (model, &err);
 
+  /* The error goes on the bus before the state change that waits for this load can see the
+   * failure, so that the application hears the real reason first. */
+  if (err) {
+    worker_report_load_error (cfg, err);
+    g_clear_error (&err);
+  } else if (!worker_check_settings (self, model, &err)) {
+    canary_output_post_error (self, err->domain, err->code, g_strdup (err->message),
+        g_strdup ("checked when the model is loaded"));
+    g_clear_error (&err);
+    g_clear_pointer (&state, canary_state_free);
+  }
+
   g_mutex_lock (&self->lock);
   self->load_state = state ? LOAD_DONE : LOAD_FAILED;
   self->engine_state = state;
@@ -676,15 +719,8 @@ worker_main (gpointer data)
   g_cond_broadcast (&self->cond);
   g_mutex_unlock (&self->lock);
 
-  if (err) {
-    worker_report_load_error (cfg, err);
-    g_clear_error (&err);
-  }
-
-  if (state) {
-    worker_check_settings (self, model);
+  if (state)
     worker_loop (self, model, state);
-  }
 
   /* Stay until told to stop, so that the element's state tells what happened. */
   g_mutex_lock (&self->lock);
@@ -798,6 +834,22 @@ canary_worker_start (GstCanaryTranscribe *self)
     return FALSE;
   }
   return TRUE;
+}
+
+/* Waits for the model load that canary_worker_start began; FALSE when it failed (its error has
+ * been posted by then). A load reads a regular file or directory (canary_worker_start refuses
+ * anything else), so it ends. */
+gboolean
+canary_worker_wait_loaded (GstCanaryTranscribe *self)
+{
+  LoadState state;
+
+  g_mutex_lock (&self->lock);
+  while (self->load_state == LOAD_PENDING)
+    g_cond_wait (&self->cond, &self->lock);
+  state = self->load_state;
+  g_mutex_unlock (&self->lock);
+  return state == LOAD_DONE;
 }
 
 /* Stops and joins the worker. A model load in progress cannot be interrupted (the engine has no

@@ -1,6 +1,10 @@
 /* gst-canary — canarytranscribe internals shared by the element's source files: the instance
  * struct, the jobs and results that pass between the streaming thread and the worker, and the
- * functions each file offers the others. Not installed; the public API is gstcanarytranscribe.h.
+ * job and result destructors. Each file's functions are declared in its own header
+ * (canarywindow.h, canaryworker.h, canaryoutput.h), and the dependencies between them run one
+ * way: the element uses all three; the window and the worker post through the output side;
+ * the output side uses none of the others. Not installed; the public API is
+ * gstcanarytranscribe.h.
  *
  *   gstcanarytranscribe.c   the element: properties, caps, queries, events, state changes
  *   canarywindow.c          input: samples cut into windows and queued for the worker
@@ -27,7 +31,15 @@ G_GNUC_INTERNAL GST_DEBUG_CATEGORY_EXTERN (canary_transcribe_debug);
 
 /* Timestamps that differ by less than this from the sample count are treated as jitter. */
 #define ALIGN_THRESHOLD (40 * GST_MSECOND)
-#define ALIGN_DISCONT_WAIT GST_SECOND
+/* A hole in the input timestamps shorter than this is filled with silence and the window goes
+ * on; a longer one ends the run and comes out as a GAP event. One second: the holes that
+ * capture glitches, leaky queues and network jitter buffers make are tens to hundreds of
+ * milliseconds, and the model hears a filled one as the pause it is (speakers pause that long
+ * inside a sentence), whereas cutting the window there hands it sub-second snippets. Past a
+ * second the source has most likely stopped (paused, muted, reconnected), and text should not
+ * run across that. It is also the shortest window-length, so a filled hole never makes up a
+ * whole window, and it bounds the silence inserted per hole. */
+#define MAX_FILLED_HOLE GST_SECOND
 
 typedef enum {
   GST_CANARY_TRANSCRIBE_DEVICE_AUTO,
@@ -97,16 +109,16 @@ struct _GstCanaryTranscribe {
   /* Streaming thread only. */
   GstAudioInfo info;
   GstAdapter *adapter;          /* F32 samples of the current run, from window_start on */
-  GstAudioStreamAlign *align;
   gboolean run_active;          /* a run = samples since the last discontinuity */
-  GstClockTime run_base;        /* timestamp of the run's first sample */
+  GstClockTime run_base;        /* output time of the run's first sample */
+  GstClockTime out_end;         /* end of the timeline the queued text and GAPs cover (NONE:
+                                 * nothing yet in this segment); nothing goes out before it */
+  GstClockTimeDiff ts_offset;   /* added to input timestamps after they went backwards */
   guint64 window_start;         /* run sample index of the adapter's first sample */
   guint64 emitted_end;          /* run sample index where the last window's text ends */
   gboolean next_new_run;
   guint window_samples, hop_samples;
   gboolean merge;
-  guint64 bad_nonfinite, bad_clipped;   /* sanitised since the last window was cut */
-  gfloat bad_peak;
   gboolean live_known;
   gboolean backlog_warned;
 
@@ -132,49 +144,21 @@ struct _GstCanaryTranscribe {
   GstClockTime last_warned_lag;
 };
 
-/* canaryworker.c: the worker thread and the queues it shares with the streaming thread. */
+/* The job and result destructors, here with their types so that every file that queues or
+ * pops them can free them without depending on another file's functions. */
+static inline void
+canary_job_free (CanaryJob *job)
+{
+  g_free (job->samples);
+  g_free (job);
+}
 
-void canary_worker_job_free (CanaryJob *job) G_GNUC_INTERNAL;
-void canary_worker_result_free (CanaryResult *res) G_GNUC_INTERNAL;
-/* Called with `lock`. */
-void canary_worker_clear_queues_locked (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
-/* Drops everything queued and interrupts the window being transcribed. Called with `lock`. */
-void canary_worker_cancel_pending_locked (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
-/* GST_FLOW_FLUSHING while flushing, else GST_FLOW_ERROR once the worker failed, else OK. */
-GstFlowReturn canary_worker_flow (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
-/* Checks the model path and starts the worker, which loads the model. */
-gboolean canary_worker_start (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
-/* Stops and joins the worker (waiting for a model load in progress). */
-void canary_worker_stop (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
-
-/* canarywindow.c: input samples cut into windows (streaming thread). */
-
-/* Places @n samples stamped @pts on the run's timeline; a discontinuity ends the run. */
-GstFlowReturn canary_window_place_samples (GstCanaryTranscribe *self, GstClockTime pts,
-    gboolean discont_flag, guint n) G_GNUC_INTERNAL;
-/* Converts @n samples of @in to F32 in [-1, 1], counting the samples it had to repair. */
-GstBuffer *canary_window_to_float (GstCanaryTranscribe *self, GstBuffer *in, guint n)
-    G_GNUC_INTERNAL;
-/* Adds F32 samples (taken) to the current run and queues every complete window. */
-GstFlowReturn canary_window_append_samples (GstCanaryTranscribe *self, GstBuffer *fbuf)
-    G_GNUC_INTERNAL;
-/* Queues what is left of the current run; the next samples start a new one. */
-GstFlowReturn canary_window_end_run (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
-
-/* canaryoutput.c: what the element pushes and posts. */
-
-/* Posts an ERROR message; takes @text and @debug. */
-void canary_output_post_error (GstCanaryTranscribe *self, GQuark domain, gint code, gchar *text,
-    gchar *debug) G_GNUC_INTERNAL;
-/* Posts a WARNING with the details structure @details; takes @text, @debug and @details. */
-void canary_output_post_warning (GstCanaryTranscribe *self, GQuark domain, gint code,
-    gchar *text, gchar *debug, GstStructure *details) G_GNUC_INTERNAL;
-/* Next finished result of the current epoch, without waiting. */
-CanaryResult *canary_output_pop_result (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
-/* The text buffer for @res, or NULL (after pushing a GAP event) when it holds no text. */
-GstBuffer *canary_output_result_to_buffer (GstCanaryTranscribe *self, const CanaryResult *res)
-    G_GNUC_INTERNAL;
-/* Pushes every finished result from the streaming thread (outside the chain function). */
-GstFlowReturn canary_output_push_ready_results (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
+static inline void
+canary_job_result_free (CanaryResult *res)
+{
+  g_free (res->text);
+  g_free (res->language);
+  g_free (res);
+}
 
 G_END_DECLS

@@ -33,17 +33,38 @@
  * Words that do not match are always kept, so nothing is lost when the model hears the shared audio
  * differently twice.
  *
- * At EOS (and before a new SEGMENT, a GAP without duration, or a timestamp discontinuity) the last,
- * partial window is transcribed. A window whose text is empty, or that holds only digital silence
+ * At EOS (and before a new SEGMENT, a GAP without duration, or a long gap in the timestamps) the
+ * last, partial window is transcribed. A window whose text is empty, or that holds only digital silence
  * (every sample below one 16-bit step; it is not sent to the model, which could only invent text
  * there), produces a GAP event instead of a buffer. Incoming GAP events with a duration are treated
  * as digital silence.
  *
+ * ## Timestamps
+ *
+ * Where a sample lies is counted in samples since the start of its run; input timestamps are
+ * compared with that count, and the buffers and GAP events tile the timeline in every case:
+ *
+ * - a difference under 40 ms is jitter and changes nothing (a DISCONT flag on such a buffer
+ *   neither: no audio is missing);
+ * - a hole shorter than 1 s (a leaky queue, a capture glitch) is filled with silence, as
+ *   `audiobuffersplit`'s gapless mode does, and the window stays whole: the model hears a pause;
+ * - a hole of 1 s or more, with or without DISCONT, ends the run: its partial window is
+ *   transcribed, a GAP event covers the hole, and a new run starts at the new timestamp;
+ * - timestamps less than 1 s earlier than the count (a live source resumed after PAUSED steps
+ *   back a few tens of ms) continue the run: the samples come after the ones before them;
+ * - timestamps 1 s or more earlier (a reset) end the run, and the next starts where the output
+ *   ends, later timestamps shifted by the same amount until a forward jump takes the shift back;
+ * - a new SEGMENT (or a flush) starts a new timeline: no GAP for the distance from the old one.
+ *
  * ## Threading and latency
  *
- * A worker thread loads the model (asynchronously after NULL→READY, announced by a `progress`
- * message with code `loading`) and runs the engine; the streaming thread only cuts windows and
- * queues them. Non-live input waits when two windows are queued (back-pressure). Live input never
+ * A worker thread loads the model and runs the engine; the streaming thread only cuts windows
+ * and queues them. The load starts at NULL→READY (announced by `progress` messages with code
+ * `loading`: START, then COMPLETE or ERROR), so READY is reached at once and the LATENCY query
+ * works there; READY→PAUSED waits for the load to end and fails when it failed, after the
+ * load's ERROR has been posted, so the application always hears the real reason first and no
+ * data ever flows into an element without a model. READY→NULL during a load waits for it to end
+ * (a load reads a regular file or directory, so it does). Non-live input waits when two windows are queued (back-pressure). Live input never
  * waits before 60 s of audio are queued; when the text for a window comes out later than
  * `latency` after the window's end, the element posts a warning whose details structure
  * `canarytranscribe/behind` says how far behind it is. No audio is ever dropped by the element.
@@ -69,21 +90,28 @@
  * `processing-time`, `window-length` as guint64 ns, `queued-windows` as guint) when live input
  * outruns the model, `canarytranscribe/invalid-samples` (`timestamp` guint64, `non-finite`,
  * `clipped` guint64, `peak` double) when input contained NaN/infinite samples (replaced by 0) or
- * samples far beyond full scale (clipped to [-1, 1]).
+ * samples far beyond full scale (clipped to [-1, 1]); its `timestamp` is the start of the text
+ * of the window that held them. `canarytranscribe/cpu-fallback` (`reason` string) when
+ * device=auto runs on the CPU because CUDA is not usable (posted once per model load).
  *
  * ## Errors
  *
  * - no model-path and no bundled default model, or a model path that does not exist or cannot be
  *   read: RESOURCE/NOT_FOUND (or OPEN_READ) and a failed NULL→READY;
+ * - a model path that is neither a regular file nor a directory (a FIFO, /dev/zero, a socket):
+ *   RESOURCE/OPEN_READ naming what it is, and a failed NULL→READY; it is never opened;
  * - a file that is not a Canary model (corrupt, truncated, foreign): STREAM/WRONG_TYPE (or
  *   RESOURCE/NOT_FOUND for a missing archive member) from the loading thread, naming the file;
- *   READY→PAUSED then fails and streaming stops with an error;
+ *   READY→PAUSED then fails, every time, after that error;
  * - overlap not shorter than window-length: LIBRARY/SETTINGS and a failed READY→PAUSED;
  * - a language-code/target-language the model does not know, or a target language with
- *   task=transcribe: LIBRARY/SETTINGS once the model is loaded (and again for any window
- *   transcribed with such settings, since they may change while playing);
+ *   task=transcribe: LIBRARY/SETTINGS once the model is loaded, and a failed READY→PAUSED (and
+ *   again for any window transcribed with such settings, since they may change while playing);
  * - device=cuda without a usable GPU: RESOURCE/FAILED; device=auto falls back to the CPU with a
- *   warning.
+ *   WARNING (RESOURCE/FAILED, details `canarytranscribe/cpu-fallback`) that gives the reason;
+ * - caps the sink refuses (44.1 kHz or stereo audio from a pad linked without `audioconvert !
+ *   audioresample`): CORE/NEGOTIATION naming the converter that is missing, before upstream's
+ *   generic not-negotiated error.
  *
  * ## Example launch lines
  *
@@ -99,6 +127,9 @@
 #include "build-config.h"
 
 #include "gstcanarytranscribe-private.h"
+#include "canaryoutput.h"
+#include "canarywindow.h"
+#include "canaryworker.h"
 
 GST_DEBUG_CATEGORY (canary_transcribe_debug);
 
@@ -237,9 +268,8 @@ gst_canary_transcribe_submit_input_buffer (GstBaseTransform *trans, gboolean is_
     goto out;
   }
 
-  /* is_discont stays set until the next output buffer, which here comes only once per window:
-   * the buffer's own flag is what says this buffer follows missing data. */
-  gboolean discont = GST_BUFFER_IS_DISCONT (buf);
+  /* Where the samples go is decided by their timestamps against the samples counted so far
+   * (canary_window_place_samples); a DISCONT flag alone says nothing the timestamps do not. */
   if (trans->segment.format == GST_FORMAT_TIME) {
     buf = gst_audio_buffer_clip (buf, &trans->segment, RATE, bpf);
     if (!buf)
@@ -252,7 +282,7 @@ gst_canary_transcribe_submit_input_buffer (GstBaseTransform *trans, gboolean is_
   if (n == 0)
     goto out;
 
-  flow = canary_window_place_samples (self, GST_BUFFER_PTS (buf), discont, n);
+  flow = canary_window_place_samples (self, GST_BUFFER_PTS (buf), n);
   if (flow == GST_FLOW_OK)
     flow = canary_window_append_samples (self, canary_window_to_float (self, buf, n));
 
@@ -270,7 +300,7 @@ gst_canary_transcribe_generate_output (GstBaseTransform *trans, GstBuffer **outb
   *outbuf = NULL;
   while ((res = canary_output_pop_result (self))) {
     *outbuf = canary_output_result_to_buffer (self, res);
-    canary_worker_result_free (res);
+    canary_job_result_free (res);
     if (*outbuf)
       return GST_FLOW_OK;
   }
@@ -287,7 +317,6 @@ drain (GstCanaryTranscribe *self)
 {
   GstFlowReturn flow = canary_window_end_run (self);
 
-  gst_audio_stream_align_mark_discont (self->align);
   if (flow != GST_FLOW_OK)
     return flow;
 
@@ -324,7 +353,7 @@ handle_gap (GstCanaryTranscribe *self, GstEvent *event)
   while (flow == GST_FLOW_OK && done < total) {
     guint n = MIN (total - done, self->window_samples);
     GstClockTime pts = ts + gst_util_uint64_scale_int (done, GST_SECOND, RATE);
-    flow = canary_window_place_samples (self, pts, FALSE, n);
+    flow = canary_window_place_samples (self, pts, n);
     if (flow == GST_FLOW_OK) {
       GstBuffer *zeros = gst_buffer_new_allocate (NULL, n * sizeof (gfloat), NULL);
       gst_buffer_memset (zeros, 0, 0, n * sizeof (gfloat));
@@ -342,11 +371,8 @@ reset_stream (GstCanaryTranscribe *self)
 {
   if (self->adapter)
     gst_adapter_clear (self->adapter);
-  if (self->align)
-    gst_audio_stream_align_mark_discont (self->align);
   self->run_active = FALSE;
-  self->bad_nonfinite = self->bad_clipped = 0;
-  self->bad_peak = 0.0f;
+  canary_window_reset_timeline (self);
   self->live_known = FALSE;
   self->backlog_warned = FALSE;
 }
@@ -379,8 +405,11 @@ gst_canary_transcribe_sink_event (GstBaseTransform *trans, GstEvent *event)
        * A repeated, identical segment changes nothing and must not cut a window short. */
       const GstSegment *segment;
       gst_event_parse_segment (event, &segment);
-      if (!trans->have_segment || !gst_segment_is_equal (&trans->segment, segment))
+      if (!trans->have_segment || !gst_segment_is_equal (&trans->segment, segment)) {
         drain (self);
+        /* a new timeline: no GAP for the distance from the old one */
+        canary_window_reset_timeline (self);
+      }
       break;
     }
     case GST_EVENT_GAP:
@@ -429,6 +458,49 @@ gst_canary_transcribe_set_caps (GstBaseTransform *trans, GstCaps *incaps, GstCap
   self->info = info;
   GST_DEBUG_OBJECT (self, "input %s", gst_audio_format_to_string (GST_AUDIO_INFO_FORMAT (&info)));
   return TRUE;
+}
+
+/* Caps the sink pad will refuse: the pad's accept-caps check turns the CAPS event down before
+ * the element sees it, and upstream then fails with a generic "not-negotiated" that does not
+ * say what is wrong. A probe sees the event first, so the element can post an error naming the
+ * caps it needs and the converter that is missing; the event then goes on to be refused. */
+static GstPadProbeReturn
+sink_caps_probe (GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  GstCanaryTranscribe *self = user_data;
+  GstEvent *event = GST_PAD_PROBE_INFO_EVENT (info);
+  GstCaps *caps, *accepted;
+  GstAudioInfo ai;
+
+  if (GST_EVENT_TYPE (event) != GST_EVENT_CAPS)
+    return GST_PAD_PROBE_OK;
+  gst_event_parse_caps (event, &caps);
+  accepted = gst_static_pad_template_get_caps (&sink_template);
+  gboolean ok = gst_caps_is_subset (caps, accepted);
+  gst_caps_unref (accepted);
+  if (ok)
+    return GST_PAD_PROBE_OK;
+
+  GString *missing = g_string_new (NULL);
+  if (gst_audio_info_from_caps (&ai, caps)) {
+    if (GST_AUDIO_INFO_CHANNELS (&ai) != 1 || (GST_AUDIO_INFO_FORMAT (&ai) != GST_AUDIO_FORMAT_S16LE
+            && GST_AUDIO_INFO_FORMAT (&ai) != GST_AUDIO_FORMAT_F32LE)
+        || GST_AUDIO_INFO_LAYOUT (&ai) != GST_AUDIO_LAYOUT_INTERLEAVED)
+      g_string_append (missing, "audioconvert");
+    if (GST_AUDIO_INFO_RATE (&ai) != RATE)
+      g_string_append_printf (missing, "%saudioresample", missing->len ? " ! " : "");
+  } else {
+    g_string_append (missing, "a decoder and audioconvert ! audioresample");
+  }
+  gchar *got = gst_caps_to_string (caps);
+  GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+      ("canarytranscribe needs 16 kHz mono audio (S16LE or F32LE); put %s in front of it",
+          missing->str),
+      ("upstream offered %s; the sink pad accepts audio/x-raw, format={F32LE, S16LE}, "
+          "rate=16000, channels=1, layout=interleaved", got));
+  g_free (got);
+  g_string_free (missing, TRUE);
+  return GST_PAD_PROBE_OK;
 }
 
 /* Live upstream: the text of a sample comes out after the rest of its window has arrived and
@@ -491,7 +563,6 @@ gst_canary_transcribe_start (GstBaseTransform *trans)
   self->merge = overlap_ms > 0;
   gst_audio_info_init (&self->info);
   self->adapter = gst_adapter_new ();
-  self->align = gst_audio_stream_align_new (RATE, ALIGN_THRESHOLD, ALIGN_DISCONT_WAIT);
   reset_stream (self);
 
   g_mutex_lock (&self->lock);
@@ -513,7 +584,6 @@ gst_canary_transcribe_stop (GstBaseTransform *trans)
   g_mutex_unlock (&self->lock);
 
   g_clear_object (&self->adapter);
-  g_clear_pointer (&self->align, gst_audio_stream_align_free);
   gst_audio_info_init (&self->info);
   return TRUE;
 }
@@ -551,10 +621,9 @@ gst_canary_transcribe_change_state (GstElement *element, GstStateChange transiti
         if (!canary_worker_start (self))
           return GST_STATE_CHANGE_FAILURE;
       }
-      g_mutex_lock (&self->lock);
-      gboolean failed = self->load_state == LOAD_FAILED;
-      g_mutex_unlock (&self->lock);
-      if (failed) {
+      /* The model must be usable before any data flows: wait for the load here, so that a
+       * model that cannot load fails this state change every time, after its error. */
+      if (!canary_worker_wait_loaded (self)) {
         GST_DEBUG_OBJECT (self, "the model failed to load, refusing to start");
         return GST_STATE_CHANGE_FAILURE;
       }
@@ -754,7 +823,6 @@ gst_canary_transcribe_finalize (GObject *object)
   canary_worker_stop (self);
   canary_worker_clear_queues_locked (self);
   g_clear_object (&self->adapter);
-  g_clear_pointer (&self->align, gst_audio_stream_align_free);
   g_free (self->model_path);
   g_free (self->language_code);
   g_free (self->target_language);
@@ -786,6 +854,8 @@ gst_canary_transcribe_init (GstCanaryTranscribe *self)
   g_queue_init (&self->results);
   gst_audio_info_init (&self->info);
 
+  gst_pad_add_probe (GST_BASE_TRANSFORM_SINK_PAD (self), GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM,
+      sink_caps_probe, self, NULL);
   gst_base_transform_set_passthrough (GST_BASE_TRANSFORM (self), FALSE);
   gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), FALSE);
 }

@@ -12,9 +12,14 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
+
+#include <glib/gstdio.h>
 
 #define BLOCK 512
 /* A gzip'd .nemo is inflated into memory: refuse more than this (the largest Canary is ~6.4 GB). */
@@ -400,6 +405,34 @@ gunzip (const guint8 *src, gsize len, guint8 **out, gsize *out_len, GError **err
 
 /* --- opening ---------------------------------------------------------------------------------- */
 
+/* Maps @path when it is a regular file. Opened without blocking and checked with fstat before
+ * anything is read: a FIFO would block open() until a writer comes, and a device such as
+ * /dev/zero has no end to map. */
+static GMappedFile *
+map_regular_file (const char *path, GError **error)
+{
+  int fd = g_open (path, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
+  if (fd < 0) {
+    int errsv = errno;
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_NOT_FOUND, "cannot open %s: %s", path, g_strerror (errsv));
+    return NULL;
+  }
+  struct stat st;
+  if (fstat (fd, &st) != 0 || !S_ISREG (st.st_mode)) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "%s is not a regular file", path);
+    close (fd);
+    return NULL;
+  }
+  GError *err = NULL;
+  GMappedFile *map = g_mapped_file_new_from_fd (fd, FALSE, &err);
+  close (fd);
+  if (!map) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_NOT_FOUND, "%s", err->message);
+    g_error_free (err);
+  }
+  return map;
+}
+
 static gboolean
 parse_bytes (canary_archive *ar, const guint8 *data, gsize len, GError **error)
 {
@@ -470,11 +503,8 @@ canary_archive_open (const char *path, GError **error)
   if (g_file_test (path, G_FILE_TEST_IS_DIR)) {
     ok = open_directory (ar, error);
   } else {
-    GError *err = NULL;
-    ar->map = g_mapped_file_new (path, FALSE, &err);
+    ar->map = map_regular_file (path, error);
     if (!ar->map) {
-      g_set_error (error, CANARY_ERROR, CANARY_ERROR_NOT_FOUND, "%s", err->message);
-      g_error_free (err);
       ok = FALSE;
     } else {
       ok = parse_bytes (ar, (const guint8 *) g_mapped_file_get_contents (ar->map),
@@ -514,15 +544,12 @@ member_bytes (canary_archive *ar, member *m, const guint8 **data, gsize *len, GE
   gboolean ok = TRUE;
   g_mutex_lock (&ar->lock);
   if (m->file_path && !m->map) {
-    GError *err = NULL;
-    m->map = g_mapped_file_new (m->file_path, FALSE, &err);
+    m->map = map_regular_file (m->file_path, error);
     if (m->map) {
       m->len = g_mapped_file_get_length (m->map);
       /* an empty file maps to NULL contents; hand out a valid pointer anyway */
       m->data = m->len ? (const guint8 *) g_mapped_file_get_contents (m->map) : (const guint8 *) "";
     } else {
-      g_set_error (error, CANARY_ERROR, CANARY_ERROR_NOT_FOUND, "%s", err->message);
-      g_error_free (err);
       ok = FALSE;
     }
   }
