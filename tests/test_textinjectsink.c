@@ -14,6 +14,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -573,6 +574,60 @@ GST_START_TEST (test_no_display)
   fail_unless (start_error ("method=ydotool") == NULL);
   fail_unless (start_error ("method=stdout") == NULL);
   fake_tools_free (fake);
+}
+
+GST_END_TEST;
+
+/* method=stdout never writes into a descriptor that is not the standard output it started with:
+ * with fd 1 closed the sink does not start; with fd 1 closed and reused by a later open() while it
+ * runs, the text is not written into that file and the sink posts an error instead. */
+GST_START_TEST (test_stdout_closed)
+{
+  const int saved = dup (STDOUT_FILENO);
+  fail_unless (saved >= 0);
+  fflush (stdout);
+
+  /* element and bus first: they open descriptors (the bus's wakeup fd) that would take fd 1 */
+  GstElement *sink = make_sink ("method=stdout");
+  GstBus *start_bus = gst_bus_new ();
+  gst_element_set_bus (sink, start_bus);
+  close (STDOUT_FILENO);
+  GstStateChangeReturn ret = gst_element_set_state (sink, GST_STATE_PAUSED);
+  dup2 (saved, STDOUT_FILENO);
+  gchar *error = bus_error (start_bus);
+  fail_unless_equals_int (ret, GST_STATE_CHANGE_FAILURE);
+  assert_contains (error, "standard output is closed");
+  g_free (error);
+  gst_element_set_state (sink, GST_STATE_NULL);
+  gst_element_set_bus (sink, NULL);
+  gst_object_unref (start_bus);
+  gst_object_unref (sink);
+
+  GstBus *bus;
+  GstHarness *h = sink_harness ("method=stdout", &bus);
+  gst_harness_play (h);
+  gchar *path = g_build_filename (g_get_tmp_dir (), "textinject-stdout-XXXXXX", NULL);
+  int tmp = g_mkstemp (path);
+  fail_unless (tmp >= 0);
+  close (tmp);
+  fflush (stdout);
+  close (STDOUT_FILENO);
+  int reused = open (path, O_WRONLY);
+  fail_unless (reused == STDOUT_FILENO, "the file did not take fd 1 (got %d)", reused);
+  gst_harness_push (h, text_buffer ("must not land in the file"));
+  gst_harness_push_event (h, gst_event_new_eos ());
+  error = bus_error_within (bus, 10.0);
+  fflush (stdout);
+  dup2 (saved, STDOUT_FILENO);
+  close (saved);
+  assert_contains (error, "standard output was closed");
+  g_free (error);
+  gchar *written = read_text (path);
+  fail_unless (written == NULL || *written == '\0', "the text went into the file: '%s'", written);
+  g_free (written);
+  g_unlink (path);
+  g_free (path);
+  harness_done (h, bus);
 }
 
 GST_END_TEST;
@@ -1248,6 +1303,7 @@ textinjectsink_suite (void)
   suite_add_tcase (s, tc);
   tcase_set_timeout (tc, 120);
   tcase_add_test (tc, test_properties);
+  tcase_add_test (tc, test_stdout_closed);
   tcase_add_test (tc, test_wtype_argv_verbatim);
   tcase_add_test (tc, test_ydotool_stdin_verbatim);
   tcase_add_test (tc, test_spacing_between_segments);

@@ -77,8 +77,12 @@
 
 #include "gsttextinjectsink.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "textinject-spawn.h"
 #include "textinject-x11.h"
@@ -118,6 +122,10 @@ struct _GstTextInjectSink {
   TextInjectX11 *x11;
   gchar *tool;                  /* full path of wtype or ydotool */
   gboolean ascii_warned;
+  /* method stdout: what fd 1 was when the sink started (device, inode), so that a standard output
+   * closed and its descriptor reused by another open() is never written into. */
+  dev_t stdout_dev;
+  ino_t stdout_ino;
 
   /* Streaming thread only. */
   gboolean need_separator;      /* the last text ended inside a line of words */
@@ -286,8 +294,20 @@ prepare_method (GstTextInjectSink *self, GstTextInjectMethod method, const gchar
         g_propagate_error (error, x_error);
       return self->x11 != NULL;
     }
-    case GST_TEXT_INJECT_METHOD_STDOUT:
+    case GST_TEXT_INJECT_METHOD_STDOUT: {
+      /* A closed fd 1 may already have been reused by a read-only open (a plugin, a model
+       * file) by the time the sink starts: refuse anything that is not open for writing. */
+      struct stat st;
+      const int flags = fcntl (STDOUT_FILENO, F_GETFL);
+      if (fstat (STDOUT_FILENO, &st) != 0 || flags < 0 || (flags & O_ACCMODE) == O_RDONLY) {
+        g_set_error (error, G_IO_ERROR, G_IO_ERROR_CLOSED,
+            "method stdout: standard output is closed or not open for writing");
+        return FALSE;
+      }
+      self->stdout_dev = st.st_dev;
+      self->stdout_ino = st.st_ino;
       return TRUE;
+    }
     case GST_TEXT_INJECT_METHOD_AUTO:
       break;
   }
@@ -460,8 +480,15 @@ type_ydotool (GstTextInjectSink *self, const gchar *text, guint timeout_ms,
 }
 
 static gboolean
-type_stdout (const gchar *text, GError **error)
+type_stdout (GstTextInjectSink *self, const gchar *text, GError **error)
 {
+  struct stat st;
+  if (fstat (STDOUT_FILENO, &st) != 0 || st.st_dev != self->stdout_dev || st.st_ino != self->stdout_ino) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_CLOSED,
+        "method stdout: standard output was closed since the sink started%s; not writing into "
+        "whatever now holds its descriptor", fstat (STDOUT_FILENO, &st) == 0 ? " and its descriptor reused" : "");
+    return FALSE;
+  }
   if (fputs (text, stdout) < 0 || fflush (stdout) != 0) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "cannot write to standard output");
     return FALSE;
@@ -481,7 +508,7 @@ type_text (GstTextInjectSink *self, GstTextInjectMethod method, const gchar *tex
     case GST_TEXT_INJECT_METHOD_XTEST:
       return textinject_x11_type (self->x11, text, error);
     case GST_TEXT_INJECT_METHOD_STDOUT:
-      return type_stdout (text, error);
+      return type_stdout (self, text, error);
     case GST_TEXT_INJECT_METHOD_AUTO:
       break;
   }

@@ -294,7 +294,7 @@ is_device_error (const GError *err, const canary_model_options *options)
 
 /* Loads the model. device=auto asks the engine for the GPU first (unless $CANARY_AUTO_DEVICE=cpu
  * pins auto to the CPU, as the test suites do): when that fails for a reason of the GPU's (none
- * there, no CUDA backend in this build, out of GPU memory, fp16 without CUDA), the model is
+ * there, no CUDA backend in this build, out of GPU memory), the model is
  * loaded on the CPU and a WARNING says why. The engine's own auto mode would fall back too, but
  * silently, and without the reason. */
 static canary_model *
@@ -314,8 +314,7 @@ worker_load_model (WorkerConfig *cfg, GError **err)
       && is_device_error (*err, &cfg->options)) {
     warn_cpu_fallback (self, (*err)->message);
     g_clear_error (err);
-    cfg->options.device = CANARY_DEVICE_CPU;
-    cfg->options.precision = CANARY_PRECISION_AUTO;
+    cfg->options.device = CANARY_DEVICE_CPU;  /* the precision asked for: the CPU has FP16 too */
     model = canary_model_load (cfg->path, &cfg->options, err);
   }
   if (!model)
@@ -768,30 +767,12 @@ to_engine_precision (GstCanaryTranscribePrecision precision)
   }
 }
 
-/* FP16 is a GPU format: asking for it on the CPU is a contradiction in the settings. */
-static gboolean
-check_device_settings (GstCanaryTranscribe *self)
-{
-  gboolean ok;
-
-  GST_OBJECT_LOCK (self);
-  ok = !(self->device == GST_CANARY_TRANSCRIBE_DEVICE_CPU
-      && self->precision == GST_CANARY_TRANSCRIBE_PRECISION_FP16);
-  GST_OBJECT_UNLOCK (self);
-  if (!ok)
-    GST_ELEMENT_ERROR (self, LIBRARY, SETTINGS,
-        ("precision=fp16 needs device=cuda (or auto); the CPU runs in fp32"), (NULL));
-  return ok;
-}
-
 /* Checks the model path and starts the worker, which loads the model. */
 gboolean
 canary_worker_start (GstCanaryTranscribe *self)
 {
   GError *err = NULL;
 
-  if (!check_device_settings (self))
-    return FALSE;
 
   gchar *path = resolve_model_path (self, &err);
 

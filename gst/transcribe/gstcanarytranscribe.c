@@ -870,8 +870,9 @@ install_properties (GObjectClass *gobject_class)
   g_object_class_install_property (gobject_class, PROP_MODEL_PATH,
       g_param_spec_string ("model-path", "Model path",
           "Canary model: a .nemo file or an extracted model directory. Unset: the default "
-          "model " DEFAULT_MODEL_NAME " installed with the plugin (or, in a build tree, found "
-          "in the source's examples/models)", NULL, ready));
+          "model " DEFAULT_MODEL_NAME " in $CANARY_DEFAULT_MODEL_DIR when set (meson test and "
+          "meson devenv set it to the source's examples/models), else the one installed with the "
+          "plugin", NULL, ready));
   g_object_class_install_property (gobject_class, PROP_DEVICE,
       g_param_spec_enum ("device", "Device",
           "Where the model runs; auto falls back to the CPU with a warning when CUDA is not "
