@@ -3,6 +3,7 @@
 
   evaluate.py nemo    MODEL.nemo MANIFEST.jsonl OUT.jsonl     # NeMo's transcribe(), beam 1
   evaluate.py element MODEL.nemo MANIFEST.jsonl OUT.jsonl     # gst-launch-1.0 ... canarytranscribe ! fdsink
+        [--precision fp32|fp16]                                  # the element's precision (CPU)
   evaluate.py longform MODEL.nemo MANIFEST.jsonl OUT.jsonl --seconds 120
         # joins the manifest's clips into one file of at least --seconds, runs it
         # through `canarytranscribe ! webvttenc` (10 s windows) and scores the joined cues
@@ -26,8 +27,12 @@ PIPE = ["filesrc", "location={wav}", "!", "decodebin", "!", "audioconvert", "!",
         "canarytranscribe", "model-path={model}", "device=cpu"]
 
 
+PRECISION = "fp32"
+
+
 def gst(model, wav, tail):
-    args = ["gst-launch-1.0", "-q"] + [a.format(wav=wav, model=model) for a in PIPE] + tail
+    args = (["gst-launch-1.0", "-q"] + [a.format(wav=wav, model=model) for a in PIPE] + [f"precision={PRECISION}"]
+            + tail)
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
 
@@ -86,7 +91,10 @@ def main():
     ap.add_argument("out", nargs="?")
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="the element's precision")
     a = ap.parse_args()
+    global PRECISION
+    PRECISION = a.precision
     if a.mode == "compare":
         x = [json.loads(l) for l in open(a.a)]
         y = {r["audio_filepath"]: r for r in map(json.loads, open(a.b))}
