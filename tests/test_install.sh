@@ -73,7 +73,7 @@ run_logged install-destdir "$meson" install -C "$main_build" --no-rebuild --dest
 gst_system_dir=$(pkg-config --variable=pluginsdir gstreamer-1.0)
 mkdir -p "$work/home" "$work/run"
 chmod 700 "$work/run"
-clip=$prefix/share/gst-canary/audio/fox.wav
+clip=$prefix/share/gst-canary/audio/seen-voice-1.wav
 [ -f "$clip" ] || fail "the example clips are not installed: $clip"
 installed() {
   env -i PATH="$prefix/bin:/usr/bin:/bin" HOME="$work/home" XDG_RUNTIME_DIR="$work/run" \
