@@ -6,6 +6,8 @@
 #include <string.h>
 
 const char *const fixture_models[FIXTURE_N_MODELS] = { "canary1-tiny", "canary2-tiny", "canary2-unified-tiny" };
+const char *const fixture_clip_models[FIXTURE_N_CLIP_MODELS] = { "canary1-tiny", "canary2-tiny",
+  "canary2-unified-tiny", "canary-demo" };
 
 const char *
 fixture_dir (void)

@@ -50,6 +50,13 @@ char *fixture_path (const char *first_element, ...) G_GNUC_NULL_TERMINATED G_GNU
 #define FIXTURE_N_MODELS 3
 extern const char *const fixture_models[FIXTURE_N_MODELS];
 
+/* The models with NeMo's per-clip dumps (mel, encoder output, teacher-forced log-probs, beam
+ * ids): the three above (random weights) and the trained default model, canary-demo
+ * (examples/models/canary-default.nemo, dumped by tests/reference/make_demo_fixtures.py): its
+ * real margins between tokens are what the random-weight models cannot give. */
+#define FIXTURE_N_CLIP_MODELS 4
+extern const char *const fixture_clip_models[FIXTURE_N_CLIP_MODELS];
+
 /* fixture_dir()/<model>/model.nemo, whether or not it exists; g_free. */
 char *fixture_model_nemo (const char *model);
 

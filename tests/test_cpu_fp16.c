@@ -316,9 +316,9 @@ int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
-  for (int i = 0; i < FIXTURE_N_MODELS; i++) {
-    char *name = g_strdup_printf ("/cpu-fp16/nemo/%s", fixture_models[i]);
-    g_test_add_data_func (name, fixture_models[i], test_fixture_model);
+  for (int i = 0; i < FIXTURE_N_CLIP_MODELS; i++) {
+    char *name = g_strdup_printf ("/cpu-fp16/nemo/%s", fixture_clip_models[i]);
+    g_test_add_data_func (name, fixture_clip_models[i], test_fixture_model);
     g_free (name);
   }
   g_test_add_func ("/cpu-fp16/engine", test_engine_fp16);

@@ -658,8 +658,8 @@ int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
-  for (gsize i = 0; i < G_N_ELEMENTS (fixture_models); i++) {
-    const char *m = fixture_models[i];
+  for (gsize i = 0; i < G_N_ELEMENTS (fixture_clip_models); i++) {
+    const char *m = fixture_clip_models[i];
     char *p;
     p = g_strdup_printf ("/decoder/%s/teacher-forcing", m);
     g_test_add_data_func (p, m, test_teacher_forcing);

@@ -128,9 +128,9 @@ static void
 test_fixtures (void)
 {
   int checked = 0;
-  for (guint mi = 0; mi < G_N_ELEMENTS (fixture_models); mi++) {
+  for (guint mi = 0; mi < G_N_ELEMENTS (fixture_clip_models); mi++) {
     fixture_model m;
-    if (!fixture_model_open (fixture_models[mi], &m))
+    if (!fixture_model_open (fixture_clip_models[mi], &m))
       continue;
     GError *err = NULL;
     canary_encoder *enc = encoder_for (&m);
@@ -139,11 +139,11 @@ test_fixtures (void)
     /* Deliberately small: the work must grow when a longer clip arrives. */
     canary_encoder_work *work = canary_encoder_work_new (enc, 50, &err);
     g_assert_no_error (err);
-    GPtrArray *clips = fixture_list_clips (fixture_models[mi], "enc.npy");
+    GPtrArray *clips = fixture_list_clips (fixture_clip_models[mi], "enc.npy");
     for (guint ci = 0; ci < clips->len; ci++, checked++)
-      check_clip (&m, enc, work, mel, fixture_models[mi], clips->pdata[ci]);
+      check_clip (&m, enc, work, mel, fixture_clip_models[mi], clips->pdata[ci]);
     g_test_message ("%s: encoder holds %" G_GSIZE_FORMAT " bytes of own weights, work %"
-        G_GSIZE_FORMAT " bytes", fixture_models[mi], canary_encoder_weight_bytes (enc),
+        G_GSIZE_FORMAT " bytes", fixture_clip_models[mi], canary_encoder_weight_bytes (enc),
         canary_encoder_work_bytes (work));
     g_ptr_array_unref (clips);
     canary_encoder_work_free (work);

@@ -44,19 +44,19 @@ static void
 test_fixtures (void)
 {
   int checked = 0;
-  for (guint mi = 0; mi < G_N_ELEMENTS (fixture_models); mi++) {
+  for (guint mi = 0; mi < G_N_ELEMENTS (fixture_clip_models); mi++) {
     fixture_model m;
-    if (!fixture_model_open (fixture_models[mi], &m))
+    if (!fixture_model_open (fixture_clip_models[mi], &m))
       continue;
     canary_mel *mel = mel_for (&m);
     const int n_mels = canary_mel_n_mels (mel);
-    GPtrArray *clips = fixture_list_clips (fixture_models[mi], "mel.npy");
+    GPtrArray *clips = fixture_list_clips (fixture_clip_models[mi], "mel.npy");
     for (guint ci = 0; ci < clips->len; ci++) {
       const char *clip = clips->pdata[ci];
       npy_array wav, ref, ref_len;
-      fixture_load_npy (fixture_models[mi], clip, "waveform.npy", &wav);
-      fixture_load_npy (fixture_models[mi], clip, "mel.npy", &ref);
-      fixture_load_npy (fixture_models[mi], clip, "mel_len.npy", &ref_len);
+      fixture_load_npy (fixture_clip_models[mi], clip, "waveform.npy", &wav);
+      fixture_load_npy (fixture_clip_models[mi], clip, "mel.npy", &ref);
+      fixture_load_npy (fixture_clip_models[mi], clip, "mel_len.npy", &ref_len);
       g_assert_cmpint (wav.ndim, ==, 1);
       g_assert_cmpint (ref.ndim, ==, 2);
       float *pcm = npy_to_f32 (&wav), *want = npy_to_f32 (&ref);
@@ -74,7 +74,7 @@ test_fixtures (void)
       double e, rmax;
       e = max_abs_diff (got, want, frames * n_mels, &rmax);
       g_test_message ("%s/%s: %" G_GSIZE_FORMAT " samples, %" G_GSIZE_FORMAT " frames (%d valid): "
-          "max|err| %.3g, max|ref| %.3g, rel %.3g", fixture_models[mi], clip, wav.numel, frames, n_valid,
+          "max|err| %.3g, max|ref| %.3g, rel %.3g", fixture_clip_models[mi], clip, wav.numel, frames, n_valid,
           e, rmax, e / MAX (1.0, rmax));
       g_assert_cmpfloat (e, <=, FEATURE_TOL * MAX (1.0, rmax));
       checked++;
@@ -98,11 +98,11 @@ static void
 test_padding_matches_nemo (void)
 {
   int checked = 0;
-  for (guint mi = 0; mi < G_N_ELEMENTS (fixture_models); mi++) {
+  for (guint mi = 0; mi < G_N_ELEMENTS (fixture_clip_models); mi++) {
     fixture_model m;
-    if (!fixture_model_open (fixture_models[mi], &m))
+    if (!fixture_model_open (fixture_clip_models[mi], &m))
       continue;
-    GPtrArray *clips = fixture_list_clips (fixture_models[mi], "mel.npy");
+    GPtrArray *clips = fixture_list_clips (fixture_clip_models[mi], "mel.npy");
     for (guint ci = 0; ci < clips->len; ci++) {
       const char *clip = clips->pdata[ci];
       char *wname = g_strdup_printf ("%s.wav", clip);
@@ -118,10 +118,10 @@ test_padding_matches_nemo (void)
       const float *mine = padded ? padded : raw;
 
       npy_array ref;
-      fixture_load_npy (fixture_models[mi], clip, "waveform.npy", &ref);
+      fixture_load_npy (fixture_clip_models[mi], clip, "waveform.npy", &ref);
       g_assert_cmpint (ref.dtype, ==, NPY_DTYPE_F32);
       g_test_message ("%s/%s: %" G_GSIZE_FORMAT " raw samples -> %" G_GSIZE_FORMAT " (NeMo %"
-          G_GSIZE_FORMAT ")", fixture_models[mi], clip, n, np, ref.numel);
+          G_GSIZE_FORMAT ")", fixture_clip_models[mi], clip, n, np, ref.numel);
       g_assert_cmpuint (np, ==, ref.numel);
       g_assert_true (memcmp (mine, ref.data, np * sizeof (float)) == 0);
       checked++;
