@@ -90,6 +90,41 @@ def write(target, name, data):
     (d / name).write_bytes(data)
 
 
+def safetensors_file(tensors, metadata=None):
+    """A safetensors file: {name: (dtype, shape, bytes)}, in order, with the header padded to 8."""
+    import json
+    import struct
+    header, data = {}, b""
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+
+
+def safetensors_seeds():
+    """Seeds for fuzz_safetensors: a small valid file, and the header of the Silero VAD weights
+    (its real tensor names and shapes) without the 1.2 MB of data, so that the VAD loader's
+    lookups are reached and the offsets checks fire."""
+    import struct
+    f32 = lambda *v: struct.pack("<%df" % len(v), *v)
+    write("fuzz_safetensors", "small.safetensors", safetensors_file(
+        {"a": ("F32", [2, 2], f32(1, 2, 3, 4)), "b": ("F16", [2], b"\x00\x3c\x00\x40"),
+         "empty": ("F32", [0], b"")}, {"format": "pt"}))
+    shapes = {"stft_conv.weight": [258, 1, 256], "conv1.weight": [128, 129, 3], "conv1.bias": [128],
+              "conv2.weight": [64, 128, 3], "conv2.bias": [64], "conv3.weight": [64, 64, 3],
+              "conv3.bias": [64], "conv4.weight": [128, 64, 3], "conv4.bias": [128],
+              "lstm_cell.weight_ih": [512, 128], "lstm_cell.weight_hh": [512, 128],
+              "lstm_cell.bias_ih": [512], "lstm_cell.bias_hh": [512],
+              "final_conv.weight": [1, 128, 1], "final_conv.bias": [1]}
+    full = safetensors_file({k: ("F32", v, bytes(4 * __import__("math").prod(v))) for k, v in shapes.items()})
+    n = struct.unpack("<Q", full[:8])[0]
+    write("fuzz_safetensors", "silero-header.safetensors", full[: 8 + n])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nemo", default=str(REPO / "tests" / "fixtures" / "canary2-tiny" / "model.nemo"))
@@ -128,6 +163,7 @@ def main():
     for name in ("bpe_nodummy.model", "bpe_suffix.model", "unigram_dupe.model"):
         if (spm_dir / name).exists():
             write("fuzz_spm", name, (spm_dir / name).read_bytes())
+    safetensors_seeds()
     for p in sorted(CORPUS.rglob("*")):
         if p.is_file():
             print(p.relative_to(HERE), p.stat().st_size)

@@ -52,7 +52,7 @@ if [ $stale = 1 ]; then
   "$cc" -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -I"$src/gst/canary" -I"$src/gst" -I"$build/gst" \
     "$src/tests/fuzz/$target.c" "$@" \
-    $(pkg-config --cflags --libs glib-2.0 yaml-0.1 zlib) -lm -o "$exe"
+    $(pkg-config --cflags --libs glib-2.0 json-glib-1.0 yaml-0.1 zlib) -lm -o "$exe"
 fi
 
 work="$out/corpus-$target"
