@@ -6,8 +6,10 @@ models) in a plain PyTorch loop on the synthetic corpus from synth.py.
 Resumable across sessions: the loop saves OUT/last.pt every --save-minutes and at the end;
 rerunning the same command continues from it (model, optimiser, schedule, step, RNG). When there is
 no OUT/last.pt (a fresh machine) but --init names an existing .nemo (the committed demo model), the
-weights start from it with a fresh optimiser, a short warmup and a new schedule of --hours.
-`--export` writes the .nemo from the last checkpoint (NeMo's own save_to) and exits.
+weights start from it with a fresh optimiser and a short re-warmup; the step, epoch and hours reached
+come from the .train.json written beside it at export, so the schedule (LR, clean steps, joined
+segments) continues where the last session stopped instead of restarting.
+`--export` writes the .nemo from the last checkpoint (NeMo's own save_to) and its .train.json, and exits.
 
 Data: epoch 0 runs single utterances shortest-first (the alignment is learned on short clips);
 from epoch --join-from-epoch on, half the training items are several utterances joined with
@@ -189,6 +191,16 @@ def lr_at(step, peak, warmup, progress):
     return 1e-5 + (peak - 1e-5) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def progress_path(nemo: Path) -> Path:
+    """Where the schedule position of an exported model is kept: beside it, so it travels in git."""
+    return nemo.with_suffix(".train.json")
+
+
+def vocabulary(model):
+    tok = model.tokenizer
+    return [tok.ids_to_tokens([i])[0] for i in range(tok.vocab_size)]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
@@ -220,20 +232,29 @@ def main():
     model = build_model(a.data, a.out)
     ckpt_path = a.out / "last.pt"
     state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
+    init_from = None  # (step, epoch, train_seconds) of the --init model, when starting from it
     if state:
         model.load_state_dict(state["model"])
     elif a.init and a.init.exists() and not a.export:
         with fx.quiet():
             init = EncDecMultiTaskModel.restore_from(str(a.init), map_location="cpu")
-        if init.tokenizer.vocab_size != model.tokenizer.vocab_size:
-            sys.exit(f"{a.init}: vocabulary {init.tokenizer.vocab_size} != {model.tokenizer.vocab_size}")
+        # The BPE is retrained from the corpus on every machine: the weights only mean something if
+        # it came out piece for piece the same (same corpus, same seed).
+        if vocabulary(init) != vocabulary(model):
+            sys.exit(f"{a.init}: its tokenizer differs from the one built from {a.data / 'corpus'}")
         model.load_state_dict(init.state_dict())
-        a.warmup = a.init_warmup
-        print(f"weights from {a.init} (fresh optimiser, warmup {a.warmup})", flush=True)
+        pp = progress_path(a.init)
+        done = json.loads(pp.read_text()) if pp.exists() else {"step": 0, "epoch": 0, "train_seconds": 0.0}
+        init_from = (done["step"], done["epoch"] + 1, done["train_seconds"])  # a fresh epoch: its position is lost
+        print(f"weights from {a.init} at step {done['step']} (fresh optimiser, re-warmup {a.init_warmup})",
+              flush=True)
     if a.export:
         model.eval()
         model.save_to(str(a.export))
-        print(f"exported step {state['step'] if state else 0} to {a.export}")
+        step_, epoch_, secs = (state["step"], state["epoch"], state["train_seconds"]) if state else (0, 0, 0.0)
+        progress_path(a.export).write_text(json.dumps(
+            {"step": step_, "epoch": epoch_, "train_seconds": round(secs, 1)}, indent=1) + "\n")
+        print(f"exported step {step_} to {a.export}")
         return
 
     n_params = sum(p.numel() for p in model.parameters())
@@ -255,7 +276,12 @@ def main():
     params = list(model.parameters()) + list(ctc_head.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.98), weight_decay=1e-3)
     step, epoch, pos, train_s = 0, 0, 0, 0.0
+    rewarm_from = None
     rng = np.random.default_rng(a.seed)
+    if init_from:
+        step, epoch, train_s = init_from
+        rewarm_from = step
+        rng = np.random.default_rng([a.seed, step])  # not the first session's draws again
     if state:
         ctc_head.load_state_dict(state["ctc_head"])
         opt.load_state_dict(state["optimizer"])
@@ -304,7 +330,10 @@ def main():
                 mask[j, n_ctx - 1 : len(s) - 1] = True  # predict the answer (text + EOS) only
             tok_lens = torch.tensor([len(s) - 1 for s, _ in seqs])
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, a.lr, a.warmup, progress(step, train_s))
+                lr = lr_at(step, a.lr, a.warmup, progress(step, train_s))
+                if rewarm_from is not None:  # a fresh optimiser has no moment estimates yet
+                    lr *= min(1.0, (step - rewarm_from + 1) / a.init_warmup)
+                g["lr"] = lr
             log_probs, enc_len, enc_states, _ = model(input_signal=sig, input_signal_length=lens,
                                        transcript=tokens[:, :-1], transcript_length=tok_lens)
             labels = tokens[:, 1:]
