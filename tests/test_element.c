@@ -19,108 +19,22 @@
 #include <gst/app/gstappsink.h>
 
 #include "canary.h"
+#include "elementutil.h"
 
 /* The merge rule is a static helper of the plugin; test it directly. */
 #include "transcribe/canarytextmerge.c"
 
-#define RATE 16000
 #define MODEL1 FIXTURES_DIR "/canary1-tiny/model.nemo"
 #define MODEL2 FIXTURES_DIR "/canary2-tiny/model.nemo"
 #define MODEL2U FIXTURES_DIR "/canary2-unified-tiny/model.nemo"
-#define S16_CAPS "audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved"
-#define F32_CAPS "audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved"
-#define SAMPLES_TO_TIME(n) gst_util_uint64_scale_int ((n), GST_SECOND, RATE)
-#define CHUNK 1600              /* 100 ms input buffers, like a capture source */
 
 /* ---------------------------------------------------------------------------------------------
  * Fixtures
  */
 
-static void
-require_file (const gchar *path)
-{
-  fail_unless (g_file_test (path, G_FILE_TEST_EXISTS),
-      "fixture %s is missing (tests/reference/ makes the models and audio)", path);
-}
 
-/* 16 kHz mono 16-bit PCM from tests/fixtures/audio. */
-static gint16 *
-load_wav (const gchar *name, gsize *n_samples)
-{
-  gchar *path = g_build_filename (FIXTURES_DIR, "audio", name, NULL);
-  gchar *data = NULL;
-  gsize len = 0, pos = 12;
-  gint16 *samples = NULL;
 
-  require_file (path);
-  fail_unless (g_file_get_contents (path, &data, &len, NULL));
-  fail_unless (len > 12 && !memcmp (data, "RIFF", 4) && !memcmp (data + 8, "WAVE", 4));
-  while (pos + 8 <= len) {
-    guint32 size = GUINT32_FROM_LE (*(guint32 *) (data + pos + 4));
-    const gchar *body = data + pos + 8;
-    fail_unless (pos + 8 + size <= len);
-    if (!memcmp (data + pos, "fmt ", 4)) {
-      fail_unless_equals_int (GUINT16_FROM_LE (*(guint16 *) (body + 0)), 1);
-      fail_unless_equals_int (GUINT16_FROM_LE (*(guint16 *) (body + 2)), 1);
-      fail_unless_equals_int (GUINT32_FROM_LE (*(guint32 *) (body + 4)), RATE);
-      fail_unless_equals_int (GUINT16_FROM_LE (*(guint16 *) (body + 14)), 16);
-    } else if (!memcmp (data + pos, "data", 4)) {
-      *n_samples = size / 2;
-      samples = g_new (gint16, *n_samples);
-      for (gsize i = 0; i < *n_samples; i++)
-        samples[i] = GINT16_FROM_LE (((const gint16 *) body)[i]);
-    }
-    pos += 8 + size + (size & 1);
-  }
-  fail_unless (samples != NULL, "%s has no data chunk", path);
-  g_free (data);
-  g_free (path);
-  return samples;
-}
 
-/* @n samples of speech: the fixture clips one after another, as often as needed. */
-static gint16 *
-make_speech (gsize n)
-{
-  const gchar *clips[] = { "speech13s.wav", "speech10s.wav", "speech4s.wav" };
-  gint16 *out = g_new (gint16, n);
-  gsize filled = 0;
-
-  for (guint i = 0; filled < n; i = (i + 1) % G_N_ELEMENTS (clips)) {
-    gsize len;
-    gint16 *clip = load_wav (clips[i], &len);
-    gsize take = MIN (len, n - filled);
-    memcpy (out + filled, clip, take * sizeof (gint16));
-    filled += take;
-    g_free (clip);
-  }
-  return out;
-}
-
-/* Loads a plugin of the system installation (the test environment hides them). */
-static gboolean
-load_system_plugin (const gchar *name)
-{
-  static gchar *dir;
-  Dl_info info;
-
-  if (!dir) {
-    fail_unless (dladdr ((void *) gst_init, &info) && info.dli_fname);
-    gchar *libdir = g_path_get_dirname (info.dli_fname);
-    dir = g_build_filename (libdir, "gstreamer-1.0", NULL);
-    g_free (libdir);
-  }
-  gchar *file = g_strdup_printf ("%s/libgst%s.so", dir, name);
-  GstPlugin *plugin = g_file_test (file, G_FILE_TEST_EXISTS) ?
-      gst_plugin_load_file (file, NULL) : NULL;
-  g_free (file);
-  if (!plugin) {
-    g_printerr ("SKIP: system plugin '%s' not found in %s\n", name, dir);
-    return FALSE;
-  }
-  gst_object_unref (plugin);
-  return TRUE;
-}
 
 /* ---------------------------------------------------------------------------------------------
  * Element and harness helpers
@@ -135,135 +49,20 @@ make_element (const gchar *model)
     require_file (model);
     g_object_set (e, "model-path", model, "device", 2 /* cpu */ , NULL);
   }
+  /* These tests check the fixed windows; the VAD's are in its own section. */
+  gst_util_set_object_arg (G_OBJECT (e), "segmentation", "fixed");
   return e;
 }
 
-/* Takes @e, gives it a bus, and starts it in a harness with @caps. */
-static GstHarness *
-start_harness (GstElement *e, const gchar *caps, GstBus **bus)
-{
-  if (bus) {
-    *bus = gst_bus_new ();
-    gst_element_set_bus (e, *bus);
-  }
-  GstHarness *h = gst_harness_new_with_element (e, "sink", "src");
-  gst_object_unref (e);
-  if (caps)
-    gst_harness_set_src_caps_str (h, caps);
-  return h;
-}
 
-/* Messages left on @bus hold the element, which holds @bus: drop them to break the cycle. */
-static void
-teardown_with_bus (GstHarness *h, GstBus *bus)
-{
-  gst_harness_teardown (h);
-  gst_bus_set_flushing (bus, TRUE);
-  gst_object_unref (bus);
-}
 
-static GstBuffer *
-make_audio_buffer (const gint16 *s, gsize n, gboolean f32)
-{
-  GstBuffer *buf;
 
-  if (f32) {
-    gfloat *f = g_new (gfloat, n);
-    for (gsize i = 0; i < n; i++)
-      f[i] = s[i] / 32768.0f;
-    buf = gst_buffer_new_wrapped (f, n * sizeof (gfloat));
-  } else {
-    buf = gst_buffer_new_memdup (s, n * sizeof (gint16));
-  }
-  return buf;
-}
 
-/* Pushes @n samples as 100 ms buffers starting at @base; the first may carry DISCONT. */
-static GstFlowReturn
-push_audio (GstHarness *h, const gint16 *s, gsize n, GstClockTime base, gboolean f32,
-    gboolean discont)
-{
-  GstFlowReturn flow = GST_FLOW_OK;
 
-  for (gsize off = 0; off < n && flow == GST_FLOW_OK; off += CHUNK) {
-    gsize m = MIN (CHUNK, n - off);
-    GstBuffer *buf = make_audio_buffer (s + off, m, f32);
-    GST_BUFFER_PTS (buf) = base + SAMPLES_TO_TIME (off);
-    GST_BUFFER_DURATION (buf) = SAMPLES_TO_TIME (off + m) - SAMPLES_TO_TIME (off);
-    if (off == 0 && discont)
-      GST_BUFFER_FLAG_SET (buf, GST_BUFFER_FLAG_DISCONT);
-    flow = gst_harness_push (h, buf);
-  }
-  return flow;
-}
 
-static void
-push_eos (GstHarness *h)
-{
-  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
-}
 
-/* One piece of output: a text buffer, or a GAP event (text NULL). */
-typedef struct {
-  GstClockTime pts, duration;
-  gchar *text;
-} Piece;
 
-static gint
-piece_cmp (gconstpointer a, gconstpointer b)
-{
-  const Piece *pa = a, *pb = b;
-  return pa->pts < pb->pts ? -1 : pa->pts > pb->pts;
-}
 
-static void
-piece_clear (gpointer p)
-{
-  g_free (((Piece *) p)->text);
-}
-
-/* Everything the element pushed so far, in timeline order. */
-static GArray *
-collect_output (GstHarness *h)
-{
-  GArray *pieces = g_array_new (FALSE, TRUE, sizeof (Piece));
-  GstBuffer *buf;
-  GstEvent *ev;
-
-  g_array_set_clear_func (pieces, piece_clear);
-  while ((buf = gst_harness_try_pull (h))) {
-    GstMapInfo map;
-    Piece p = { GST_BUFFER_PTS (buf), GST_BUFFER_DURATION (buf), NULL };
-    fail_unless (GST_CLOCK_TIME_IS_VALID (p.pts), "text buffer without PTS");
-    fail_unless (GST_CLOCK_TIME_IS_VALID (p.duration), "text buffer without DURATION");
-    fail_unless (gst_buffer_map (buf, &map, GST_MAP_READ));
-    p.text = g_strndup ((const gchar *) map.data, map.size);
-    fail_unless (g_utf8_validate (p.text, -1, NULL));
-    fail_unless (map.size > 0, "empty text buffer: should have been a GAP");
-    gst_buffer_unmap (buf, &map);
-    gst_buffer_unref (buf);
-    g_array_append_val (pieces, p);
-  }
-  while ((ev = gst_harness_try_pull_event (h))) {
-    if (GST_EVENT_TYPE (ev) == GST_EVENT_GAP) {
-      Piece p = { 0, 0, NULL };
-      gst_event_parse_gap (ev, &p.pts, &p.duration);
-      g_array_append_val (pieces, p);
-    }
-    gst_event_unref (ev);
-  }
-  g_array_sort (pieces, piece_cmp);
-  return pieces;
-}
-
-static guint
-count_text (GArray *pieces)
-{
-  guint n = 0;
-  for (guint i = 0; i < pieces->len; i++)
-    n += g_array_index (pieces, Piece, i).text != NULL;
-  return n;
-}
 
 /* Checks that the output tiles the timeline exactly as @bounds (n + 1 sample positions after
  * @base) says. */
@@ -851,6 +650,7 @@ GST_START_TEST (test_message_fields)
   /* device=auto here: every machine must run it */
   g_object_set (e, "model-path", MODEL1, "window-length", 5000, "overlap", 0,
       "language-code", "en-US", NULL);
+  gst_util_set_object_arg (G_OBJECT (e), "segmentation", "fixed");
   GstHarness *h = start_harness (e, S16_CAPS, &bus);
 
   /* a segment that makes stream and running time differ from the PTS */
@@ -954,7 +754,7 @@ encode_subtitles (const gchar *encoder, GArray **pieces_out)
 
   /* The audio goes through the encoder, and then once more straight out of the transcriber to
    * know what the cues must say (the engine is deterministic). */
-  gchar *launch = g_strdup_printf ("canarytranscribe model-path=%s device=cpu window-length=5000 "
+  gchar *launch = g_strdup_printf ("canarytranscribe model-path=%s device=cpu segmentation=fixed window-length=5000 "
       "overlap=0 ! %s", MODEL1, encoder);
   GstHarness *h = gst_harness_new_parse (launch);
   g_free (launch);
@@ -1400,8 +1200,9 @@ GST_START_TEST (test_two_instances_one_model)
   gsize n;
   gint16 *speech = load_wav ("speech10s.wav", &n);
   gchar *launch = g_strdup_printf ("appsrc name=src format=time caps=" S16_CAPS " ! tee name=t "
-      "t. ! queue ! canarytranscribe name=a model-path=%s window-length=4000 ! fakesink name=sa "
-      "t. ! queue ! canarytranscribe name=b model-path=%s window-length=4000 ! fakesink name=sb",
+      "t. ! queue ! canarytranscribe name=a model-path=%s segmentation=fixed window-length=4000 ! "
+      "fakesink name=sa t. ! queue ! canarytranscribe name=b model-path=%s segmentation=fixed "
+      "window-length=4000 ! fakesink name=sb",
       MODEL1, MODEL1);
   GError *err = NULL;
   GstElement *pipe = gst_parse_launch (launch, &err);
@@ -1502,7 +1303,8 @@ GST_START_TEST (test_two_minute_file)
   write_wav (wav, audio, total);
 
   gchar *launch = g_strdup_printf ("filesrc location=%s ! decodebin ! audioconvert ! audioresample ! "
-      "canarytranscribe model-path=%s device=cpu overlap=0 ! appsink name=out sync=false", wav, MODEL2);
+      "canarytranscribe model-path=%s device=cpu segmentation=fixed overlap=0 ! appsink name=out "
+      "sync=false", wav, MODEL2);
   GError *err = NULL;
   GstElement *pipe = gst_parse_launch (launch, &err);
   fail_unless (pipe != NULL, "%s", err ? err->message : "");
@@ -1595,8 +1397,8 @@ make_test_pipeline (const gchar *model, GstElement **transcribe)
 {
   GError *err = NULL;
   GstElement *p = gst_parse_launch ("audiotestsrc num-buffers=20 wave=pink-noise ! "
-      "audio/x-raw,format=S16LE,rate=16000,channels=1 ! canarytranscribe name=t device=cpu ! "
-      "fakesink", &err);
+      "audio/x-raw,format=S16LE,rate=16000,channels=1 ! canarytranscribe name=t device=cpu "
+      "segmentation=fixed ! fakesink", &err);
   fail_unless (p != NULL, "%s", err ? err->message : "");
   *transcribe = gst_bin_get_by_name (GST_BIN (p), "t");
   g_object_set (*transcribe, "model-path", model, NULL);
@@ -1775,21 +1577,6 @@ GST_START_TEST (test_auto_device_warns_once)
 
 GST_END_TEST;
 
-/* Checks that @pieces tile [@start, @end) exactly: no hole, no overlap. */
-static void
-assert_tiles (GArray *pieces, GstClockTime start, GstClockTime end)
-{
-  GstClockTime at = start;
-  fail_unless (pieces->len > 0);
-  for (guint i = 0; i < pieces->len; i++) {
-    Piece *p = &g_array_index (pieces, Piece, i);
-    fail_unless (p->pts == at, "piece %u starts at %" GST_TIME_FORMAT ", not at %"
-        GST_TIME_FORMAT, i, GST_TIME_ARGS (p->pts), GST_TIME_ARGS (at));
-    at = p->pts + p->duration;
-  }
-  fail_unless (at == end, "output ends at %" GST_TIME_FORMAT ", not at %" GST_TIME_FORMAT,
-      GST_TIME_ARGS (at), GST_TIME_ARGS (end));
-}
 
 /* Pushes @n samples from @s as 100 ms buffers stamped from @base, leaving out every
  * @drop_every-th buffer (0: none) as a leaky queue does, the next one marked DISCONT when

@@ -10,6 +10,7 @@
 #include "canarywindow.h"
 
 #include "canaryoutput.h"
+#include "canarysegment.h"
 
 #include <math.h>
 #include <string.h>
@@ -76,6 +77,13 @@ repair_samples (gfloat *s, gsize n, gsize first, Repairs *r)
   }
 }
 
+void
+canary_window_repair_quietly (gfloat *s, gsize n)
+{
+  Repairs r;
+  repair_samples (s, n, n, &r);   /* counted and reported when the samples go to the model */
+}
+
 /* Tells the user, for the window whose text covers them, that samples had to be repaired, so
  * that nothing they fed in changes silently. */
 static void
@@ -136,36 +144,58 @@ enqueue_job (GstCanaryTranscribe *self, CanaryJob *job)
   return flow;
 }
 
-/* Copies the first @n samples of the adapter into a job for the worker. */
-static GstFlowReturn
-submit_window (GstCanaryTranscribe *self, gsize n)
+/* Queues the run's samples [@from, @to) (in the adapter, from >= window_start) as a job for the
+ * worker. Its text covers the part of the timeline no earlier job covered: [max(from,
+ * emitted_end), to). Fixed windows overlap and are merged; VAD segments never overlap, and each
+ * is transcribed on its own. */
+GstFlowReturn
+canary_window_submit (GstCanaryTranscribe *self, guint64 from, guint64 to)
 {
   GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
   CanaryJob *job = g_new0 (CanaryJob, 1);
-  guint64 start = MAX (self->window_start, self->emitted_end);
-  guint64 end = self->window_start + n;
+  gsize n = to - from;
+  guint64 start = MAX (from, self->emitted_end);
 
+  g_assert (from >= self->window_start && to > from);
   job->samples = g_new (gfloat, n);
   job->n_samples = n;
-  gst_adapter_copy (self->adapter, job->samples, 0, n * sizeof (gfloat));
+  gst_adapter_copy (self->adapter, job->samples, (from - self->window_start) * sizeof (gfloat),
+      n * sizeof (gfloat));
   job->pts = run_time_at (self, start);
-  job->duration = run_time_at (self, end) - job->pts;
+  job->duration = run_time_at (self, to) - job->pts;
   job->end_running_time = trans->segment.format == GST_FORMAT_TIME ?
-      gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME, run_time_at (self, end)) :
+      gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME, run_time_at (self, to)) :
       GST_CLOCK_TIME_NONE;
-  job->new_run = self->next_new_run;
-  job->merge = self->merge;
+  job->new_run = self->next_new_run || self->vad;
+  job->merge = self->merge && !self->vad;
   Repairs repairs;
-  repair_samples (job->samples, n, start - self->window_start, &repairs);
+  repair_samples (job->samples, n, start - from, &repairs);
   job->silent = is_digital_silence (job->samples, n);
   self->next_new_run = FALSE;
-  self->emitted_end = end;
-  self->out_end = run_time_at (self, end);
+  self->emitted_end = to;
+  self->out_end = run_time_at (self, to);
 
-  GST_LOG_OBJECT (self, "window of %" G_GSIZE_FORMAT " samples, text for %" GST_TIME_FORMAT
-      " + %" GST_TIME_FORMAT "%s", n, GST_TIME_ARGS (job->pts), GST_TIME_ARGS (job->duration),
+  GST_LOG_OBJECT (self, "%s of %" G_GSIZE_FORMAT " samples, text for %" GST_TIME_FORMAT
+      " + %" GST_TIME_FORMAT "%s", self->vad ? "speech segment" : "window", n,
+      GST_TIME_ARGS (job->pts), GST_TIME_ARGS (job->duration),
       job->silent ? " (digital silence)" : "");
   report_repairs (self, &repairs, job->pts);
+  return enqueue_job (self, job);
+}
+
+/* Queues a GAP for the run's samples [emitted_end, @to): audio that no text will cover. */
+GstFlowReturn
+canary_window_queue_gap (GstCanaryTranscribe *self, guint64 to)
+{
+  if (to <= self->emitted_end)
+    return GST_FLOW_OK;
+  CanaryJob *job = g_new0 (CanaryJob, 1);
+  job->pts = run_time_at (self, self->emitted_end);
+  job->duration = run_time_at (self, to) - job->pts;
+  job->end_running_time = GST_CLOCK_TIME_NONE;
+  job->silent = TRUE;
+  self->emitted_end = to;
+  self->out_end = run_time_at (self, to);
   return enqueue_job (self, job);
 }
 
@@ -178,14 +208,14 @@ cut_windows (GstCanaryTranscribe *self, gboolean final)
   gsize avail = gst_adapter_available (self->adapter) / sizeof (gfloat);
 
   while (flow == GST_FLOW_OK && avail >= self->window_samples) {
-    flow = submit_window (self, self->window_samples);
+    flow = canary_window_submit (self, self->window_start, self->window_start + self->window_samples);
     gst_adapter_flush (self->adapter, self->hop_samples * sizeof (gfloat));
     self->window_start += self->hop_samples;
     avail -= self->hop_samples;
   }
   if (flow == GST_FLOW_OK && final) {
     if (avail > 0 && self->window_start + avail > self->emitted_end)
-      flow = submit_window (self, avail);
+      flow = canary_window_submit (self, self->window_start, self->window_start + avail);
     gst_adapter_clear (self->adapter);
     self->window_start += avail;
   }
@@ -238,6 +268,8 @@ start_run (GstCanaryTranscribe *self, GstClockTime pts)
   self->window_start = 0;
   self->emitted_end = 0;
   self->next_new_run = TRUE;
+  if (self->vad)
+    canary_segment_start_run (self);
   return flow;
 }
 
@@ -248,7 +280,7 @@ canary_window_end_run (GstCanaryTranscribe *self)
   GstFlowReturn flow = GST_FLOW_OK;
 
   if (self->run_active)
-    flow = cut_windows (self, TRUE);
+    flow = self->vad ? canary_segment_cut (self, TRUE) : cut_windows (self, TRUE);
   self->run_active = FALSE;
   return flow;
 }
@@ -261,8 +293,8 @@ canary_window_reset_timeline (GstCanaryTranscribe *self)
 }
 
 /* Samples of the current run so far. */
-static guint64
-run_samples (GstCanaryTranscribe *self)
+guint64
+canary_window_run_samples (GstCanaryTranscribe *self)
 {
   return self->window_start + gst_adapter_available (self->adapter) / sizeof (gfloat);
 }
@@ -310,7 +342,7 @@ canary_window_place_samples (GstCanaryTranscribe *self, GstClockTime pts, guint 
   if (!GST_CLOCK_TIME_IS_VALID (t))
     return GST_FLOW_OK;
 
-  GstClockTime expected = run_time_at (self, run_samples (self));
+  GstClockTime expected = run_time_at (self, canary_window_run_samples (self));
   GstClockTimeDiff diff = GST_CLOCK_DIFF (expected, t);
 
   if (diff >= (GstClockTimeDiff) ALIGN_THRESHOLD && self->ts_offset > 0) {
@@ -384,5 +416,5 @@ GstFlowReturn
 canary_window_append_samples (GstCanaryTranscribe *self, GstBuffer *fbuf)
 {
   gst_adapter_push (self->adapter, fbuf);
-  return cut_windows (self, FALSE);
+  return self->vad ? canary_segment_cut (self, FALSE) : cut_windows (self, FALSE);
 }

@@ -21,6 +21,14 @@ GstBuffer *canary_window_to_float (GstCanaryTranscribe *self, GstBuffer *in, gui
 /* Adds F32 samples (taken) to the current run and queues every complete window. */
 GstFlowReturn canary_window_append_samples (GstCanaryTranscribe *self, GstBuffer *fbuf)
     G_GNUC_INTERNAL;
+/* For canarysegment.c: queues the run's samples [@from, @to) for the model, text covering what
+ * no earlier job did; a GAP for [emitted_end, @to); the run's sample count so far. */
+GstFlowReturn canary_window_submit (GstCanaryTranscribe *self, guint64 from, guint64 to)
+    G_GNUC_INTERNAL;
+GstFlowReturn canary_window_queue_gap (GstCanaryTranscribe *self, guint64 to) G_GNUC_INTERNAL;
+guint64 canary_window_run_samples (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
+/* Repairs @n samples in place for the VAD as for the model (non-finite → 0, clipped to ±1). */
+void canary_window_repair_quietly (gfloat *s, gsize n) G_GNUC_INTERNAL;
 /* Queues what is left of the current run; the next samples start a new one. */
 GstFlowReturn canary_window_end_run (GstCanaryTranscribe *self) G_GNUC_INTERNAL;
 

@@ -8,6 +8,7 @@
  *
  *   gstcanarytranscribe.c   the element: properties, caps, queries, events, state changes
  *   canarywindow.c          input: samples cut into windows and queued for the worker
+ *   canarysegment.c         input with VAD: windows cut at pauses, non-speech as GAPs
  *   canaryworker.c          the inference thread: model loading, decode settings, the engine
  *   canaryoutput.c          results to text buffers and GAP events; bus messages
  *
@@ -20,6 +21,7 @@
 #include <gst/base/gstadapter.h>
 
 #include "canary.h"
+#include "canary_vad.h"
 
 G_BEGIN_DECLS
 
@@ -28,6 +30,7 @@ G_GNUC_INTERNAL GST_DEBUG_CATEGORY_EXTERN (canary_transcribe_debug);
 
 #define RATE 16000
 #define DEFAULT_MODEL_NAME "canary-default.nemo"
+#define DEFAULT_VAD_NAME "silero_vad_16k.safetensors"
 
 /* Timestamps that differ by less than this from the sample count are treated as jitter. */
 #define ALIGN_THRESHOLD (40 * GST_MSECOND)
@@ -57,6 +60,12 @@ typedef enum {
   GST_CANARY_TRANSCRIBE_TASK_TRANSCRIBE,
   GST_CANARY_TRANSCRIBE_TASK_TRANSLATE,
 } GstCanaryTranscribeTask;
+
+typedef enum {
+  GST_CANARY_TRANSCRIBE_SEGMENTATION_AUTO,
+  GST_CANARY_TRANSCRIBE_SEGMENTATION_FIXED,
+  GST_CANARY_TRANSCRIBE_SEGMENTATION_VAD,
+} GstCanaryTranscribeSegmentation;
 
 typedef enum {
   LOAD_NONE,
@@ -104,6 +113,10 @@ struct _GstCanaryTranscribe {
   guint latency_ms;
   guint lateness_ms;
   gboolean post_messages;
+  GstCanaryTranscribeSegmentation segmentation;
+  gchar *vad_model_path;
+  gfloat vad_threshold;
+  guint min_silence_ms, speech_pad_ms, min_speech_ms;
   gboolean model_settings_changed;      /* since the worker started loading */
 
   /* Streaming thread only. */
@@ -121,6 +134,12 @@ struct _GstCanaryTranscribe {
   gboolean merge;
   gboolean live_known;
   gboolean backlog_warned;
+  /* VAD segmentation (canarysegment.c); vad is NULL with fixed windows. */
+  canary_vad *vad;
+  canary_vad_segmenter segmenter;
+  guint64 vad_pos;              /* run sample index up to which the VAD has run */
+  guint64 vad_speech_samples;   /* of the run's samples, how many went to the model (stats) */
+  gboolean vad_warned;          /* the one-time "no VAD weights" warning was posted */
 
   /* Upstream liveness, written by LATENCY queries from any thread. */
   gint live;

@@ -128,6 +128,7 @@
 
 #include "gstcanarytranscribe-private.h"
 #include "canaryoutput.h"
+#include "canarysegment.h"
 #include "canarywindow.h"
 #include "canaryworker.h"
 
@@ -148,6 +149,11 @@ GST_DEBUG_CATEGORY (canary_transcribe_debug);
 #define DEFAULT_LATENCY_MS 1000
 #define DEFAULT_LATENESS_MS 0
 #define DEFAULT_POST_MESSAGES TRUE
+#define DEFAULT_SEGMENTATION GST_CANARY_TRANSCRIBE_SEGMENTATION_AUTO
+#define DEFAULT_VAD_THRESHOLD 0.5f
+#define DEFAULT_MIN_SILENCE_MS 500
+#define DEFAULT_SPEECH_PAD_MS 200
+#define DEFAULT_MIN_SPEECH_MS 250
 
 enum {
   PROP_0,
@@ -165,6 +171,12 @@ enum {
   PROP_LATENCY,
   PROP_LATENESS,
   PROP_POST_MESSAGES,
+  PROP_SEGMENTATION,
+  PROP_VAD_MODEL_PATH,
+  PROP_VAD_THRESHOLD,
+  PROP_MIN_SILENCE,
+  PROP_SPEECH_PAD,
+  PROP_MIN_SPEECH,
 };
 
 #define gst_canary_transcribe_parent_class parent_class
@@ -231,6 +243,25 @@ gst_canary_transcribe_task_get_type (void)
 
   if (g_once_init_enter (&type))
     g_once_init_leave (&type, g_enum_register_static ("GstCanaryTranscribeTask", values));
+  return type;
+}
+
+GType
+gst_canary_transcribe_segmentation_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    {GST_CANARY_TRANSCRIBE_SEGMENTATION_AUTO,
+        "VAD segments when the VAD weights are found, else fixed windows (with a warning)", "auto"},
+    {GST_CANARY_TRANSCRIBE_SEGMENTATION_FIXED,
+        "Fixed windows of window-length sharing overlap", "fixed"},
+    {GST_CANARY_TRANSCRIBE_SEGMENTATION_VAD,
+        "Segments of speech cut at pauses by the VAD (error without its weights)", "vad"},
+    {0, NULL, NULL},
+  };
+
+  if (g_once_init_enter (&type))
+    g_once_init_leave (&type, g_enum_register_static ("GstCanaryTranscribeSegmentation", values));
   return type;
 }
 
@@ -561,6 +592,8 @@ gst_canary_transcribe_start (GstBaseTransform *trans)
   self->window_samples = window_ms * (RATE / 1000);
   self->hop_samples = (window_ms - overlap_ms) * (RATE / 1000);
   self->merge = overlap_ms > 0;
+  if (!canary_segment_setup (self))
+    return FALSE;
   gst_audio_info_init (&self->info);
   self->adapter = gst_adapter_new ();
   reset_stream (self);
@@ -584,6 +617,7 @@ gst_canary_transcribe_stop (GstBaseTransform *trans)
   g_mutex_unlock (&self->lock);
 
   g_clear_object (&self->adapter);
+  canary_segment_teardown (self);
   gst_audio_info_init (&self->info);
   return TRUE;
 }
@@ -743,6 +777,32 @@ gst_canary_transcribe_set_property (GObject *object, guint prop_id, const GValue
     case PROP_POST_MESSAGES:
       self->post_messages = g_value_get_boolean (value);
       break;
+    case PROP_SEGMENTATION:
+      if (can_change_locked (self, pspec))
+        self->segmentation = g_value_get_enum (value);
+      break;
+    case PROP_VAD_MODEL_PATH:
+      if (can_change_locked (self, pspec)) {
+        g_free (self->vad_model_path);
+        self->vad_model_path = g_value_dup_string (value);
+      }
+      break;
+    case PROP_VAD_THRESHOLD:
+      if (can_change_locked (self, pspec))
+        self->vad_threshold = g_value_get_float (value);
+      break;
+    case PROP_MIN_SILENCE:
+      if (can_change_locked (self, pspec))
+        self->min_silence_ms = g_value_get_uint (value);
+      break;
+    case PROP_SPEECH_PAD:
+      if (can_change_locked (self, pspec))
+        self->speech_pad_ms = g_value_get_uint (value);
+      break;
+    case PROP_MIN_SPEECH:
+      if (can_change_locked (self, pspec))
+        self->min_speech_ms = g_value_get_uint (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -804,6 +864,24 @@ gst_canary_transcribe_get_property (GObject *object, guint prop_id, GValue *valu
     case PROP_POST_MESSAGES:
       g_value_set_boolean (value, self->post_messages);
       break;
+    case PROP_SEGMENTATION:
+      g_value_set_enum (value, self->segmentation);
+      break;
+    case PROP_VAD_MODEL_PATH:
+      g_value_set_string (value, self->vad_model_path);
+      break;
+    case PROP_VAD_THRESHOLD:
+      g_value_set_float (value, self->vad_threshold);
+      break;
+    case PROP_MIN_SILENCE:
+      g_value_set_uint (value, self->min_silence_ms);
+      break;
+    case PROP_SPEECH_PAD:
+      g_value_set_uint (value, self->speech_pad_ms);
+      break;
+    case PROP_MIN_SPEECH:
+      g_value_set_uint (value, self->min_speech_ms);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -823,7 +901,9 @@ gst_canary_transcribe_finalize (GObject *object)
   canary_worker_stop (self);
   canary_worker_clear_queues_locked (self);
   g_clear_object (&self->adapter);
+  canary_segment_teardown (self);
   g_free (self->model_path);
+  g_free (self->vad_model_path);
   g_free (self->language_code);
   g_free (self->target_language);
   g_free (self->prev_text);
@@ -847,6 +927,11 @@ gst_canary_transcribe_init (GstCanaryTranscribe *self)
   self->latency_ms = DEFAULT_LATENCY_MS;
   self->lateness_ms = DEFAULT_LATENESS_MS;
   self->post_messages = DEFAULT_POST_MESSAGES;
+  self->segmentation = DEFAULT_SEGMENTATION;
+  self->vad_threshold = DEFAULT_VAD_THRESHOLD;
+  self->min_silence_ms = DEFAULT_MIN_SILENCE_MS;
+  self->speech_pad_ms = DEFAULT_SPEECH_PAD_MS;
+  self->min_speech_ms = DEFAULT_MIN_SPEECH_MS;
   self->worker_flow = GST_FLOW_OK;
   g_mutex_init (&self->lock);
   g_cond_init (&self->cond);
@@ -928,6 +1013,36 @@ install_properties (GObjectClass *gobject_class)
       g_param_spec_boolean ("post-messages", "Post messages",
           "Post a 'canarytranscribe' element message for every text buffer",
           DEFAULT_POST_MESSAGES, playing));
+  g_object_class_install_property (gobject_class, PROP_SEGMENTATION,
+      g_param_spec_enum ("segmentation", "Segmentation",
+          "How audio is cut for the model: vad sends only speech, cut at pauses (min-silence) "
+          "or at window-length, and turns the rest into GAP events; fixed cuts windows of "
+          "window-length sharing overlap; auto is vad when the VAD weights load, else fixed "
+          "(with a warning)", GST_TYPE_CANARY_TRANSCRIBE_SEGMENTATION, DEFAULT_SEGMENTATION,
+          ready));
+  g_object_class_install_property (gobject_class, PROP_VAD_MODEL_PATH,
+      g_param_spec_string ("vad-model-path", "VAD model path",
+          "Silero VAD weights (" DEFAULT_VAD_NAME " from the silero-vad package). Unset: "
+          "$CANARY_VAD_MODEL when set (meson test and meson devenv set it), else the file "
+          "installed with the plugin. A path set here that cannot load is an error",
+          NULL, ready));
+  g_object_class_install_property (gobject_class, PROP_VAD_THRESHOLD,
+      g_param_spec_float ("vad-threshold", "VAD threshold",
+          "Speech probability at which speech starts; it ends below threshold - 0.15",
+          0.02f, 0.99f, DEFAULT_VAD_THRESHOLD, ready));
+  g_object_class_install_property (gobject_class, PROP_MIN_SILENCE,
+      g_param_spec_uint ("min-silence", "Minimum silence",
+          "Silence after speech that ends a VAD segment (milliseconds): shorter pauses stay "
+          "inside the segment, and the text comes this long after the speaker stops",
+          32, 10000, DEFAULT_MIN_SILENCE_MS, ready));
+  g_object_class_install_property (gobject_class, PROP_SPEECH_PAD,
+      g_param_spec_uint ("speech-pad", "Speech padding",
+          "Audio kept on each side of a VAD segment's speech (milliseconds; at most half of "
+          "min-silence)", 0, 5000, DEFAULT_SPEECH_PAD_MS, ready));
+  g_object_class_install_property (gobject_class, PROP_MIN_SPEECH,
+      g_param_spec_uint ("min-speech", "Minimum speech",
+          "Speech shorter than this is dropped as a click or a cough (milliseconds)",
+          0, 10000, DEFAULT_MIN_SPEECH_MS, ready));
 }
 
 static void
@@ -972,4 +1087,5 @@ gst_canary_transcribe_class_init (GstCanaryTranscribeClass *klass)
   gst_type_mark_as_plugin_api (GST_TYPE_CANARY_TRANSCRIBE_DEVICE, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_CANARY_TRANSCRIBE_PRECISION, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_CANARY_TRANSCRIBE_TASK, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_CANARY_TRANSCRIBE_SEGMENTATION, 0);
 }

@@ -19,6 +19,9 @@ GType gst_canary_transcribe_precision_get_type (void);
 #define GST_TYPE_CANARY_TRANSCRIBE_TASK (gst_canary_transcribe_task_get_type ())
 GType gst_canary_transcribe_task_get_type (void);
 
+#define GST_TYPE_CANARY_TRANSCRIBE_SEGMENTATION (gst_canary_transcribe_segmentation_get_type ())
+GType gst_canary_transcribe_segmentation_get_type (void);
+
 GST_ELEMENT_REGISTER_DECLARE (canarytranscribe);
 
 /* Routes the engine's log lines into the `canaryengine` debug category (process-wide). */

@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 RATE, CHUNK, CONTEXT = 16000, 512, 64
 SPEECH = ["speech4s", "speech10s", "speech13s", "lead_silence", "short", "silence",
-          "seen-voice-1", "unseen-voice-1"]
+          "seen-voice-1", "seen-voice-2", "unseen-voice-1"]
 
 
 def read_wav(path):
