@@ -21,7 +21,9 @@ if [ -n "$missing" ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
-[ -d build ] || meson setup build >/dev/null
+# The VAD weights (PyPI's silero-vad wheel, pinned): windows are then cut at pauses.
+bash tools/fetch-vad.sh
+if [ -d build ]; then meson setup --reconfigure build >/dev/null; else meson setup build >/dev/null; fi
 ninja -C build >/dev/null
 
 canary=(canarytranscribe)
@@ -36,10 +38,11 @@ if [ -n "${MODEL:-}" ]; then canary+=("model-path=$MODEL"); fi
 export GST_PLUGIN_PATH="$root/build/gst${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 # The build tree's plugin finds the default model here (an installed one looks in its data dir).
 export CANARY_DEFAULT_MODEL_DIR="$root/examples/models"
+export CANARY_VAD_MODEL="$root/data/silero_vad_16k.safetensors"
 for wav in examples/audio/*.wav; do
   name=$(basename "$wav")
   printf '%s: ' "$name"
-  # One WebVTT cue per 10 s window; print the cues' text on one line.
+  # One WebVTT cue per stretch of speech (VAD segment); print the cues' text on one line.
   gst-launch-1.0 -q filesrc location="$wav" ! decodebin ! audioconvert ! audioresample ! \
     "${canary[@]}" ! webvttenc ! fdsink |
     awk 'NR > 1 && NF && !/-->/ && !/^[0-9]+$/ { printf "%s%s", sep, $0; sep = " " } END { print "" }'

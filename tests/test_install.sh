@@ -96,6 +96,21 @@ head -n 1 "$work/fox.vtt" | grep -q '^WEBVTT' || fail "no WebVTT from the pipeli
 grep -q -- '-->' "$work/fox.vtt" || fail "the pipeline produced no cue"
 echo "$(grep -c -- '-->' "$work/fox.vtt") cue(s)"
 
+# The VAD weights (tools/fetch-vad.sh) install with the plugin when the tree has them; the
+# installed plugin must then find them with no variable set.
+if [ -f "$src/data/silero_vad_16k.safetensors" ]; then
+  step "segmentation=vad with the installed VAD weights"
+  [ -f "$prefix/share/gst-canary/vad/silero_vad_16k.safetensors" ] ||
+    fail "the VAD weights are not installed in $prefix/share/gst-canary/vad"
+  installed gst-launch-1.0 -q filesrc location="$clip" ! decodebin ! audioconvert ! \
+    audioresample ! canarytranscribe segmentation=vad ! webvttenc ! fdsink >"$work/vad.vtt" \
+    2>"$work/vad.err" || { cat "$work/vad.err" >&2; fail "segmentation=vad on the installed tree"; }
+  grep -q -- '-->' "$work/vad.vtt" || fail "segmentation=vad produced no cue"
+  echo "VAD segments: $(grep -c -- '-->' "$work/vad.vtt") cue(s)"
+else
+  echo "no VAD weights in this tree (tools/fetch-vad.sh): the VAD install is not checked"
+fi
+
 step "canary-dictate --method=stdout --listen --source='filesrc location=... ! decodebin'"
 installed timeout 300 canary-dictate --method=stdout --listen \
   --source="filesrc location=$clip ! decodebin" >"$work/dictate.out" 2>"$work/dictate.err" ||

@@ -2,7 +2,8 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  *   canary-dictate [--model=PATH] [--source=DESCRIPTION] [--method=METHOD] [--append=WHAT]
- *                  [--device=DEVICE] [--precision=PRECISION] [--language=CODE] [--listen]
+ *                  [--device=DEVICE] [--precision=PRECISION] [--language=CODE]
+ *                  [--segmentation=auto|vad|fixed] [--listen]
  *   canary-dictate toggle
  *
  * The daemon runs
@@ -12,8 +13,10 @@
  * for as long as it lives (a systemd --user service; see canary-dictate.service and
  * docs/dictation.md). The model is loaded once, at start. Listening starts off: the valve
  * discards the captured audio. SIGUSR1, which `canary-dictate toggle` sends to the instance
- * named in $XDG_RUNTIME_DIR/canary-dictate.pid, opens or closes it. On closing, the words
- * still in the transcriber's window are transcribed and typed at once.
+ * named in $XDG_RUNTIME_DIR/canary-dictate.pid, opens or closes it. While listening, with the
+ * VAD weights installed, each stretch of speech is typed as soon as the speaker pauses
+ * (canarytranscribe's VAD segmentation, min-silence 500 ms); on closing, the words still in the
+ * transcriber are transcribed and typed at once.
  *
  * Everything it has to say goes to stderr, one line per event, for journald: the model and
  * device in use with the memory taken, each transcript with its timing, each listening session
@@ -47,6 +50,7 @@ typedef struct {
   gchar *device;
   gchar *precision;
   gchar *language;
+  gchar *segmentation;
   gboolean listen;
 } Options;
 
@@ -334,6 +338,7 @@ build_pipeline (App *app)
     g_object_set (app->stt, "language-code", app->opt.language, NULL);
   if (!set_enum (app->stt, "device", app->opt.device)
       || !set_enum (app->stt, "precision", app->opt.precision)
+      || !set_enum (app->stt, "segmentation", app->opt.segmentation)
       || !set_enum (app->inject, "method", app->opt.method)
       || !set_enum (app->inject, "append", app->opt.append))
     return FALSE;
@@ -361,10 +366,14 @@ report_setup (App *app)
 {
   gchar *model = NULL, *device = enum_nick (app->stt, "device");
   gchar *method = enum_nick (app->inject, "active-method");
+  gchar *segmentation = enum_nick (app->stt, "active-segmentation");
 
   g_object_get (app->stt, "model-path", &model, NULL);
-  say ("canary-dictate (pid %d): model %s (device %s requested), typing with %s, source '%s'",
-      (gint) getpid (), model ? model : "(bundled default)", device, method, app->opt.source);
+  say ("canary-dictate (pid %d): model %s (device %s requested), typing with %s, source '%s', "
+      "text %s", (gint) getpid (), model ? model : "(bundled default)", device, method,
+      app->opt.source, g_str_equal (segmentation, "vad") ? "at each pause (VAD)" :
+      "when listening stops or every 10 s (fixed windows)");
+  g_free (segmentation);
   if (!app->opt.listen)
     say ("not listening until toggled (canary-dictate toggle, or SIGUSR1)");
   g_free (model);
@@ -418,6 +427,7 @@ app_clear (App *app)
   g_free (app->opt.device);
   g_free (app->opt.precision);
   g_free (app->opt.language);
+  g_free (app->opt.segmentation);
 }
 
 static gboolean
@@ -439,6 +449,9 @@ parse_options (App *app, gint *argc, gchar ***argv)
         "Model arithmetic: auto, fp16 (CUDA only), fp32 (default: auto)", "PRECISION"},
     {"language", 'l', 0, G_OPTION_ARG_STRING, &app->opt.language,
         "Language spoken, e.g. en, de, fr (default: en)", "CODE"},
+    {"segmentation", 0, 0, G_OPTION_ARG_STRING, &app->opt.segmentation,
+        "Where text is cut: auto (at each pause when the VAD weights are installed), vad, "
+        "fixed (10 s windows; text at the toggle) (default: auto)", "HOW"},
     {"listen", 0, 0, G_OPTION_ARG_NONE, &app->opt.listen,
         "Start listening at once instead of waiting for a toggle", NULL},
     {NULL},

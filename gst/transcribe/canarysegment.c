@@ -48,6 +48,9 @@ canary_segment_setup (GstCanaryTranscribe *self)
   GST_OBJECT_UNLOCK (self);
 
   canary_segment_teardown (self);
+  GST_OBJECT_LOCK (self);
+  self->active_segmentation = GST_CANARY_TRANSCRIBE_SEGMENTATION_FIXED;
+  GST_OBJECT_UNLOCK (self);
   if (mode == GST_CANARY_TRANSCRIBE_SEGMENTATION_FIXED) {
     g_free (path);
     GST_INFO_OBJECT (self, "fixed windows");
@@ -87,6 +90,9 @@ canary_segment_setup (GstCanaryTranscribe *self)
 
   opt.max_length = self->window_samples;
   canary_vad_segmenter_init (&self->segmenter, &opt);
+  GST_OBJECT_LOCK (self);
+  self->active_segmentation = GST_CANARY_TRANSCRIBE_SEGMENTATION_VAD;
+  GST_OBJECT_UNLOCK (self);
   GST_INFO_OBJECT (self, "VAD segmentation with %s: threshold %.2f, min-silence %"
       G_GUINT64_FORMAT " ms, speech-pad %" G_GUINT64_FORMAT " ms, at most %u ms", path,
       self->segmenter.opt.threshold, self->segmenter.opt.min_silence / (RATE / 1000),

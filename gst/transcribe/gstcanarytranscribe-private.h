@@ -114,6 +114,7 @@ struct _GstCanaryTranscribe {
   guint lateness_ms;
   gboolean post_messages;
   GstCanaryTranscribeSegmentation segmentation;
+  GstCanaryTranscribeSegmentation active_segmentation;   /* fixed or vad, set at start */
   gchar *vad_model_path;
   gfloat vad_threshold;
   guint min_silence_ms, speech_pad_ms, min_speech_ms;

@@ -177,6 +177,7 @@ enum {
   PROP_MIN_SILENCE,
   PROP_SPEECH_PAD,
   PROP_MIN_SPEECH,
+  PROP_ACTIVE_SEGMENTATION,
 };
 
 #define gst_canary_transcribe_parent_class parent_class
@@ -882,6 +883,9 @@ gst_canary_transcribe_get_property (GObject *object, guint prop_id, GValue *valu
     case PROP_MIN_SPEECH:
       g_value_set_uint (value, self->min_speech_ms);
       break;
+    case PROP_ACTIVE_SEGMENTATION:
+      g_value_set_enum (value, self->active_segmentation);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -932,6 +936,7 @@ gst_canary_transcribe_init (GstCanaryTranscribe *self)
   self->min_silence_ms = DEFAULT_MIN_SILENCE_MS;
   self->speech_pad_ms = DEFAULT_SPEECH_PAD_MS;
   self->min_speech_ms = DEFAULT_MIN_SPEECH_MS;
+  self->active_segmentation = GST_CANARY_TRANSCRIBE_SEGMENTATION_FIXED;
   self->worker_flow = GST_FLOW_OK;
   g_mutex_init (&self->lock);
   g_cond_init (&self->cond);
@@ -1043,6 +1048,11 @@ install_properties (GObjectClass *gobject_class)
       g_param_spec_uint ("min-speech", "Minimum speech",
           "Speech shorter than this is dropped as a click or a cough (milliseconds)",
           0, 10000, DEFAULT_MIN_SPEECH_MS, ready));
+  g_object_class_install_property (gobject_class, PROP_ACTIVE_SEGMENTATION,
+      g_param_spec_enum ("active-segmentation", "Active segmentation",
+          "The segmentation in use since the element started (fixed or vad): what "
+          "segmentation=auto chose", GST_TYPE_CANARY_TRANSCRIBE_SEGMENTATION,
+          GST_CANARY_TRANSCRIBE_SEGMENTATION_FIXED, G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
 }
 
 static void
