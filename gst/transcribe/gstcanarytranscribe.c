@@ -14,17 +14,35 @@
  *
  * Transcribes (or translates) speech with an NVIDIA Canary model read straight from its `.nemo`
  * file. Input is 16 kHz mono audio (put `audioconvert ! audioresample` in front); output is UTF-8
- * text, one buffer per window of audio, with PTS and DURATION in the input's timeline so that
- * `webvttenc`, `srtenc`, `textoverlay` and `matroskamux` can take it as it is.
+ * text, one buffer per stretch of speech (or per window of audio), with PTS and DURATION in the
+ * input's timeline so that `webvttenc`, `srtenc`, `textoverlay` and `matroskamux` can take it as
+ * it is.
+ *
+ * ## Segmentation
+ *
+ * With `segmentation=vad` (what `auto`, the default, chooses when the Silero VAD weights load:
+ * they install with the plugin after `tools/fetch-vad.sh`, or `vad-model-path` names them), a
+ * voice activity detector hears every 32 ms of audio and the model only ever receives speech: a
+ * segment opens where speech starts and closes after `min-silence` (500 ms) of non-speech, or when
+ * it reaches `window-length`, where it is split at its quietest moment. Each segment gets
+ * `speech-pad` (200 ms) of audio on both sides, is transcribed on its own, and gives one text
+ * buffer whose PTS and DURATION cover it. Everything between segments (silence, room noise,
+ * music, keyboard clicks) is never sent to the model and comes out as GAP events, at least one
+ * per second of it, so the text of a sentence comes min-silence plus the model's time after the
+ * speaker stops, and noise never turns into invented text. Speech shorter than `min-speech` is
+ * dropped. Without the weights `auto` cuts fixed windows (below) and posts one warning;
+ * `segmentation=vad` is then an error. `active-segmentation` says which is in use. See
+ * docs/vad.md.
  *
  * ## Windows
  *
- * Audio is cut into windows of `window-length`; consecutive windows share `overlap` of audio, so a
- * new window starts every `window-length - overlap`. Window times are counted in samples since the
- * last discontinuity, never taken from a wall clock. Each window's text buffer covers the part of
- * the timeline that the previous window did not: the first window covers [0, window-length), the
- * next ones [end of previous window, end of this window). The buffers (and GAP events) therefore
- * tile the timeline without holes or overlaps.
+ * With `segmentation=fixed` (or without VAD weights), audio is cut into windows of
+ * `window-length`; consecutive windows share `overlap` of audio, so a new window starts every
+ * `window-length - overlap`. Window times are counted in samples since the last discontinuity,
+ * never taken from a wall clock. Each window's text buffer covers the part of the timeline that
+ * the previous window did not: the first window covers [0, window-length), the next ones [end of
+ * previous window, end of this window). The buffers (and GAP events) therefore tile the timeline
+ * without holes or overlaps.
  *
  * With overlap > 0 the words spoken in the shared audio come out of both windows; the element
  * drops, from the start of the new window's text, the longest run of words that repeats the end of
@@ -1075,9 +1093,11 @@ gst_canary_transcribe_class_init (GstCanaryTranscribeClass *klass)
   gst_element_class_set_static_metadata (element_class, "Canary speech transcriber",
       "Audio/Text/Filter",
       "Transcribes or translates speech into timestamped UTF-8 text with an NVIDIA Canary model "
-      "(.nemo), run on the CPU or a CUDA GPU by a built-in engine. Audio is cut into windows of "
-      "window-length (consecutive windows share 'overlap', whose repeated words are merged); each "
-      "window gives one text buffer, or a GAP event when nothing was said, with PTS and DURATION "
+      "(.nemo), run on the CPU or a CUDA GPU by a built-in engine. A voice activity detector cuts "
+      "the audio at pauses and sends only speech to the model (segmentation=vad, the default when "
+      "its weights are installed), or it is cut into windows of window-length sharing 'overlap', "
+      "whose repeated words are merged (segmentation=fixed); each segment or window gives one "
+      "text buffer, non-speech GAP events, with PTS and DURATION "
       "in the input's timeline, ready for webvttenc, srtenc, textoverlay or matroskamux. Each "
       "buffer is also announced by a 'canarytranscribe' element message (text, timestamp, "
       "stream-time, running-time, duration, language, final, processing-time).",
