@@ -3,7 +3,9 @@
  *
  * Tolerances (stated once, with the reason):
  *  - FP32 on CUDA: as tight as the CPU path against NeMo (ENC_TOL, TF_TOL = 1e-4 relative to
- *    max(1, max|NeMo|) / absolute on log-probs, as test_encoder.c and test_decoder.c).
+ *    max(1, max|NeMo|) / absolute on log-probs, as test_encoder.c and test_decoder.c); the
+ *    teacher-forced log-probs are computed, as on the CPU, from NeMo's encoder output
+ *    (canary_cuda_set_memory), so that TF_TOL bounds the decoder alone.
  *  - FP16: encoder output within FP16_ENC_TOL = 2e-2 · max(1, max|NeMo|): FP16 weights alone give
  *    < 1e-3 on the fixtures (test_cuda_host.c); FP16 activations add one rounding (2^-11) per
  *    stored tensor per layer. Teacher-forced log-probs within FP16_TF_TOL = 0.15 absolute (0.1 for
@@ -570,8 +572,23 @@ encoder_clip (gpu_model *g, const char *model, const char *clip, int *t_enc)
 static void
 teacher_clip (gpu_model *g, const char *model, const char *clip, int *agree_total, int *steps_total)
 {
-  npy_array tf;
+  npy_array tf, a_enc, a_elen;
   fixture_load_npy (model, clip, "tf_logprobs.npy", &tf);
+  /* NeMo's own encoder output as the decoder's memory, so the check is the decoder's alone
+   * (what test_decoder.c does on the CPU): fed from the GPU encoder instead, the encoder's error
+   * (up to ENC_TOL) passes through the cross-attention into the log-probs, which the CPU
+   * emulation of this pipeline measured at 1.07e-4 on canary2-tiny/speech4s, over TF_TOL. The
+   * end-to-end path is checked by the beam ids of test_fixture. */
+  fixture_load_npy (model, clip, "enc.npy", &a_enc);
+  fixture_load_npy (model, clip, "enc_len.npy", &a_elen);
+  float *enc = npy_to_f32 (&a_enc);
+  GError *err = NULL;
+  g_assert_true (canary_cuda_set_memory (g->st, enc,
+      (int) (a_enc.numel / canary_cuda_model_dims (g->cm)->H), (int) npy_get_i64 (&a_elen, 0), &err));
+  g_assert_no_error (err);
+  g_free (enc);
+  npy_array_clear (&a_enc);
+  npy_array_clear (&a_elen);
   GArray *seq = fixture_load_ids (model, clip, "prompt_ids.npy");
   GArray *b1 = fixture_load_ids (model, clip, "beam1_ids.npy");
   const int P = (int) seq->len, V = canary_cuda_model_dims (g->cm)->V;
@@ -579,7 +596,6 @@ teacher_clip (gpu_model *g, const char *model, const char *clip, int *agree_tota
   g_array_set_size (seq, MIN (seq->len, (guint) canary_cuda_model_dims (g->cm)->max_len));
   const int n = (int) seq->len, S = (int) tf.shape[0];
   float *logits = g_new (float, (gsize) n * V), *lp = g_new (float, V);
-  GError *err = NULL;
   for (int at = 0; at < n; at += 64) {
     const int len = MIN (64, n - at);
     g_assert_true (canary_cuda_step_all (g->st, (const gint32 *) seq->data + at, len, at, logits + (gsize) at * V, &err));

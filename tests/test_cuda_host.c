@@ -703,18 +703,21 @@ emu_call (emu *e, int n_beams, int n_tokens, gboolean all_rows, gboolean argmax)
   cuda_emu_run (e->w, &e->plan, e->arena, (const canary_cuda_launch *) e->list->data, e->list->len, e->pad);
 }
 
-/* The window's memory: NeMo's encoder output through the image's stacked cross K/V GEMM. */
+/* The window's memory: NeMo's encoder output in the encoder's output region, then the
+ * backend's own memory list (the stacked cross K/V GEMM), as canary_cuda_set_memory runs it. */
 static void
 emu_set_memory (emu *e, const float *enc, int T, int enc_len)
 {
   const canary_cuda_dims *m = &e->w->dims;
-  void *x = emu_region (e, CR_X);
+  void *x = emu_region (e, canary_cuda_encoder_output_region (e->w));
   for (gsize i = 0; i < (gsize) T * m->H; i++)
     cuda_emu_store (e->w, x, i, enc[i]);
-  canary_cuda_launch g = { .op = CL_GEMM, .layer = -1 };
-  g.u.gemm = (cl_gemm) { (guintptr) x, (guintptr) e->w->blob + e->w->cross_kv.w, (guintptr) e->w->blob + e->w->cross_kv.b,
-    (guintptr) emu_region (e, CR_CROSS_KV), T, e->w->cross_kv.out, m->H, m->H, e->w->cross_kv.out, CL_EPI_BIAS, 0.0f, FALSE };
-  cuda_emu_run (e->w, &e->plan, e->arena, &g, 1, e->pad);
+  GError *err = NULL;
+  g_array_set_size (e->list, 0);
+  g_assert_true (canary_cuda_memory_launches (e->w, &e->plan, (guintptr) e->w->blob, (guintptr) e->arena, T, e->list,
+      &err));
+  g_assert_no_error (err);
+  cuda_emu_run (e->w, &e->plan, e->arena, (const canary_cuda_launch *) e->list->data, e->list->len, e->pad);
   *emu_params (e) = (canary_cuda_step_params) { 0, T, enc_len, 0 };
   int *slot = emu_region (e, CR_SLOT);
   for (int b = 0; b < e->plan.max_beam; b++)

@@ -1083,8 +1083,8 @@ GST_START_TEST (test_gate_passes_audio_only_while_on)
   run.log = g_ptr_array_new_with_free_func (g_free);
   desc = g_strdup_printf ("audiotestsrc name=src num-buffers=40 samplesperbuffer=%d "
       "wave=white-noise volume=0.3 ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! "
-      "valve name=gate ! canarytranscribe name=stt model-path=%s ! fakesink", GATE_BUFFER,
-      MODEL2);
+      "valve name=gate ! canarytranscribe name=stt segmentation=fixed model-path=%s ! fakesink",
+      GATE_BUFFER, MODEL2);
   load_system_plugins ((const gchar *[]) { "coreelements", "audiotestsrc", NULL });
   pipeline = launch (desc);
   src = gst_bin_get_by_name (GST_BIN (pipeline), "src");

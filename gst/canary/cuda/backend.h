@@ -46,6 +46,11 @@ const canary_cuda_plan *canary_cuda_state_plan (const canary_cuda_state *st);
  * device and computes the decoder's cross-attention K/V; clears the self-attention cache. */
 gboolean canary_cuda_encode (canary_cuda_state *st, const float *mel, int n_frames, int n_valid,
     int *t_enc, int *enc_len, GError **error);
+/* Sets the window's memory from an encoder output [t_enc][out_dim] given as FP32 on the host (as
+ * NeMo's, in tests): converted to the model's dtype, then the decoder's cross-attention K/V;
+ * clears the self-attention cache, as canary_cuda_encode does. */
+gboolean canary_cuda_set_memory (canary_cuda_state *st, const float *enc, int t_enc, int enc_len,
+    GError **error);
 /* The last encoder output [t_enc][out_dim] as FP32 on the host (tests). */
 gboolean canary_cuda_encoder_output (canary_cuda_state *st, float *out, GError **error);
 

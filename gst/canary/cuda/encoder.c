@@ -37,6 +37,45 @@ canary_cuda_encode (canary_cuda_state *st, const float *mel, int n_frames, int n
 }
 
 gboolean
+canary_cuda_set_memory (canary_cuda_state *st, const float *enc, int t_enc, int enc_len, GError **error)
+{
+  g_return_val_if_fail (st && enc, FALSE);
+  const canary_cuda_dims *m = &st->model->w->dims;
+  const gsize n = (gsize) MAX (t_enc, 0) * m->out_dim;
+  st->has_memory = FALSE;
+  g_array_set_size (st->launches, 0);
+  if (!canary_cuda_memory_launches (st->model->w, &st->plan, (guintptr) st->model->dev, (guintptr) st->arena, t_enc,
+          st->launches, error))
+    return FALSE;
+  if (enc_len < 0 || enc_len > t_enc || n * 4 > st->plan.region[CR_BIG].bytes) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_ARGUMENT,
+        "CUDA decoder memory: %d of %d frames valid, %" G_GSIZE_FORMAT " values (staging holds %" G_GSIZE_FORMAT ")",
+        enc_len, t_enc, n, (gsize) st->plan.region[CR_BIG].bytes / 4);
+    return FALSE;
+  }
+  /* FP32 up into the FF buffer (free between windows), converted to the model's dtype in place. */
+  float *staging = cuda_region (st, CR_BIG);
+  void *dst = cuda_region (st, canary_cuda_encoder_output_region (st->model->w));
+  if (!canary_cuda_ok (cudaSetDevice (st->model->device), "selecting the GPU", error)
+      || !canary_cuda_ok (cudaMemcpyAsync (staging, enc, n * 4, cudaMemcpyHostToDevice, st->stream),
+          "uploading the encoder output", error)
+      || !canary_cuda_ok (ck_from_f32 (cuda_ck (st), staging, dst, n, st->stream), "converting the encoder output",
+          error)
+      || !canary_cuda_exec_list (st, st->launches, error))
+    return FALSE;
+  st->T = t_enc;
+  st->enc_len = enc_len;
+  *st->h_params = (ck_step_params) { 0, t_enc, enc_len, 0 };
+  if (!canary_cuda_upload_params (st, error)
+      || !canary_cuda_ok (cudaStreamSynchronize (st->stream), "computing the decoder memory", error))
+    return FALSE;
+  st->has_memory = TRUE;
+  st->length = 0;
+  st->n_beams = 0;
+  return TRUE;
+}
+
+gboolean
 canary_cuda_encoder_output (canary_cuda_state *st, float *out, GError **error)
 {
   const canary_cuda_dims *m = &st->model->w->dims;
@@ -45,7 +84,7 @@ canary_cuda_encoder_output (canary_cuda_state *st, float *out, GError **error)
     return FALSE;
   }
   const gsize n = (gsize) st->T * m->out_dim;
-  const void *enc = cuda_region (st, m->has_proj ? CR_ENC_OUT : CR_X);
+  const void *enc = cuda_region (st, canary_cuda_encoder_output_region (st->model->w));
   /* Converted to FP32 in the FF buffer, which the encoder no longer needs. */
   float *tmp = cuda_region (st, CR_BIG);
   if (n * 4 > st->plan.region[CR_BIG].bytes) {

@@ -168,4 +168,14 @@ gboolean canary_cuda_encoder_launches (const canary_cuda_weights *w, const canar
     guintptr wbase, guintptr abase, int n_frames, int n_valid, int *t_enc, int *enc_len, GArray *out,
     GError **error);
 
+/* Where the encoder output [t_enc][out_dim] lives in the arena: the projection's region when the
+ * model has one, else x. */
+canary_cuda_region_id canary_cuda_encoder_output_region (const canary_cuda_weights *w);
+
+/* The window's memory alone: every decoder layer's cross-attention K/V from an encoder output
+ * already in that region — the last record of the encoder's list. With it a test feeds NeMo's
+ * encoder output to the decoder. CANARY_ERROR_INVALID_AUDIO when t_enc exceeds the plan's. */
+gboolean canary_cuda_memory_launches (const canary_cuda_weights *w, const canary_cuda_plan *plan,
+    guintptr wbase, guintptr abase, int t_enc, GArray *out, GError **error);
+
 G_END_DECLS

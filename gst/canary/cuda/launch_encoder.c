@@ -150,6 +150,36 @@ layer (enc_builder *b, int i, int T, int L)
   check (b, x, n, "FF2");
 }
 
+/* Every decoder layer's cross-attention K|V from the window's encoder output, in one GEMM. */
+static void
+memory (enc_builder *b, int T)
+{
+  const canary_cuda_weights *w = b->w;
+  gemm (b, &w->cross_kv, region (b, canary_cuda_encoder_output_region (w)), T, region (b, CR_CROSS_KV),
+      w->cross_kv.out, CL_EPI_BIAS, 0.0f);
+}
+
+canary_cuda_region_id
+canary_cuda_encoder_output_region (const canary_cuda_weights *w)
+{
+  return w->dims.has_proj ? CR_ENC_OUT : CR_X;
+}
+
+gboolean
+canary_cuda_memory_launches (const canary_cuda_weights *w, const canary_cuda_plan *plan, guintptr wbase,
+    guintptr abase, int t_enc, GArray *out, GError **error)
+{
+  g_return_val_if_fail (w && plan && out, FALSE);
+  if (t_enc < 1 || t_enc > plan->t_max) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_INVALID_AUDIO,
+        "CUDA decoder memory: %d encoder frames; this state's arena takes 1..%d", t_enc, plan->t_max);
+    return FALSE;
+  }
+  enc_builder b = { w, plan, wbase, abase, w->dims.dtype == CANARY_CUDA_F16 ? 2 : 4, -1, out };
+  memory (&b, t_enc);
+  return TRUE;
+}
+
 gboolean
 canary_cuda_encoder_launches (const canary_cuda_weights *w, const canary_cuda_plan *plan, guintptr wbase,
     guintptr abase, int n_frames, int n_valid, int *t_enc, int *enc_len, GArray *out, GError **error)
@@ -181,13 +211,9 @@ canary_cuda_encoder_launches (const canary_cuda_weights *w, const canary_cuda_pl
   const guintptr x = region (&b, CR_X);
   if (m->enc_layers > 0)
     norm (&b, &w->enc[m->enc_layers - 1].ln_out, x, x, T);
-  guintptr enc = x;
-  if (m->has_proj) {
-    enc = region (&b, CR_ENC_OUT);
-    gemm (&b, &w->proj, x, T, enc, m->out_dim, CL_EPI_BIAS, 0.0f);
-  }
-  /* Every decoder layer's cross-attention K|V from the window, in one GEMM. */
-  gemm (&b, &w->cross_kv, enc, T, region (&b, CR_CROSS_KV), w->cross_kv.out, CL_EPI_BIAS, 0.0f);
+  if (m->has_proj)
+    gemm (&b, &w->proj, x, T, region (&b, CR_ENC_OUT), m->out_dim, CL_EPI_BIAS, 0.0f);
+  memory (&b, T);
   *t_enc = T;
   *enc_len = L;
   return TRUE;
