@@ -4,9 +4,12 @@
   evaluate.py nemo    MODEL.nemo MANIFEST.jsonl OUT.jsonl     # NeMo's transcribe(), beam 1
   evaluate.py element MODEL.nemo MANIFEST.jsonl OUT.jsonl     # gst-launch-1.0 ... canarytranscribe ! fdsink
         [--precision fp32|fp16]                                  # the element's precision (CPU)
-  evaluate.py longform MODEL.nemo MANIFEST.jsonl OUT.jsonl --seconds 120
+        [--segmentation fixed|vad]                               # fixed (default): each clip whole,
+                                                                 # as NeMo gets it; vad: speech only
+  evaluate.py longform MODEL.nemo MANIFEST.jsonl OUT.jsonl --seconds 120 [--segmentation fixed|vad]
         # joins the manifest's clips into one file of at least --seconds, runs it
-        # through `canarytranscribe ! webvttenc` (10 s windows) and scores the joined cues
+        # through `canarytranscribe ! webvttenc` (10 s windows, or VAD segments) and scores the
+        # joined cues; with vad also the fraction of the audio that went to the model
   evaluate.py compare A.jsonl B.jsonl                          # how many transcripts are identical
 
 Element runs need the plugin on GST_PLUGIN_PATH (e.g. build/gst). Prints "WER x.xx % (errors/words)".
@@ -28,12 +31,24 @@ PIPE = ["filesrc", "location={wav}", "!", "decodebin", "!", "audioconvert", "!",
 
 
 PRECISION = "fp32"
+SEGMENTATION = "fixed"
+REPO = Path(__file__).resolve().parent.parent
+# The build tree's plugin finds the VAD weights through this (tools/fetch-vad.sh puts them there).
+os.environ.setdefault("CANARY_VAD_MODEL", str(REPO / "data" / "silero_vad_16k.safetensors"))
 
 
-def gst(model, wav, tail):
-    args = (["gst-launch-1.0", "-q"] + [a.format(wav=wav, model=model) for a in PIPE] + [f"precision={PRECISION}"]
-            + tail)
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+def gst(model, wav, tail, log=False):
+    """The element's output on stdout; with `log`, also its debug log (stderr)."""
+    args = (["gst-launch-1.0", "-q"] + [a.format(wav=wav, model=model) for a in PIPE]
+            + [f"precision={PRECISION}", f"segmentation={SEGMENTATION}"] + tail)
+    env = dict(os.environ, GST_DEBUG="canarytranscribe:6", GST_DEBUG_NO_COLOR="1") if log else None
+    r = subprocess.run(args, check=True, capture_output=True, text=True, env=env)
+    return (r.stdout, r.stderr) if log else r.stdout
+
+
+def sent_samples(log):
+    """Samples the element handed to the model, from its LOG lines ("... of N samples, text ...")."""
+    return sum(int(m.group(1)) for m in re.finditer(r"(?:speech segment|window) of (\d+) samples", log))
 
 
 def run_nemo(model_path, rows):
@@ -71,16 +86,20 @@ def longform(model, rows, seconds, out):
         wav = os.path.join(tmp, "long.wav")
         # the clips carry 0.05-0.4 s of silence at each end: concatenated, sentences are 0.15-0.8 s apart
         subprocess.run(["sox"] + [r["audio_filepath"] for r in chosen] + [wav], check=True)
-        vtt = gst(model, wav, ["!", "webvttenc", "!", "fdsink"])
+        vtt, log = gst(model, wav, ["!", "webvttenc", "!", "fdsink"], log=True)
+        samples = int(subprocess.run(["soxi", "-s", wav], check=True, capture_output=True, text=True).stdout)
     cues = [l for l in vtt.splitlines() if l.strip() and "-->" not in l and l.strip() != "WEBVTT"
             and not re.fullmatch(r"\d+", l.strip())]
     ref = " ".join(r["text"] for r in chosen)
     hyp = " ".join(cues)
     with open(out, "w") as f:
-        json.dump({"seconds": round(total, 1), "clips": len(chosen), "text": ref, "pred_text": hyp,
+        sent = sent_samples(log)
+        json.dump({"seconds": round(total, 1), "clips": len(chosen), "segmentation": SEGMENTATION,
+                   "text": ref, "pred_text": hyp, "samples": samples, "samples_to_model": sent,
                    "vtt": vtt}, f, indent=1)
     e, n = wer([(ref, hyp)])
-    print(f"long-form {total:.1f} s from {len(chosen)} clips: WER {100 * e / n:.2f} % ({e}/{n} words)")
+    print(f"long-form {total:.1f} s from {len(chosen)} clips, {SEGMENTATION}: WER {100 * e / n:.2f} % "
+          f"({e}/{n} words); {100 * sent / samples:.1f} % of the audio went to the model")
 
 
 def main():
@@ -92,9 +111,12 @@ def main():
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="the element's precision")
+    ap.add_argument("--segmentation", choices=["fixed", "vad"], default="fixed",
+                    help="the element's segmentation")
     a = ap.parse_args()
-    global PRECISION
+    global PRECISION, SEGMENTATION
     PRECISION = a.precision
+    SEGMENTATION = a.segmentation
     if a.mode == "compare":
         x = [json.loads(l) for l in open(a.a)]
         y = {r["audio_filepath"]: r for r in map(json.loads, open(a.b))}
