@@ -2,7 +2,11 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  *   canary-bench [--shape canary-1b-flash] [--tokens 40] [--repeats 3] [--threads N] [--load FILE.nemo]
- *                [--precision fp32|fp16]
+ *                [--precision fp32|fp16] [--load-only]
+ *
+ * --load-only loads FILE.nemo at --precision and prints the process's memory after the load (VmRSS,
+ * what it holds from then on) and its peak during it (VmHWM), then exits: the FP16 vs FP32 memory
+ * of a real file, whose FP32 mapping the FP16 load pages out.
  *
  * --precision fp16 runs the CPU's FP16 weights (canary_encoder_use_f16 / canary_decoder_use_f16);
  * run it alternately with fp32 for ratios. Its peak RSS still holds the random FP32 weights (they
@@ -52,6 +56,17 @@ argmax (const float *v, int n)
     if (v[i] > v[best])
       best = i;
   return best;
+}
+
+/* A "VmRSS:"-style line of /proc/self/status, in MB (-1 where unreadable). */
+static double
+proc_status_mb (const char *key)
+{
+  g_autofree char *status = NULL;
+  if (!g_file_get_contents ("/proc/self/status", &status, NULL, NULL))
+    return -1;
+  const char *line = strstr (status, key);
+  return line ? g_ascii_strtod (line + strlen (key), NULL) / 1024.0 : -1;
 }
 
 static double
@@ -117,6 +132,7 @@ main (int argc, char **argv)
 {
   char *shape = g_strdup ("canary-1b-flash"), *load_path = NULL, *precision = NULL;
   int tokens = 40, repeats = 3, threads = 0;
+  gboolean load_only = FALSE;
   GOptionEntry entries[] = {
     { "shape", 's', 0, G_OPTION_ARG_STRING, &shape, "Model shape (canary-1b, canary-1b-flash, canary-180m-flash, canary-1b-v2, tiny)", "NAME" },
     { "tokens", 't', 0, G_OPTION_ARG_INT, &tokens, "Decoded tokens per window (default 40)", "N" },
@@ -124,6 +140,7 @@ main (int argc, char **argv)
     { "threads", 'j', 0, G_OPTION_ARG_INT, &threads, "BLAS threads (default: all cores)", "N" },
     { "load", 'l', 0, G_OPTION_ARG_FILENAME, &load_path, "Also time loading this .nemo file", "FILE" },
     { "precision", 'p', 0, G_OPTION_ARG_STRING, &precision, "fp32 (default) or fp16 weights", "P" },
+    { "load-only", 0, 0, G_OPTION_ARG_NONE, &load_only, "Only load --load's file; print its memory", NULL },
     { NULL }
   };
   GError *err = NULL;
@@ -160,7 +177,19 @@ main (int argc, char **argv)
       return 1;
     }
     load_ms = canary_now_ms () - t0;
+    if (load_only) {
+      const canary_model_info *info = canary_model_get_info (m);
+      printf ("{\"file\": \"%s\", \"precision\": \"%s\", \"load_ms\": %.1f, \"weight_mb\": %.1f, "
+          "\"copied_weight_mb\": %.1f, \"rss_after_load_mb\": %.1f, \"peak_rss_mb\": %.1f}\n", load_path,
+          fp16 ? "fp16" : "fp32", load_ms, info->weight_bytes / 1e6, info->copied_weight_bytes / 1e6,
+          proc_status_mb ("VmRSS:"), proc_status_mb ("VmHWM:"));
+      canary_model_unref (m);
+      return 0;
+    }
     canary_model_unref (m);
+  } else if (load_only) {
+    g_printerr ("--load-only needs --load FILE\n");
+    return 2;
   }
 
   double t0 = canary_now_ms ();
