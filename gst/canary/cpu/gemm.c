@@ -332,10 +332,10 @@ static void
 gemm_tiles (const canary_gemm_job *j, int n0, int n1, int m0, int m1, int k0, int k1, float *dst,
     gsize ldd, gboolean epilogue)
 {
-  if (j->w16) {  /* an AVX-512 CPU has AVX2, FMA and F16C */
-    f16_tiles (TRUE, j, n0, n1, m0, m1, k0, k1, dst, ldd, epilogue);
-    return;
-  }
+  /* FP16 weights: each 6-row tile of a k block is widened to FP32 once (F16C; an AVX-512 CPU has
+   * it) into an L1 buffer, which the same 6 x 64 kernel then reads for every 64 columns: the
+   * conversion costs 1/(M/64) of a tile's FMAs, so FP16 runs at the FP32 kernel's speed. */
+  float wp[TILE_N * KC] __attribute__ ((aligned (64)));
   const int kblocks = (k1 - k0 + KC - 1) / KC;
   const int kcb = (int) round_up ((k1 - k0 + kblocks - 1) / kblocks, 16);
   for (int kb = k0; kb < k1; kb += kcb) {
@@ -343,9 +343,22 @@ gemm_tiles (const canary_gemm_job *j, int n0, int n1, int m0, int m1, int k0, in
     const gboolean first = kb == k0, last = kb + kc == k1 && epilogue;
     for (int n = n0; n < n1; n += TILE_N) {
       const int nr = MIN (TILE_N, n1 - n);
-      const float *wt = j->w + (gsize) n * j->sn + (gsize) kb * j->sk;
+      const float *wt;
+      gsize sn, sk;
+      if (j->w16) {
+        g_assert (j->sk == 1);
+        for (int r = 0; r < nr; r++)
+          canary_f16_row_to_f32 (TRUE, j->w16 + (gsize) (n + r) * j->sn + kb, wp + (gsize) r * kc, kc);
+        wt = wp;
+        sn = kc;
+        sk = 1;
+      } else {
+        wt = j->w + (gsize) n * j->sn + (gsize) kb * j->sk;
+        sn = j->sn;
+        sk = j->sk;
+      }
       for (int m = m0; m < m1; m += TILE_M)
-        kernel_6x64 (j->xt + (gsize) kb * j->ldx + m, j->ldx, wt, j->sn, j->sk, kc,
+        kernel_6x64 (j->xt + (gsize) kb * j->ldx + m, j->ldx, wt, sn, sk, kc,
             dst + (gsize) n * ldd + m, ldd, nr, MIN (TILE_M, m1 - m), first, last,
             j->bias ? j->bias + n : NULL, j->act);
     }
