@@ -74,8 +74,8 @@ open_model (const char *model, fp16_model *m)
   g_assert_no_error (err);
   m->dec = canary_decoder_new (m->fm.cfg, m->fm.ck, &err);
   g_assert_no_error (err);
-  g_assert_true (canary_encoder_use_f16 (m->enc, &err));
-  g_assert_true (canary_decoder_use_f16 (m->dec, &err));
+  g_assert_true (canary_encoder_use_f16 (m->enc, NULL, NULL, &err));
+  g_assert_true (canary_decoder_use_f16 (m->dec, NULL, NULL, &err));
   g_assert_no_error (err);
   g_assert_cmpuint (canary_encoder_f16_elems (m->enc), >, 0);
   g_assert_cmpuint (canary_decoder_f16_elems (m->dec), >, 0);

@@ -4,9 +4,9 @@
  *   canary-bench [--shape canary-1b-flash] [--tokens 40] [--repeats 3] [--threads N] [--load FILE.nemo]
  *                [--precision fp32|fp16] [--load-only]
  *
- * --load-only loads FILE.nemo at --precision and prints the process's memory after the load (VmRSS,
- * what it holds from then on) and its peak during it (VmHWM), then exits: the FP16 vs FP32 memory
- * of a real file, whose FP32 mapping the FP16 load pages out.
+ * --load-only loads FILE.nemo at --precision and prints the process's memory after the load and
+ * after transcribing one 10 s window (VmRSS, what it holds; VmHWM, its peak so far), then exits:
+ * the FP16 vs FP32 memory of a real file, whose FP32 mapping the FP16 load pages out as it goes.
  *
  * --precision fp16 runs the CPU's FP16 weights (canary_encoder_use_f16 / canary_decoder_use_f16);
  * run it alternately with fp32 for ratios. Its peak RSS still holds the random FP32 weights (they
@@ -178,11 +178,32 @@ main (int argc, char **argv)
     }
     load_ms = canary_now_ms () - t0;
     if (load_only) {
+      /* After the load, then after one 10 s window (which reads every weight: an FP32 model's
+       * mapping is only paged in by use). */
       const canary_model_info *info = canary_model_get_info (m);
+      double rss_load = proc_status_mb ("VmRSS:"), hwm_load = proc_status_mb ("VmHWM:");
+      canary_state *st = canary_state_new (m, &err);
+      float *pcm = g_new (float, 160000);
+      GRand *rng = g_rand_new_with_seed (1);
+      for (int i = 0; i < 160000; i++)
+        pcm[i] = (float) g_rand_double_range (rng, -0.1, 0.1);
+      g_rand_free (rng);
+      canary_decode_options dopt;
+      canary_decode_options_init (&dopt);
+      dopt.max_generation_delta = 0;   /* random weights never say EOS: stop at T_enc tokens */
+      canary_result *r = st ? canary_transcribe (st, pcm, 160000, &dopt, &err) : NULL;
+      if (!r) {
+        g_printerr ("%s\n", err->message);
+        return 1;
+      }
       printf ("{\"file\": \"%s\", \"precision\": \"%s\", \"load_ms\": %.1f, \"weight_mb\": %.1f, "
-          "\"copied_weight_mb\": %.1f, \"rss_after_load_mb\": %.1f, \"peak_rss_mb\": %.1f}\n", load_path,
+          "\"copied_weight_mb\": %.1f, \"rss_after_load_mb\": %.1f, \"peak_rss_load_mb\": %.1f, "
+          "\"window_ms\": %.1f, \"rss_after_window_mb\": %.1f, \"peak_rss_mb\": %.1f}\n", load_path,
           fp16 ? "fp16" : "fp32", load_ms, info->weight_bytes / 1e6, info->copied_weight_bytes / 1e6,
-          proc_status_mb ("VmRSS:"), proc_status_mb ("VmHWM:"));
+          rss_load, hwm_load, r->total_ms, proc_status_mb ("VmRSS:"), proc_status_mb ("VmHWM:"));
+      canary_result_free (r);
+      g_free (pcm);
+      canary_state_free (st);
       canary_model_unref (m);
       return 0;
     }
@@ -202,7 +223,7 @@ main (int argc, char **argv)
   canary_mel *mel = canary_mel_new (cfg, ck, &err);
   canary_encoder *enc = mel ? canary_encoder_new (cfg, ck, &err) : NULL;
   canary_decoder *dec = enc ? canary_decoder_new (cfg, ck, &err) : NULL;
-  if (!dec || (fp16 && (!canary_encoder_use_f16 (enc, &err) || !canary_decoder_use_f16 (dec, &err)))) {
+  if (!dec || (fp16 && (!canary_encoder_use_f16 (enc, NULL, NULL, &err) || !canary_decoder_use_f16 (dec, NULL, NULL, &err)))) {
     g_printerr ("%s\n", err->message);
     return 1;
   }

@@ -183,6 +183,13 @@ backend_args (const canary_model *m)
 }
 
 /* Opens and binds everything; `m->path` and options are set by the caller. */
+/* canary_release_fn for the FP16 converters: a converted tensor's FP32 pages leave memory. */
+static void
+release_source (const void *src, gsize bytes, gpointer archive)
+{
+  canary_archive_release_range (archive, src, bytes);
+}
+
 static gboolean
 model_build (canary_model *m, GError **error)
 {
@@ -219,9 +226,11 @@ model_build (canary_model *m, GError **error)
   if (!m->decoder)
     goto prefix_path;
   if (m->info.device == CANARY_DEVICE_CPU && m->info.precision == CANARY_PRECISION_FP16) {
-    /* FP16 weights for every GEMM, converted once; then the checkpoint's FP32 pages may go (what
-     * stays FP32 — norms, biases, position tables — is read back from the file on use). */
-    if (!canary_encoder_use_f16 (m->encoder, error) || !canary_decoder_use_f16 (m->decoder, error))
+    /* FP16 weights for every GEMM, converted once; each tensor's FP32 pages leave memory as soon
+     * as it is converted, the rest at the end (what stays FP32 — norms, biases, position tables —
+     * is read back from the file on use). */
+    if (!canary_encoder_use_f16 (m->encoder, release_source, m->archive, error)
+        || !canary_decoder_use_f16 (m->decoder, release_source, m->archive, error))
       goto prefix_path;
     canary_archive_release_pages (m->archive);
   }

@@ -331,7 +331,8 @@ canary_decoder_new (const canary_config *cfg, const canary_ckpt *ck, GError **er
 }
 
 gboolean
-canary_decoder_use_f16 (canary_decoder *dec, GError **error)
+canary_decoder_use_f16 (canary_decoder *dec, canary_release_fn release, gpointer user_data,
+    GError **error)
 {
   g_return_val_if_fail (dec && !dec->f16, FALSE);
   const int per_block = 10;
@@ -363,6 +364,8 @@ canary_decoder_use_f16 (canary_decoder *dec, GError **error)
     for (gsize q = 0; q < e; q++)
       buf[at + q] = canary_f32_to_f16 (lins[i]->w[q]);
     lins[i]->w16 = buf + at;
+    if (release)
+      release (lins[i]->w, e * sizeof (float), user_data);
     at += e;
   }
   if (tied) {

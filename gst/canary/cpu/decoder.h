@@ -47,7 +47,8 @@ void canary_decoder_free (canary_decoder *dec);
  * rounding); steps then read it with FP32 sums (AVX2/F16C or portable, canary_f16_simd_enabled)
  * on a team of the state's. LayerNorms, biases and the position table stay FP32; logits,
  * softmax and LayerNorm statistics are FP32. Call once, before creating states. */
-gboolean canary_decoder_use_f16 (canary_decoder *dec, GError **error);
+gboolean canary_decoder_use_f16 (canary_decoder *dec, canary_release_fn release, gpointer user_data,
+    GError **error);
 /* Weights converted to FP16 (0 before canary_decoder_use_f16). */
 gsize canary_decoder_f16_elems (const canary_decoder *dec);
 

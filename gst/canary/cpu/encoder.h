@@ -41,7 +41,8 @@ gsize canary_encoder_weight_bytes (const canary_encoder *enc);
  * BatchNorm folded in FP32, the position biases) stays FP32. Call once, before any forward pass;
  * FALSE with CANARY_ERROR_OUT_OF_MEMORY when the allocation fails. Afterwards the FP32 GEMM
  * weights are no longer read (the caller may page the checkpoint out). */
-gboolean canary_encoder_use_f16 (canary_encoder *enc, GError **error);
+gboolean canary_encoder_use_f16 (canary_encoder *enc, canary_release_fn release, gpointer user_data,
+    GError **error);
 /* Weights converted to FP16 (0 before canary_encoder_use_f16). */
 gsize canary_encoder_f16_elems (const canary_encoder *enc);
 

@@ -369,7 +369,8 @@ f16_slots (canary_encoder *e, f16_slot *s)
 }
 
 gboolean
-canary_encoder_use_f16 (canary_encoder *enc, GError **error)
+canary_encoder_use_f16 (canary_encoder *enc, canary_release_fn release, gpointer user_data,
+    GError **error)
 {
   g_return_val_if_fail (enc && !enc->f16, FALSE);
   f16_slot *s = g_new (f16_slot, (gsize) MAX_STAGES + 2 + 11 * (gsize) enc->n_layers);
@@ -389,6 +390,8 @@ canary_encoder_use_f16 (canary_encoder *enc, GError **error)
     for (gsize j = 0; j < s[i].n; j++)
       buf[at + j] = canary_f32_to_f16 (s[i].w[j]);
     *s[i].w16 = buf + at;
+    if (release)
+      release (s[i].w, s[i].n * sizeof (float), user_data);
     at += s[i].n;
   }
   g_free (s);

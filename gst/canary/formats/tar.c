@@ -639,6 +639,34 @@ canary_archive_release_pages (canary_archive *ar)
   g_mutex_unlock (&ar->lock);
 }
 
+/* Drops the whole pages of [p, p + len) that lie inside @map; TRUE when the range is in it. */
+static gboolean
+release_in_mapping (GMappedFile *map, const guint8 *p, gsize len)
+{
+  const gsize mlen = map ? g_mapped_file_get_length (map) : 0;
+  const guint8 *base = map ? (const guint8 *) g_mapped_file_get_contents (map) : NULL;
+  if (mlen == 0 || p < base || p + len > base + mlen)
+    return FALSE;
+  const guintptr page = (guintptr) sysconf (_SC_PAGESIZE);
+  const guintptr lo = ((guintptr) p + page - 1) / page * page, hi = ((guintptr) p + len) / page * page;
+  if (hi > lo && madvise ((void *) lo, hi - lo, MADV_DONTNEED) != 0)
+    CANARY_DEBUG ("madvise: %s", g_strerror (errno));
+  return TRUE;
+}
+
+void
+canary_archive_release_range (canary_archive *ar, const void *p, gsize len)
+{
+  g_mutex_lock (&ar->lock);
+  if (!release_in_mapping (ar->map, p, len)) {
+    for (guint i = 0; i < ar->members->len; i++) {
+      if (release_in_mapping (((member *) g_ptr_array_index (ar->members, i))->map, p, len))
+        break;
+    }
+  }
+  g_mutex_unlock (&ar->lock);
+}
+
 const char *
 canary_archive_path (canary_archive *ar)
 {

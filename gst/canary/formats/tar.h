@@ -38,6 +38,10 @@ const char *canary_archive_member_name (canary_archive *ar, guint i);
  * heap memory and is left alone. */
 void canary_archive_release_pages (canary_archive *ar);
 
+/* The same for the whole pages inside [p, p + len), when they lie in one of the archive's file
+ * mappings; bytes elsewhere (heap copies, an inflated gzip) are left alone. */
+void canary_archive_release_range (canary_archive *ar, const void *p, gsize len);
+
 /* The path the archive was opened from ("<memory>" for open_bytes). */
 const char *canary_archive_path (canary_archive *ar);
 
