@@ -446,7 +446,7 @@ parse_options (App *app, gint *argc, gchar ***argv)
     {"device", 0, 0, G_OPTION_ARG_STRING, &app->opt.device,
         "Where the model runs: auto, cuda, cpu (default: auto)", "DEVICE"},
     {"precision", 0, 0, G_OPTION_ARG_STRING, &app->opt.precision,
-        "Model arithmetic: auto, fp16 (CUDA only), fp32 (default: auto)", "PRECISION"},
+        "Model arithmetic: auto, fp16 (half the memory), fp32 (default: auto)", "PRECISION"},
     {"language", 'l', 0, G_OPTION_ARG_STRING, &app->opt.language,
         "Language spoken, e.g. en, de, fr (default: en)", "CODE"},
     {"segmentation", 0, 0, G_OPTION_ARG_STRING, &app->opt.segmentation,

@@ -240,7 +240,7 @@ gst_canary_transcribe_precision_get_type (void)
   static GType type = 0;
   static const GEnumValue values[] = {
     {GST_CANARY_TRANSCRIBE_PRECISION_AUTO, "FP16 on CUDA, FP32 on the CPU", "auto"},
-    {GST_CANARY_TRANSCRIBE_PRECISION_FP16, "FP16 weights and activations (CUDA only)", "fp16"},
+    {GST_CANARY_TRANSCRIBE_PRECISION_FP16, "FP16 weights, FP32 sums (on CUDA FP16 activations too)", "fp16"},
     {GST_CANARY_TRANSCRIBE_PRECISION_FP32, "FP32 throughout", "fp32"},
     {0, NULL, NULL},
   };
