@@ -4,7 +4,7 @@
 # training resumes from its last checkpoint, so the script can be stopped and rerun at any time.
 #
 #   bash training/run.sh                 # WORK=training/work, NEMO_VENV=tests/reference/.venv
-#   NEMO_VENV=/path/to/venv STEPS=5000 HOURS=1.55 bash training/run.sh
+#   NEMO_VENV=/path/to/venv STEPS=14000 bash training/run.sh
 #
 # Needs: Debian packages espeak-ng flite sox wordnet-base festival festvox-* (installed here), python3.11 and PyPI
 # access for the NeMo venv (tests/reference/requirements.txt), a built plugin for the element WER.
@@ -14,7 +14,11 @@ repo=$(cd "$here/.." && pwd)
 WORK=${WORK:-$here/work}
 VENV=${NEMO_VENV:-$repo/tests/reference/.venv}
 STEPS=${STEPS:-14000}
-HOURS=${HOURS:-1.6}   # one session's training budget; a later session resumes (train.py --init)
+# The schedule runs over STEPS (HOURS=0): the hours trained accumulate across sessions (the
+# .train.json beside the model), and a session's CPU is often shared, so a time-based schedule
+# would decay the LR for steps that never ran. Stop the run by hand before a session ends (it
+# saves every 10 minutes) and the next resumes from the step it reached.
+HOURS=${HOURS:-0}
 SEED=${SEED:-1}
 
 missing=$(for p in espeak-ng flite sox wordnet-base festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
