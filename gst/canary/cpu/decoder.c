@@ -361,8 +361,7 @@ canary_decoder_use_f16 (canary_decoder *dec, canary_release_fn release, gpointer
   gsize at = 0;
   for (int i = 0; i < n; i++) {
     const gsize e = (gsize) lins[i]->out * lins[i]->in;
-    for (gsize q = 0; q < e; q++)
-      buf[at + q] = canary_f32_to_f16 (lins[i]->w[q]);
+    canary_f32_to_f16_n (lins[i]->w, buf + at, e);
     lins[i]->w16 = buf + at;
     if (release)
       release (lins[i]->w, e * sizeof (float), user_data);
@@ -372,8 +371,7 @@ canary_decoder_use_f16 (canary_decoder *dec, canary_release_fn release, gpointer
     dec->tok_emb16 = dec->head.w16;
   } else {
     const gsize e = (gsize) dec->V * dec->H;
-    for (gsize q = 0; q < e; q++)
-      buf[at + q] = canary_f32_to_f16 (dec->tok_emb[q]);
+    canary_f32_to_f16_n (dec->tok_emb, buf + at, e);
     dec->tok_emb16 = buf + at;
     at += e;
   }

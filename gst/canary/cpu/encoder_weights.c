@@ -387,8 +387,7 @@ canary_encoder_use_f16 (canary_encoder *enc, canary_release_fn release, gpointer
   }
   gsize at = 0;
   for (int i = 0; i < n; i++) {
-    for (gsize j = 0; j < s[i].n; j++)
-      buf[at + j] = canary_f32_to_f16 (s[i].w[j]);
+    canary_f32_to_f16_n (s[i].w, buf + at, s[i].n);
     *s[i].w16 = buf + at;
     if (release)
       release (s[i].w, s[i].n * sizeof (float), user_data);

@@ -93,6 +93,43 @@ canary_f32_to_f16 (float x)
   return (guint16) (sign | h);
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+/* vcvtps2ph with round-to-nearest-even gives canary_f32_to_f16's bits for every finite or
+ * infinite input (overflow, subnormals and ties included); NaNs differ (it keeps payload bits),
+ * so a block holding one goes through the scalar conversion. */
+__attribute__ ((target ("avx,f16c"))) static void
+f32_to_f16_f16c (const float *src, guint16 *dst, gsize n)
+{
+  gsize i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps (src + i);
+    if (_mm256_movemask_ps (_mm256_cmp_ps (x, x, _CMP_UNORD_Q))) {
+      for (int j = 0; j < 8; j++)
+        dst[i + j] = canary_f32_to_f16 (src[i + j]);
+      continue;
+    }
+    _mm_storeu_si128 ((__m128i *) (dst + i), _mm256_cvtps_ph (x, _MM_FROUND_TO_NEAREST_INT));
+  }
+  for (; i < n; i++)
+    dst[i] = canary_f32_to_f16 (src[i]);
+}
+#define HAVE_F16C_CONVERT 1
+#endif
+
+void
+canary_f32_to_f16_n (const float *src, guint16 *dst, gsize n)
+{
+#ifdef HAVE_F16C_CONVERT
+  if (__builtin_cpu_supports ("f16c") && __builtin_cpu_supports ("avx")) {
+    f32_to_f16_f16c (src, dst, n);
+    return;
+  }
+#endif
+  for (gsize i = 0; i < n; i++)
+    dst[i] = canary_f32_to_f16 (src[i]);
+}
+
 float
 canary_f16_to_f32 (guint16 h)
 {

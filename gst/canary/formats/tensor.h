@@ -52,15 +52,18 @@ float *canary_tensor_to_f32 (const canary_tensor *t);
  * zero-copy path), otherwise NULL. */
 const float *canary_tensor_f32_view (const canary_tensor *t);
 
-/* IEEE binary16 conversions: from FP16 exact for every input (subnormals included); to FP16
- * rounded to nearest even, overflow → ±inf and NaN kept quiet, as CUDA's __float2half. */
 /* Called by the FP16 converters (canary_encoder_use_f16, canary_decoder_use_f16) with each FP32
  * source they have finished reading, so that a file-backed source can leave memory at once
  * (canary_archive_release_range) rather than after the whole model: the load's peak is then the
  * FP16 copy plus about one tensor, not both copies. */
 typedef void (*canary_release_fn) (const void *src, gsize bytes, gpointer user_data);
 
+/* IEEE binary16 conversions: from FP16 exact for every input (subnormals included); to FP16
+ * rounded to nearest even, overflow → ±inf and NaN kept quiet, as CUDA's __float2half. */
 guint16 canary_f32_to_f16 (float x);
+/* canary_f32_to_f16 of each of n values, bit for bit the same, vectorised with F16C where the CPU
+ * has it (a 1 G-weight model converts in well under a second instead of seconds). */
+void canary_f32_to_f16_n (const float *src, guint16 *dst, gsize n);
 float canary_f16_to_f32 (guint16 h);
 /* x rounded to the nearest FP16 value, as FP32. */
 float canary_round_f16 (float x);
