@@ -989,7 +989,7 @@ install_properties (GObjectClass *gobject_class)
       g_param_spec_enum ("precision", "Precision",
           "Arithmetic precision of the model: fp16 stores the weights in half precision (FP32 "
           "sums) on CUDA and on the CPU; auto is fp16 on CUDA and fp32 on the CPU (CPU FP16 "
-          "takes ~56 % of the memory at the same accuracy, but is faster only for decoders "
+          "takes ~54 % of the memory at the same accuracy, but is faster only for decoders "
           "larger than the cache and loads seconds longer: docs/cpu-fp16.md)",
           GST_TYPE_CANARY_TRANSCRIBE_PRECISION, DEFAULT_PRECISION, ready));
   g_object_class_install_property (gobject_class, PROP_GPU_DEVICE_ID,
