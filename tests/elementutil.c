@@ -68,9 +68,9 @@ make_speech (gsize n)
   return out;
 }
 
-/* Loads a plugin of the system installation (the test environment hides them). */
-gboolean
-load_system_plugin (const gchar *name)
+/* The system's plugin directory, found from libgstreamer's own location. */
+const gchar *
+system_plugin_dir (void)
 {
   static gchar *dir;
   Dl_info info;
@@ -81,6 +81,14 @@ load_system_plugin (const gchar *name)
     dir = g_build_filename (libdir, "gstreamer-1.0", NULL);
     g_free (libdir);
   }
+  return dir;
+}
+
+/* Loads a plugin of the system installation (the test environment hides them). */
+gboolean
+load_system_plugin (const gchar *name)
+{
+  const gchar *dir = system_plugin_dir ();
   gchar *file = g_strdup_printf ("%s/libgst%s.so", dir, name);
   GstPlugin *plugin = g_file_test (file, G_FILE_TEST_EXISTS) ?
       gst_plugin_load_file (file, NULL) : NULL;

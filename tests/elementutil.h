@@ -29,6 +29,10 @@ gint16 *load_wav (const gchar *name, gsize *n_samples);
 /* @n samples of speech: the fixture clips one after another, as often as needed. */
 gint16 *make_speech (gsize n);
 
+/* The system's plugin directory: the test environment hides it (GST_PLUGIN_SYSTEM_PATH_1_0
+ * is empty), so stock elements are loaded from there by hand. */
+const gchar *system_plugin_dir (void);
+
 /* Loads a plugin of the system installation (the test environment hides them). */
 gboolean load_system_plugin (const gchar *name);
 

@@ -28,6 +28,7 @@
 
 /* The gate is a static helper of the example program; test the program's own code. */
 #include "../examples/dictation/dictate-gate.c"
+#include "elementutil.h"
 
 #define MODEL2 FIXTURES_DIR "/canary2-tiny/model.nemo"
 #define XRECORDER BUILD_ROOT "/tests/xrecorder"
@@ -86,23 +87,6 @@ static GstBuffer *
 text_buffer (const gchar *text)
 {
   return *text ? gst_buffer_new_memdup (text, strlen (text)) : gst_buffer_new ();
-}
-
-/* The system's plugin directory: the test environment hides it (GST_PLUGIN_SYSTEM_PATH_1_0
- * is empty), so the stock elements are loaded from there by hand. */
-static const gchar *
-system_plugin_dir (void)
-{
-  static gchar *dir;
-  Dl_info info;
-
-  if (!dir) {
-    fail_unless (dladdr ((void *) gst_init, &info) && info.dli_fname);
-    gchar *libdir = g_path_get_dirname (info.dli_fname);
-    dir = g_build_filename (libdir, "gstreamer-1.0", NULL);
-    g_free (libdir);
-  }
-  return dir;
 }
 
 /* Loads stock plugins (coreelements, audiotestsrc, ...); they come with gstreamer1.0 and

@@ -2,7 +2,12 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "util.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <glib/gstdio.h>
 #include <stdarg.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 G_DEFINE_QUARK (canary-error-quark, canary_error)
 
@@ -59,4 +64,39 @@ double
 canary_now_ms (void)
 {
   return g_get_monotonic_time () / 1000.0;
+}
+
+char *
+canary_shape_string (int ndim, const gint64 *shape)
+{
+  GString *s = g_string_new ("[");
+  for (int i = 0; i < ndim; i++)
+    g_string_append_printf (s, "%s%" G_GINT64_FORMAT, i ? ", " : "", shape[i]);
+  g_string_append_c (s, ']');
+  return g_string_free (s, FALSE);
+}
+
+GMappedFile *
+canary_map_regular_file (const char *path, GError **error)
+{
+  int fd = g_open (path, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
+  if (fd < 0) {
+    int errsv = errno;
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_NOT_FOUND, "cannot open %s: %s", path, g_strerror (errsv));
+    return NULL;
+  }
+  struct stat st;
+  if (fstat (fd, &st) != 0 || !S_ISREG (st.st_mode)) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "%s is not a regular file", path);
+    close (fd);
+    return NULL;
+  }
+  GError *err = NULL;
+  GMappedFile *map = g_mapped_file_new_from_fd (fd, FALSE, &err);
+  close (fd);
+  if (!map) {
+    g_set_error (error, CANARY_ERROR, CANARY_ERROR_NOT_FOUND, "%s", err->message);
+    g_error_free (err);
+  }
+  return map;
 }

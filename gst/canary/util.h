@@ -19,6 +19,14 @@ void canary_log (canary_log_level level, const char *fmt, ...) G_GNUC_PRINTF (2,
 gboolean canary_fail (GError **error, canary_error_code code, const char *what, const char *fmt,
     ...) G_GNUC_PRINTF (4, 5);
 
+/* "[2, 3, 4]": a tensor shape for error messages (g_free it). */
+char *canary_shape_string (int ndim, const gint64 *shape);
+
+/* Maps @path read-only when it is a regular file. Opened without blocking and checked with fstat
+ * before anything is read: a FIFO would block open() until a writer comes, and a device such as
+ * /dev/zero has no end to map. CANARY_ERROR_NOT_FOUND / _FORMAT. */
+GMappedFile *canary_map_regular_file (const char *path, GError **error);
+
 /* Monotonic time in milliseconds. */
 double canary_now_ms (void);
 

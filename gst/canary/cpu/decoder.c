@@ -87,16 +87,6 @@ struct _canary_decoder_state {
 /* ---------------------------------------------------------------------------------------------
  * Loading */
 
-static char *
-shape_string (int ndim, const int64_t *shape)
-{
-  GString *s = g_string_new ("[");
-  for (int i = 0; i < ndim; i++)
-    g_string_append_printf (s, "%s%" G_GINT64_FORMAT, i ? ", " : "", shape[i]);
-  g_string_append_c (s, ']');
-  return g_string_free (s, FALSE);
-}
-
 /* Returns `t` as f32, in place when canary_tensor_f32_view allows it, else as a copy the decoder
  * owns. `converted` maps a tensor's data pointer to what was returned for it, so the tied
  * embedding/head matrix is converted and counted in weight_bytes once. */
@@ -139,7 +129,7 @@ bind (canary_decoder *dec, const canary_ckpt *ck, GHashTable *converted, const c
   int ndim = d1 < 0 ? 1 : 2;
   int64_t want[2] = { d0 < 0 ? (t->ndim > 0 ? t->shape[0] : 0) : d0, d1 };
   if (t->ndim != ndim || t->shape[0] != want[0] || (ndim == 2 && t->shape[1] != want[1]) || want[0] <= 0) {
-    char *got = shape_string (t->ndim, t->shape), *exp = shape_string (ndim, want);
+    char *got = canary_shape_string (t->ndim, t->shape), *exp = canary_shape_string (ndim, want);
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "decoder weight '%s' has shape %s, expected %s%s", key,
         got, exp, d0 < 0 ? " (any first dimension)" : "");
     g_free (got);

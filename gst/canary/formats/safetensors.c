@@ -6,13 +6,8 @@
 
 #include "util.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* A header this large is not a weights file; the spec's own reference reader caps it at 100 MB. */
 #define MAX_HEADER (100u << 20)
@@ -235,63 +230,18 @@ canary_safetensors_parse (const guint8 *data, gsize len, const char *what, GErro
 canary_safetensors *
 canary_safetensors_open (const char *path, GError **error)
 {
-  /* O_NONBLOCK: a FIFO or device named by mistake must not block the open. */
-  int fd = g_open (path, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
-  if (fd < 0) {
-    int errsv = errno;
-    canary_fail (error, CANARY_ERROR_NOT_FOUND, NULL, "cannot open %s: %s", path, g_strerror (errsv));
+  GMappedFile *map = canary_map_regular_file (path, error);
+  if (!map)
     return NULL;
-  }
-  struct stat sb;
-  if (fstat (fd, &sb) != 0 || !S_ISREG (sb.st_mode)) {
-    close (fd);
-    canary_fail (error, CANARY_ERROR_FORMAT, NULL, "%s is not a regular file", path);
-    return NULL;
-  }
-  if ((guint64) sb.st_size > CANARY_SAFETENSORS_MAX_FILE) {
-    close (fd);
-    canary_fail (error, CANARY_ERROR_FORMAT, path, "%" G_GUINT64_FORMAT " bytes: too large for a "
-        "VAD model (at most %u MiB)", (guint64) sb.st_size, CANARY_SAFETENSORS_MAX_FILE >> 20);
-    return NULL;
-  }
-  gsize len = (gsize) sb.st_size, got = 0;
-  g_autofree guint8 *buf = g_malloc (len ? len : 1);
-  while (got < len) {
-    ssize_t r = read (fd, buf + got, len - got);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      int errsv = errno;
-      close (fd);
-      canary_fail (error, CANARY_ERROR_FORMAT, path, "read failed after %" G_GSIZE_FORMAT " of %"
-          G_GSIZE_FORMAT " bytes: %s", got, len, r < 0 ? g_strerror (errsv) : "file shrank");
-      return NULL;
-    }
-    got += (gsize) r;
-  }
-  close (fd);
-
-  canary_safetensors *st = g_new0 (canary_safetensors, 1);
-  st->bytes = g_steal_pointer (&buf);
-  st->len = len;
-  st->tensors = g_array_new (FALSE, TRUE, sizeof (Tensor));
-  g_array_set_clear_func (st->tensors, tensor_clear);
-  st->what = g_strdup (path);
-  if (!parse_header (st, error)) {
-    canary_safetensors_free (st);
-    return NULL;
-  }
+  const gsize len = g_mapped_file_get_length (map);
+  canary_safetensors *st = NULL;
+  if (len > CANARY_SAFETENSORS_MAX_FILE)
+    canary_fail (error, CANARY_ERROR_FORMAT, path, "%" G_GSIZE_FORMAT " bytes: too large for a VAD "
+        "model (at most %u MiB)", len, CANARY_SAFETENSORS_MAX_FILE >> 20);
+  else
+    st = canary_safetensors_parse ((const guint8 *) g_mapped_file_get_contents (map), len, path, error);
+  g_mapped_file_unref (map);
   return st;
-}
-
-static GString *
-shape_string (int ndim, const gint64 *shape)
-{
-  GString *s = g_string_new ("[");
-  for (int d = 0; d < ndim; d++)
-    g_string_append_printf (s, "%s%" G_GINT64_FORMAT, d ? ", " : "", shape[d]);
-  g_string_append_c (s, ']');
-  return s;
 }
 
 float *
@@ -308,10 +258,10 @@ canary_safetensors_get_f32 (canary_safetensors *st, const char *name, int ndim,
       return NULL;
     }
     if (t->ndim != ndim || memcmp (t->shape, shape, ndim * sizeof *shape) != 0) {
-      g_autoptr (GString) want = shape_string (ndim, shape);
-      g_autoptr (GString) got = shape_string (t->ndim, t->shape);
+      g_autofree char *want = canary_shape_string (ndim, shape);
+      g_autofree char *got = canary_shape_string (t->ndim, t->shape);
       canary_fail (error, CANARY_ERROR_UNSUPPORTED, st->what, "tensor '%s' has shape %s, expected %s",
-          name, got->str, want->str);
+          name, got, want);
       return NULL;
     }
     gsize n = (t->end - t->begin) / sizeof (float);

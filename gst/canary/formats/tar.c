@@ -405,34 +405,6 @@ gunzip (const guint8 *src, gsize len, guint8 **out, gsize *out_len, GError **err
 
 /* --- opening ---------------------------------------------------------------------------------- */
 
-/* Maps @path when it is a regular file. Opened without blocking and checked with fstat before
- * anything is read: a FIFO would block open() until a writer comes, and a device such as
- * /dev/zero has no end to map. */
-static GMappedFile *
-map_regular_file (const char *path, GError **error)
-{
-  int fd = g_open (path, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
-  if (fd < 0) {
-    int errsv = errno;
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_NOT_FOUND, "cannot open %s: %s", path, g_strerror (errsv));
-    return NULL;
-  }
-  struct stat st;
-  if (fstat (fd, &st) != 0 || !S_ISREG (st.st_mode)) {
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_FORMAT, "%s is not a regular file", path);
-    close (fd);
-    return NULL;
-  }
-  GError *err = NULL;
-  GMappedFile *map = g_mapped_file_new_from_fd (fd, FALSE, &err);
-  close (fd);
-  if (!map) {
-    g_set_error (error, CANARY_ERROR, CANARY_ERROR_NOT_FOUND, "%s", err->message);
-    g_error_free (err);
-  }
-  return map;
-}
-
 static gboolean
 parse_bytes (canary_archive *ar, const guint8 *data, gsize len, GError **error)
 {
@@ -503,7 +475,7 @@ canary_archive_open (const char *path, GError **error)
   if (g_file_test (path, G_FILE_TEST_IS_DIR)) {
     ok = open_directory (ar, error);
   } else {
-    ar->map = map_regular_file (path, error);
+    ar->map = canary_map_regular_file (path, error);
     if (!ar->map) {
       ok = FALSE;
     } else {
@@ -544,7 +516,7 @@ member_bytes (canary_archive *ar, member *m, const guint8 **data, gsize *len, GE
   gboolean ok = TRUE;
   g_mutex_lock (&ar->lock);
   if (m->file_path && !m->map) {
-    m->map = map_regular_file (m->file_path, error);
+    m->map = canary_map_regular_file (m->file_path, error);
     if (m->map) {
       m->len = g_mapped_file_get_length (m->map);
       /* an empty file maps to NULL contents; hand out a valid pointer anyway */
