@@ -43,6 +43,8 @@ nice -n 10 "$py" "$here/train.py" "$WORK" "$WORK/run" --steps "$STEPS" --hours "
 "$py" "$here/train.py" "$WORK" "$WORK/run" --export "$repo/examples/models/canary-default.nemo"
 "$py" "$here/make_examples.py" "$WORK/audio"
 (cd "$repo/tests/reference" && "$py" make_demo_fixtures.py)
+# The VAD fixtures include the example clips (tests/fixtures/audio/ links to them): remade too.
+"$py" "$repo/tests/reference/make_vad_fixtures.py"
 
 # Word error rates (docs/accuracy.md): NeMo, then the element (needs the plugin built in build/).
 [ -f "$repo/build/gst/libgstcanary.so" ] || { meson setup "$repo/build" >/dev/null; }
