@@ -22,10 +22,9 @@ echo "# $(date -u +%FT%TZ) commit $(git -C "$here" rev-parse --short HEAD) $(npr
 echo "# OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset>}"
 for shape in canary-1b-flash canary-1b; do
   for round in 1 2; do
-    for precision in fp32 fp16; do
-      "$build/tools/canary-bench" --shape "$shape" --tokens 40 --repeats 3 --threads "$threads" \
-        --load "$largest" --precision "$precision"
-    done
+    # Both precisions in one process, their windows alternating (one JSON line each).
+    "$build/tools/canary-bench" --shape "$shape" --tokens 40 --repeats 4 --threads "$threads" \
+      --load "$largest" --precision both
     "$py" "$here/tests/reference/bench_nemo.py" --shape "$shape" --tokens 40 --repeats 3 --threads "$threads" 2>/dev/null | tail -n 1
   done
 done

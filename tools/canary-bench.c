@@ -9,7 +9,9 @@
  * the FP16 vs FP32 memory of a real file, whose FP32 mapping the FP16 load pages out as it goes.
  *
  * --precision fp16 runs the CPU's FP16 weights (canary_encoder_use_f16 / canary_decoder_use_f16);
- * run it alternately with fp32 for ratios. Its peak RSS still holds the random FP32 weights (they
+ * --precision both builds both engines from one checkpoint and alternates their windows (order
+ * flipped every repeat), one JSON line each: the ratios come from the same minutes of the
+ * machine. (--load times the FP32 load then.) Its peak RSS still holds the random FP32 weights (they
  * are heap memory here, not a file mapping the engine can page out): use --load for that.
  *
  * Per repeat: the mel frontend + encoder on a 10 s window, then the decoder on a 9-token prompt and
@@ -127,6 +129,88 @@ step_weight_bytes (const canary_config *cfg, int V, double bytes_per_weight)
   return bytes_per_weight * (cfg->dec_layers * per_layer + (double) V * H);
 }
 
+/* One precision's encoder + decoder and its timings. */
+typedef struct {
+  const char *name;
+  gboolean fp16;
+  canary_encoder *enc;
+  canary_decoder *dec;
+  canary_encoder_work *work;
+  canary_decoder_state *ds;
+  float *logits;
+  int V;
+  double *t_mel, *t_enc, *t_dec, *t_step;
+} bench_engine;
+
+static gboolean
+engine_init (bench_engine *b, const canary_config *cfg, const canary_ckpt *ck, int frames, int repeats,
+    GError **error)
+{
+  b->enc = canary_encoder_new (cfg, ck, error);
+  b->dec = b->enc ? canary_decoder_new (cfg, ck, error) : NULL;
+  if (!b->dec)
+    return FALSE;
+  if (b->fp16 && (!canary_encoder_use_f16 (b->enc, NULL, NULL, error)
+          || !canary_decoder_use_f16 (b->dec, NULL, NULL, error)))
+    return FALSE;
+  b->work = canary_encoder_work_new (b->enc, frames, error);
+  b->ds = b->work ? canary_decoder_state_new (b->dec, 1, 9, canary_encoder_n_out (b->enc, frames), 2, error)
+                  : NULL;
+  if (!b->ds)
+    return FALSE;
+  b->V = canary_decoder_vocab (b->dec);
+  b->logits = g_new (float, b->V);
+  b->t_mel = g_new (double, repeats);
+  b->t_enc = g_new (double, repeats);
+  b->t_dec = g_new (double, repeats);
+  b->t_step = g_new (double, repeats);
+  return TRUE;
+}
+
+static void
+engine_clear (bench_engine *b)
+{
+  g_free (b->t_mel); g_free (b->t_enc); g_free (b->t_dec); g_free (b->t_step);
+  g_free (b->logits);
+  canary_decoder_state_free (b->ds);
+  canary_encoder_work_free (b->work);
+  canary_decoder_free (b->dec);
+  canary_encoder_free (b->enc);
+}
+
+/* Mel + encoder on the window, then a 9-token prompt and tokens - 1 steps (argmax fed back). */
+static gboolean
+engine_window (bench_engine *b, canary_mel *mel, const float *pcm, gsize n, float *feat, int frames,
+    int tokens, int r, GError **error)
+{
+  static const gint32 prompt[9] = { 7, 4, 16, 62, 62, 5, 9, 11, 13 };
+  const int P = 9;
+  int n_valid, te, enc_len;
+  const float *enc_out;
+  double a = canary_now_ms ();
+  if (!canary_mel_compute (mel, pcm, n, feat, &n_valid, error))
+    return FALSE;
+  double bm = canary_now_ms ();
+  if (!canary_encoder_forward (b->enc, b->work, feat, frames, n_valid, &enc_out, &te, &enc_len, error))
+    return FALSE;
+  double c = canary_now_ms ();
+  if (!canary_decoder_set_memory (b->ds, enc_out, te, enc_len, error) ||
+      !canary_decoder_step (b->ds, prompt, 1, P, 0, b->logits, error))
+    return FALSE;
+  double d = canary_now_ms ();
+  for (int i = 1; i < tokens; i++) {
+    gint32 tok = argmax (b->logits, b->V);
+    if (!canary_decoder_step (b->ds, &tok, 1, 1, P + i - 1, b->logits, error))
+      return FALSE;
+  }
+  double e = canary_now_ms ();
+  b->t_mel[r] = bm - a;
+  b->t_enc[r] = c - bm;
+  b->t_dec[r] = e - c;
+  b->t_step[r] = tokens > 1 ? (e - d) / (tokens - 1) : 0;
+  return TRUE;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -139,7 +223,7 @@ main (int argc, char **argv)
     { "repeats", 'r', 0, G_OPTION_ARG_INT, &repeats, "Timed windows (default 3)", "N" },
     { "threads", 'j', 0, G_OPTION_ARG_INT, &threads, "BLAS threads (default: all cores)", "N" },
     { "load", 'l', 0, G_OPTION_ARG_FILENAME, &load_path, "Also time loading this .nemo file", "FILE" },
-    { "precision", 'p', 0, G_OPTION_ARG_STRING, &precision, "fp32 (default) or fp16 weights", "P" },
+    { "precision", 'p', 0, G_OPTION_ARG_STRING, &precision, "fp32 (default), fp16, or both (alternating windows, one line each)", "P" },
     { "load-only", 0, 0, G_OPTION_ARG_NONE, &load_only, "Only load --load's file; print its memory", NULL },
     { NULL }
   };
@@ -157,12 +241,16 @@ main (int argc, char **argv)
   }
   if (threads > 0)
     openblas_set_num_threads (threads);
-  const gboolean fp16 = g_strcmp0 (precision, "fp16") == 0;
-  if (precision && !fp16 && g_strcmp0 (precision, "fp32") != 0) {
-    g_printerr ("--precision must be fp32 or fp16\n");
+  const gboolean fp16 = g_strcmp0 (precision, "fp16") == 0, both = g_strcmp0 (precision, "both") == 0;
+  if (precision && !fp16 && !both && g_strcmp0 (precision, "fp32") != 0) {
+    g_printerr ("--precision must be fp32, fp16 or both\n");
     return 2;
   }
 
+  if (both && load_only) {
+    g_printerr ("--load-only measures one precision: fp32 or fp16\n");
+    return 2;
+  }
   double load_ms = -1;
   if (load_path) {
     /* This benchmark is the CPU's: load there even where a GPU would be picked by device=auto. */
@@ -221,91 +309,69 @@ main (int argc, char **argv)
     return 1;
   }
   canary_mel *mel = canary_mel_new (cfg, ck, &err);
-  canary_encoder *enc = mel ? canary_encoder_new (cfg, ck, &err) : NULL;
-  canary_decoder *dec = enc ? canary_decoder_new (cfg, ck, &err) : NULL;
-  if (!dec || (fp16 && (!canary_encoder_use_f16 (enc, NULL, NULL, &err) || !canary_decoder_use_f16 (dec, NULL, NULL, &err)))) {
+  if (!mel) {
     g_printerr ("%s\n", err->message);
     return 1;
   }
+  /* One engine per precision, both from the same checkpoint (the FP16 one converts a copy of
+   * the weights and keeps the FP32 ones: nothing is released here). */
+  bench_engine eng[2] = { { "fp32", FALSE }, { "fp16", TRUE } };
+  const int first = both || !fp16 ? 0 : 1, last = both || fp16 ? 1 : 0;
+  const gsize n = 160000;
+  gsize frames = canary_mel_n_frames (mel, n);
+  for (int e = first; e <= last; e++)
+    if (!engine_init (&eng[e], cfg, ck, (int) frames, repeats, &err)) {
+      g_printerr ("%s\n", err->message);
+      return 1;
+    }
   double build_ms = canary_now_ms () - t0;
 
   /* 10 s of a deterministic chirp with a little noise: the values do not matter for speed. */
-  const gsize n = 160000;
   float *pcm = g_new (float, n);
   guint32 rng = 1;
   for (gsize i = 0; i < n; i++) {
     rng = rng * 1664525u + 1013904223u;
     pcm[i] = 0.3f * sinf (0.001f * i + 1e-8f * i * i) + 0.01f * ((rng >> 8) / 16777216.0f - 0.5f);
   }
-  gsize frames = canary_mel_n_frames (mel, n);
   float *feat = g_new (float, frames * (gsize) canary_mel_n_mels (mel));
-  canary_encoder_work *work = canary_encoder_work_new (enc, (int) frames, &err);
-  int P = 9, V = canary_decoder_vocab (dec);
-  int t_enc_max = canary_encoder_n_out (enc, (int) frames);
-  canary_decoder_state *ds = canary_decoder_state_new (dec, 1, P, t_enc_max, 2, &err);
-  if (!work || !ds) {
-    g_printerr ("%s\n", err->message);
-    return 1;
-  }
-  float *logits = g_new (float, V);
-  gint32 prompt[9] = { 7, 4, 16, 62, 62, 5, 9, 11, 13 };
 
-  double *t_mel = g_new (double, repeats), *t_enc = g_new (double, repeats), *t_dec = g_new (double, repeats);
-  double *t_step = g_new (double, repeats);
+  /* --precision both: FP32 and FP16 windows alternate, the order flipped every repeat, so
+   * that drifts of the machine (other tenants, clocks) fall on both alike. */
   for (int r = 0; r < repeats; r++) {
-    int n_valid, te, enc_len;
-    const float *enc_out;
-    double a = canary_now_ms ();
-    if (!canary_mel_compute (mel, pcm, n, feat, &n_valid, &err))
-      goto fail;
-    double b = canary_now_ms ();
-    if (!canary_encoder_forward (enc, work, feat, (int) frames, n_valid, &enc_out, &te, &enc_len, &err))
-      goto fail;
-    double c = canary_now_ms ();
-    if (!canary_decoder_set_memory (ds, enc_out, te, enc_len, &err) ||
-        !canary_decoder_step (ds, prompt, 1, P, 0, logits, &err))
-      goto fail;
-    double d = canary_now_ms ();
-    for (int i = 1; i < tokens; i++) {
-      gint32 tok = argmax (logits, V);
-      if (!canary_decoder_step (ds, &tok, 1, 1, P + i - 1, logits, &err))
+    for (int i = 0; i <= last - first; i++) {
+      const int e = (r % 2 == 0) ? first + i : last - i;
+      if (!engine_window (&eng[e], mel, pcm, n, feat, (int) frames, tokens, r, &err))
         goto fail;
     }
-    double e = canary_now_ms ();
-    t_mel[r] = b - a;
-    t_enc[r] = c - b;
-    t_dec[r] = e - c;
-    t_step[r] = tokens > 1 ? (e - d) / (tokens - 1) : 0;
   }
 
   guint64 weight_bytes = 0;
   for (guint i = 0; i < canary_ckpt_n_tensors (ck); i++)
     weight_bytes += canary_ckpt_tensor (ck, i)->numel * 4;
-  double window_ms[64];
-  int nw = MIN (repeats, 64);
-  for (int r = 0; r < nw; r++)
-    window_ms[r] = t_mel[r] + t_enc[r] + t_dec[r];
-  double w50 = median (window_ms, nw);
   double rss_mb = peak_rss_mb ();  /* before the bandwidth probe's 1 GiB buffer */
   double gbps = read_bandwidth_gbps (threads > 0 ? threads : openblas_get_num_threads ());
-  double step_floor_ms = step_weight_bytes (cfg, V, fp16 ? 2.0 : 4.0) / (gbps * 1e6);
-  printf ("{\"engine\": \"gst-canary cpu %s\", \"shape\": \"%s\", \"threads\": %d, \"tokens\": %d, "
-      "\"repeats\": %d, \"build_ms\": %.0f, \"weight_mb\": %.1f, \"mel_ms\": %.1f, \"encoder_ms\": %.1f, "
-      "\"decoder_ms\": %.1f, \"ms_per_token\": %.2f, \"step_ms\": %.2f, \"window_ms_p50\": %.1f, \"rtfx\": %.2f, "
-      "\"peak_rss_mb\": %.1f, \"load_ms\": %.1f, \"read_gbps\": %.1f, \"step_floor_ms\": %.2f}\n",
-      fp16 ? "fp16" : "fp32", shape, threads > 0 ? threads : openblas_get_num_threads (), tokens, repeats, build_ms,
-      weight_bytes / 1048576.0, median (t_mel, repeats), median (t_enc, repeats), median (t_dec, repeats),
-      median (t_dec, repeats) / tokens, median (t_step, repeats), w50, 10000.0 / w50, rss_mb, load_ms,
-      gbps, step_floor_ms);
+  for (int e = first; e <= last; e++) {
+    bench_engine *b = &eng[e];
+    double window_ms[64];
+    int nw = MIN (repeats, 64);
+    for (int r = 0; r < nw; r++)
+      window_ms[r] = b->t_mel[r] + b->t_enc[r] + b->t_dec[r];
+    double w50 = median (window_ms, nw);
+    double step_floor_ms = step_weight_bytes (cfg, b->V, b->fp16 ? 2.0 : 4.0) / (gbps * 1e6);
+    printf ("{\"engine\": \"gst-canary cpu %s\", \"shape\": \"%s\", \"threads\": %d, \"tokens\": %d, "
+        "\"repeats\": %d, \"build_ms\": %.0f, \"weight_mb\": %.1f, \"mel_ms\": %.1f, \"encoder_ms\": %.1f, "
+        "\"decoder_ms\": %.1f, \"ms_per_token\": %.2f, \"step_ms\": %.2f, \"window_ms_p50\": %.1f, \"rtfx\": %.2f, "
+        "\"peak_rss_mb\": %.1f, \"load_ms\": %.1f, \"read_gbps\": %.1f, \"step_floor_ms\": %.2f}\n",
+        b->name, shape, threads > 0 ? threads : openblas_get_num_threads (), tokens, repeats, build_ms,
+        weight_bytes / 1048576.0, median (b->t_mel, repeats), median (b->t_enc, repeats),
+        median (b->t_dec, repeats), median (b->t_dec, repeats) / tokens, median (b->t_step, repeats), w50,
+        10000.0 / w50, rss_mb, load_ms, gbps, step_floor_ms);
+  }
 
-  g_free (t_mel); g_free (t_enc); g_free (t_dec); g_free (t_step);
-  g_free (logits);
   g_free (feat);
   g_free (pcm);
-  canary_decoder_state_free (ds);
-  canary_encoder_work_free (work);
-  canary_decoder_free (dec);
-  canary_encoder_free (enc);
+  for (int e = first; e <= last; e++)
+    engine_clear (&eng[e]);
   canary_mel_free (mel);
   canary_ckpt_free (ck);
   canary_config_free (cfg);

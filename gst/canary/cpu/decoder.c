@@ -80,6 +80,12 @@ struct _canary_decoder_state {
   float *x, *y, *q, *k, *v, *ctx, *ff, *scores;
   float *emb_row;          /* FP16 weights: one embedding row widened to FP32 */
   canary_team *team;       /* FP16 weights: the threads of their products (BLAS has its own) */
+  /* FP16 weights: the window's cross K/V projections (max_frames rows) are GEMMs, run on the
+   * encoder's tiled kernel over transposed activations: mem_xt = the encoder output transposed
+   * ([H][ld_mem], zero past the frames), mem_ct = the K and V products ([2][H][ld_mem]). */
+  canary_gemm gemm;
+  float *mem_xt, *mem_ct;
+  gsize ld_mem;
   gpointer arena;
   gsize arena_bytes;
 };
@@ -493,11 +499,17 @@ canary_decoder_state_new (const canary_decoder *dec, int max_beam, int max_token
       && canary_mul_size (L * H, (gsize) max_frames, &cross) && canary_mul_size (rows, H, &act)
       && canary_mul_size (rows, (gsize) dec->inner, &ff)
       && canary_mul_size (rows, (gsize) MAX (dec->max_len, max_frames), &scores);
+  /* FP16: the cross K/V GEMMs' operands (max_frames <= 2^24, H <= 2^24: the products are checked). */
+  st->ld_mem = dec->f16 ? (gsize) (max_frames + CANARY_GEMM_TILE_M - 1) / CANARY_GEMM_TILE_M * CANARY_GEMM_TILE_M : 0;
+  gsize mem_xt = 0, mem_ct = 0;
+  ok = ok && canary_mul_size (H, st->ld_mem, &mem_xt) && canary_mul_size (2 * H, st->ld_mem, &mem_ct);
+  if (dec->f16)
+    mem_xt += CANARY_GEMM_TILE_M;  /* the kernel's read slack past the last row */
   arena_part parts[] = {
     { &st->self_k, cache }, { &st->self_v, cache },
     { &st->cross_k, cross }, { &st->cross_v, cross },
     { &st->x, act }, { &st->y, act }, { &st->q, act }, { &st->k, act }, { &st->v, act }, { &st->ctx, act },
-    { &st->ff, ff }, { &st->scores, scores },
+    { &st->ff, ff }, { &st->scores, scores }, { &st->mem_xt, mem_xt }, { &st->mem_ct, mem_ct },
   };
   if (!ok) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_OUT_OF_MEMORY, "decoder state: size overflows");
@@ -515,6 +527,12 @@ canary_decoder_state_new (const canary_decoder *dec, int max_beam, int max_token
     st->emb_row = g_new (float, dec->H);
     const int n = CLAMP (openblas_get_num_threads (), 1, CANARY_TEAM_MAX_THREADS);
     st->team = n > 1 ? canary_team_new (n) : NULL;
+    /* Columns past a window's frames are read by whole tiles, never used: finite from the start. */
+    memset (st->mem_xt, 0, mem_xt * sizeof (float));
+    st->gemm.simd = canary_simd_enabled ();
+    st->gemm.team = st->gemm.simd ? st->team : NULL;
+    st->gemm.f16_simd = dec->f16_simd;
+    st->gemm.f16_team = st->team;
   }
   return st;
 }
@@ -529,6 +547,7 @@ canary_decoder_state_free (canary_decoder_state *st)
   g_free (st->slot_next);
   g_free (st->claimed);
   g_free (st->emb_row);
+  canary_gemm_clear (&st->gemm);
   canary_team_free (st->team);
   g_free (st);
 }
@@ -786,6 +805,32 @@ embed (canary_decoder_state *st, const gint32 *tokens, int rows, int n_tokens, i
 /* ---------------------------------------------------------------------------------------------
  * Public steps */
 
+/* done: rows [n0, n1) of a cross K/V product back to the cache's [frame][H] layout. */
+static void
+done_to_cache (const canary_gemm *g, const canary_gemm_job *j, int n0, int n1)
+{
+  canary_untranspose (g->simd, j->ct, j->ldc, n0, n1, j->M, j->dst, j->ldd, 0.0f);
+}
+
+/* One layer's cross K and V (FP16 weights) from st->mem_xt: two GEMM jobs of T columns. At
+ * T ~ 126 the one-row kernel would re-read each weight row for every 4 frames. */
+static void
+cross_kv_gemm (canary_decoder_state *st, const dec_block *blk, int T, float *kc, float *vc)
+{
+  const int H = st->dec->H;
+  const dec_linear *lin[2] = { &blk->cross_k, &blk->cross_v };
+  float *dst[2] = { kc, vc };
+  canary_gemm_job jobs[2];
+  for (int i = 0; i < 2; i++)
+    jobs[i] = (canary_gemm_job) {
+      .N = lin[i]->out, .M = T, .K = lin[i]->in, .w = lin[i]->w, .sn = (gsize) lin[i]->in, .sk = 1,
+      .w16 = lin[i]->w16, .xt = st->mem_xt, .ldx = st->ld_mem,
+      .ct = st->mem_ct + (gsize) i * H * st->ld_mem, .ldc = st->ld_mem, .bias = lin[i]->b,
+      .act = CANARY_ACT_NONE, .done = done_to_cache, .dst = dst[i], .ldd = (gsize) H,
+    };
+  canary_gemm_run (&st->gemm, jobs, 2);
+}
+
 gboolean
 canary_decoder_set_memory (canary_decoder_state *st, const float *enc, int T, int enc_len, GError **error)
 {
@@ -796,12 +841,18 @@ canary_decoder_set_memory (canary_decoder_state *st, const float *enc, int T, in
         "decoder memory: %d frames (%d valid) outside the state's 1..%d", T, enc_len, st->max_frames);
     return FALSE;
   }
+  if (dec->f16)
+    canary_transpose (st->gemm.simd, enc, dec->H, T, dec->H, st->mem_xt, st->ld_mem, (T + 15) / 16 * 16);
   for (int j = 0; j < dec->n_layers; j++) {
     const dec_block *blk = &dec->blocks[j];
     float *kc = st->cross_k + (gsize) j * st->max_frames * dec->H;
     float *vc = st->cross_v + (gsize) j * st->max_frames * dec->H;
-    linear_fwd (st, &blk->cross_k, enc, T, kc);
-    linear_fwd (st, &blk->cross_v, enc, T, vc);
+    if (dec->f16) {
+      cross_kv_gemm (st, blk, T, kc, vc);
+    } else {
+      linear_fwd (st, &blk->cross_k, enc, T, kc);
+      linear_fwd (st, &blk->cross_v, enc, T, vc);
+    }
     scale_inplace (kc, (gsize) T * dec->H, dec->qk_scale);
   }
   st->T = T;

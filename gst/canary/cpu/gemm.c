@@ -19,6 +19,7 @@
 
 #define TILE_N 6              /* micro-tile: output rows (weight rows) */
 #define TILE_M CANARY_GEMM_TILE_M
+#define WP_PAD 16             /* floats: one cache line */
 #define KC 1024               /* k block, at most: a 6 x 1024 weight tile stays in L1 */
 #define CHUNK_N 48            /* rows per work item: 8 tiles, 3 blocks of 16 to transpose */
 #define MAX_JOBS CANARY_GEMM_MAX_JOBS
@@ -180,16 +181,24 @@ f16_tiles (gboolean simd, const canary_gemm_job *j, int n0, int n1, int m0, int 
   }
 }
 
-/* Σ_k x_r[k] · w[k] for R rows (R is a constant at every call: the loops unroll). */
+/* The one-row products of a decoder step read their weights once, from DRAM. With the hardware
+ * prefetchers alone the FP16 step ran at 0.75-0.8x the FP32 one (OpenBLAS's sgemv), far from the
+ * 0.5x the bytes allow; asking for the weights F16_PREFETCH halfs (16 KiB) ahead, clamped to the
+ * last row of this work item (the next item may be another thread's), brought it to 0.56-0.58x
+ * (docs/benchmarks.md: 0.5-32 KiB tried, T0 and T1 alike; 16 KiB fastest). */
+#define F16_PREFETCH 8192
+/* Σ_k x_r[k] · w[k] for R rows (R is a constant at every call: the loops unroll); pf: what to
+ * prefetch alongside (pf[k] for the same k). */
 #if CANARY_HAVE_F16C
 F16C static inline __attribute__ ((always_inline)) void
-f16_dot_avx2 (const guint16 *w, int in, const float *x, gsize ldx, int R, float *out)
+f16_dot_avx2 (const guint16 *w, const guint16 *pf, int in, const float *x, gsize ldx, int R, float *out)
 {
   __m256 acc[4][2];
   for (int r = 0; r < R; r++)
     acc[r][0] = acc[r][1] = _mm256_setzero_ps ();
   int k = 0;
   for (; k + 16 <= in; k += 16) {
+    _mm_prefetch ((const char *) (pf + k), _MM_HINT_T1);
     const __m256 w0 = _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (w + k)));
     const __m256 w1 = _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (w + k + 8)));
     for (int r = 0; r < R; r++) {
@@ -214,6 +223,7 @@ f16_linear_avx2 (const guint16 *w, const float *b, int out, int in, const float 
     float *y, int o0, int o1)
 {
   float d[4];
+  const guint16 *last_row = w + (gsize) (o1 - 1) * in;
   for (int ob = o0; ob < o1; ob += 64) {  /* 64 rows of weights stay in L2 across row groups */
     const int oe = MIN (ob + 64, o1);
     for (int r0 = 0; r0 < rows; r0 += 4) {
@@ -221,11 +231,12 @@ f16_linear_avx2 (const guint16 *w, const float *b, int out, int in, const float 
       const float *xr = x + (gsize) r0 * in;
       for (int o = ob; o < oe; o++) {
         const guint16 *wo = w + (gsize) o * in;
+        const guint16 *pf = MIN (wo + F16_PREFETCH, last_row);
         switch (R) {
-          case 1: f16_dot_avx2 (wo, in, xr, in, 1, d); break;
-          case 2: f16_dot_avx2 (wo, in, xr, in, 2, d); break;
-          case 3: f16_dot_avx2 (wo, in, xr, in, 3, d); break;
-          default: f16_dot_avx2 (wo, in, xr, in, 4, d); break;
+          case 1: f16_dot_avx2 (wo, pf, in, xr, in, 1, d); break;
+          case 2: f16_dot_avx2 (wo, pf, in, xr, in, 2, d); break;
+          case 3: f16_dot_avx2 (wo, pf, in, xr, in, 3, d); break;
+          default: f16_dot_avx2 (wo, pf, in, xr, in, 4, d); break;
         }
         for (int r = 0; r < R; r++)
           y[(gsize) (r0 + r) * out + o] = b[o] + d[r];
@@ -325,6 +336,31 @@ kernel_6x64 (const float *xt, gsize ldx, const float *w, gsize sn, gsize sk, int
 #endif
 
 #if CANARY_HAVE_AVX512
+/* wp[r][k] = FP32 of src[r·sn + k] for r < nr, k < kc, while asking for the next tile's rows
+ * (next, next_nr of them) to be brought to L2: a tile's widening otherwise waits on DRAM with no
+ * FMAs to overlap it, which held the FP16 encoder at 1.1-1.25x the FP32 one (whose kernel reads
+ * the weights as it multiplies). */
+AVX512 static void
+widen_tile (const guint16 *src, gsize sn, int nr, int kc, float *wp, gsize ldw, const guint16 *next,
+    int next_nr)
+{
+  for (int r = 0; r < nr; r++) {
+    const guint16 *s = src + (gsize) r * sn, *pf = next + (gsize) r * sn;
+    float *d = wp + (gsize) r * ldw;
+    int k = 0;
+    for (; k + 32 <= kc; k += 32) {
+      if (r < next_nr)
+        _mm_prefetch ((const char *) (pf + k), _MM_HINT_T1);
+      _mm512_storeu_ps (d + k, _mm512_cvtph_ps (_mm256_loadu_si256 ((const __m256i *) (s + k))));
+      _mm512_storeu_ps (d + k + 16, _mm512_cvtph_ps (_mm256_loadu_si256 ((const __m256i *) (s + k + 16))));
+    }
+    if (r < next_nr && k < kc)
+      _mm_prefetch ((const char *) (pf + k), _MM_HINT_T1);
+    for (; k < kc; k++)
+      d[k] = canary_f16_to_f32 (s[k]);
+  }
+}
+
 /* Rows [n0, n1), columns [m0, m1) of a job over k in [k0, k1) (in equal blocks of at most KC),
  * into dst (row stride ldd, same row/column indexing as CT). epilogue: add the bias and apply
  * the activation at the end (else the raw sum is stored). */
@@ -335,7 +371,9 @@ gemm_tiles (const canary_gemm_job *j, int n0, int n1, int m0, int m1, int k0, in
   /* FP16 weights: each 6-row tile of a k block is widened to FP32 once (F16C; an AVX-512 CPU has
    * it) into an L1 buffer, which the same 6 x 64 kernel then reads for every 64 columns: the
    * conversion costs 1/(M/64) of a tile's FMAs, so FP16 runs at the FP32 kernel's speed. */
-  float wp[TILE_N * KC] __attribute__ ((aligned (64)));
+  /* Rows WP_PAD floats longer than kc: at a 4 KiB stride the kernel's six weight reads of one k
+   * fall in the same L1 set as each other (measured: the kernel ran 12 % slower on wp). */
+  float wp[TILE_N * (KC + WP_PAD)] __attribute__ ((aligned (64)));
   const int kblocks = (k1 - k0 + KC - 1) / KC;
   const int kcb = (int) round_up ((k1 - k0 + kblocks - 1) / kblocks, 16);
   for (int kb = k0; kb < k1; kb += kcb) {
@@ -347,10 +385,11 @@ gemm_tiles (const canary_gemm_job *j, int n0, int n1, int m0, int m1, int k0, in
       gsize sn, sk;
       if (j->w16) {
         g_assert (j->sk == 1);
-        for (int r = 0; r < nr; r++)
-          canary_f16_row_to_f32 (TRUE, j->w16 + (gsize) (n + r) * j->sn + kb, wp + (gsize) r * kc, kc);
+        const int next_nr = CLAMP (n1 - n - TILE_N, 0, TILE_N);
+        widen_tile (j->w16 + (gsize) n * j->sn + kb, j->sn, nr, kc, wp, kc + WP_PAD,
+            j->w16 + (gsize) (n + TILE_N) * j->sn + kb, next_nr);
         wt = wp;
-        sn = kc;
+        sn = kc + WP_PAD;
         sk = 1;
       } else {
         wt = j->w + (gsize) n * j->sn + (gsize) kb * j->sk;
