@@ -32,7 +32,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "backend.h"
 #include "canary.h"
+#include "cpu/gemm.h"
 #include "cpu/decoder.h"
 #include "cpu/encoder.h"
 #include "fixture.h"
@@ -312,6 +314,32 @@ test_engine_fp16 (void)
   g_free (path);
 }
 
+/* precision=auto on the CPU: FP32 for a model that fits in the cache (every fixture; the engine
+ * picks it from the file's size), FP16 for one larger than any cache where the FP16 kernels have
+ * SIMD (the portable build of this test, CANARY_ENCODER_SIMD=0, keeps FP32). */
+static void
+test_auto_precision (void)
+{
+  char *path = fixture_model_nemo_or_fail (fixture_models[0]);
+  if (!path)
+    return;
+  canary_model_options o;
+  canary_model_options_init (&o);
+  o.device = CANARY_DEVICE_CPU;
+  g_assert_cmpint (o.precision, ==, CANARY_PRECISION_AUTO);
+  GError *err = NULL;
+  canary_model *m = canary_model_load (path, &o, &err);
+  g_assert_no_error (err);
+  g_assert_cmpint (canary_model_get_info (m)->precision, ==, CANARY_PRECISION_FP32);
+  canary_model_unref (m);
+  g_free (path);
+
+  g_assert_cmpint (canary_cpu_auto_precision (1 << 20), ==, CANARY_PRECISION_FP32);
+  const guint64 canary_1b_bytes = 4058ull * 1000 * 1000;  /* docs/benchmarks.md: the FP32 file */
+  g_assert_cmpint (canary_cpu_auto_precision (canary_1b_bytes), ==,
+      canary_f16_simd_enabled () ? CANARY_PRECISION_FP16 : CANARY_PRECISION_FP32);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -322,5 +350,6 @@ main (int argc, char **argv)
     g_free (name);
   }
   g_test_add_func ("/cpu-fp16/engine", test_engine_fp16);
+  g_test_add_func ("/cpu-fp16/auto", test_auto_precision);
   return g_test_run ();
 }

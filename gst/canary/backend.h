@@ -69,6 +69,10 @@ typedef struct {
 } canary_backend;
 
 extern const canary_backend canary_backend_cpu;
+/* What precision=auto means on the CPU for a model file of model_bytes: FP16 where the FP16
+ * kernels have SIMD (F16C or AVX-512) and the model is larger than the last-level cache (its
+ * weights stream from DRAM), else FP32. */
+canary_precision canary_cpu_auto_precision (guint64 model_bytes);
 /* The CUDA backend, or NULL when this build has none. */
 const canary_backend *canary_backend_cuda (void);
 

@@ -3,6 +3,9 @@
 #include "backend.h"
 
 #include <string.h>
+#include <unistd.h>
+
+#include "cpu/gemm.h"
 
 typedef struct {
   const canary_encoder *encoder;
@@ -115,6 +118,33 @@ cpu_device_memory (gpointer state, canary_device_memory *out, GError **error)
 {
   memset (out, 0, sizeof *out);
   return TRUE;
+}
+
+/* Bytes of the last-level cache (sysconf's L3, else L2), 32 MiB where neither is known. */
+static guint64
+last_level_cache_bytes (void)
+{
+  long b = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+  b = sysconf (_SC_LEVEL3_CACHE_SIZE);
+#endif
+#ifdef _SC_LEVEL2_CACHE_SIZE
+  if (b <= 0)
+    b = sysconf (_SC_LEVEL2_CACHE_SIZE);
+#endif
+  return b > 0 ? (guint64) b : (guint64) 32 << 20;
+}
+
+canary_precision
+canary_cpu_auto_precision (guint64 model_bytes)
+{
+  /* FP16 is faster where the weights stream from DRAM every window (docs/benchmarks.md, CPU FP16:
+   * window 0.64x at canary-180m-flash, 0.93x at canary-1b-flash, 0.65-0.69x at canary-1b) and
+   * holds half the memory; a model that fits in the cache gains nothing and pays the conversion.
+   * Without F16C the widening is scalar: FP32. */
+  if (!canary_f16_simd_enabled () || model_bytes <= last_level_cache_bytes ())
+    return CANARY_PRECISION_FP32;
+  return CANARY_PRECISION_FP16;
 }
 
 const canary_backend canary_backend_cpu = {

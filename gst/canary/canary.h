@@ -70,7 +70,8 @@ typedef enum {
 } canary_device;
 
 typedef enum {
-  CANARY_PRECISION_AUTO,  /* fp16 on CUDA, fp32 on CPU */
+  CANARY_PRECISION_AUTO,  /* fp16 on CUDA; on the CPU fp16 for models larger than the last-level cache (where the
+                           * FP16 kernels have SIMD), else fp32 (canary_cpu_auto_precision) */
   CANARY_PRECISION_FP32,
   CANARY_PRECISION_FP16,
 } canary_precision;

@@ -8,6 +8,7 @@
 #include "canary.h"
 
 #include <cblas.h>
+#include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
 
@@ -81,12 +82,24 @@ canary_decode_options_init (canary_decode_options *opts)
 static GMutex cache_lock;
 static GHashTable *cache;  /* cache_key → canary_model* (not referenced: entries leave on last unref) */
 
+/* precision on the CPU: as asked, or for auto canary_cpu_auto_precision of the file's size. */
+static canary_precision
+cpu_precision (const char *path, canary_precision asked)
+{
+  if (asked != CANARY_PRECISION_AUTO)
+    return asked;
+  GStatBuf sb;
+  const guint64 bytes = g_stat (path, &sb) == 0 ? (guint64) sb.st_size : 0;
+  return canary_cpu_auto_precision (bytes);
+}
+
 /* Picks the backend for the requested device/precision. device=auto means "the GPU when this
  * build has the CUDA backend and a usable GPU is there, else the CPU" ($CANARY_AUTO_DEVICE=cpu
- * pins it to the CPU, which the CPU test suites do); the CPU runs fp16 only when asked. */
+ * pins it to the CPU, which the CPU test suites do); precision=auto is FP16 on the GPU and
+ * cpu_precision's choice on the CPU. */
 static gboolean
-resolve_backend (const canary_model_options *in, canary_device *device, canary_precision *precision,
-    GError **error)
+resolve_backend (const char *path, const canary_model_options *in, canary_device *device,
+    canary_precision *precision, GError **error)
 {
   const canary_backend *cuda = canary_backend_cuda ();
   gboolean want_cuda = in->device == CANARY_DEVICE_CUDA;
@@ -114,9 +127,8 @@ resolve_backend (const canary_model_options *in, canary_device *device, canary_p
     *precision = in->precision == CANARY_PRECISION_FP32 ? CANARY_PRECISION_FP32 : CANARY_PRECISION_FP16;
     return TRUE;
   }
-  /* The CPU: fp32 unless fp16 is asked for (auto stays fp32: docs/benchmarks.md, CPU FP16). */
   *device = CANARY_DEVICE_CPU;
-  *precision = in->precision == CANARY_PRECISION_FP16 ? CANARY_PRECISION_FP16 : CANARY_PRECISION_FP32;
+  *precision = cpu_precision (path, in->precision);
   return TRUE;
 }
 
@@ -361,7 +373,7 @@ canary_model_load (const char *path, const canary_model_options *opts, GError **
     canary_model_options_init (&defaults);
     opts = &defaults;
   }
-  if (!resolve_backend (opts, &device, &precision, error))
+  if (!resolve_backend (path, opts, &device, &precision, error))
     return NULL;
   if (opts->n_threads > 0)
     openblas_set_num_threads (opts->n_threads);  /* process-wide, as canary.h says */
@@ -376,7 +388,7 @@ canary_model_load (const char *path, const canary_model_options *opts, GError **
       && opts->precision != CANARY_PRECISION_FP16) {
     CANARY_WARN ("device=auto: the GPU cannot run %s (%s); falling back to the CPU", path, gpu_error->message);
     g_clear_error (&gpu_error);
-    m = load_resolved (path, opts, CANARY_DEVICE_CPU, CANARY_PRECISION_FP32, &gpu_error);
+    m = load_resolved (path, opts, CANARY_DEVICE_CPU, cpu_precision (path, opts->precision), &gpu_error);
   }
   if (!m)
     g_propagate_error (error, gpu_error);

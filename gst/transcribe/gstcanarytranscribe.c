@@ -239,7 +239,7 @@ gst_canary_transcribe_precision_get_type (void)
 {
   static GType type = 0;
   static const GEnumValue values[] = {
-    {GST_CANARY_TRANSCRIBE_PRECISION_AUTO, "FP16 on CUDA, FP32 on the CPU", "auto"},
+    {GST_CANARY_TRANSCRIBE_PRECISION_AUTO, "FP16 on CUDA; on the CPU FP16 for models larger than its cache, else FP32", "auto"},
     {GST_CANARY_TRANSCRIBE_PRECISION_FP16, "FP16 weights, FP32 sums (on CUDA FP16 activations too)", "fp16"},
     {GST_CANARY_TRANSCRIBE_PRECISION_FP32, "FP32 throughout", "fp32"},
     {0, NULL, NULL},
@@ -988,9 +988,10 @@ install_properties (GObjectClass *gobject_class)
   g_object_class_install_property (gobject_class, PROP_PRECISION,
       g_param_spec_enum ("precision", "Precision",
           "Arithmetic precision of the model: fp16 stores the weights in half precision (FP32 "
-          "sums) on CUDA and on the CPU; auto is fp16 on CUDA and fp32 on the CPU (CPU FP16 "
-          "takes ~54 % of the memory at the same accuracy, but is faster only for decoders "
-          "larger than the cache and loads seconds longer: docs/cpu-fp16.md)",
+          "sums) on CUDA and on the CPU; auto is fp16 on CUDA, and on the CPU fp16 for a model "
+          "file larger than the last-level cache (with F16C/AVX-512; ~54 % of the memory, faster "
+          "where the weights stream from memory, same accuracy) and fp32 for smaller models, "
+          "which gain nothing (docs/cpu-fp16.md)",
           GST_TYPE_CANARY_TRANSCRIBE_PRECISION, DEFAULT_PRECISION, ready));
   g_object_class_install_property (gobject_class, PROP_GPU_DEVICE_ID,
       g_param_spec_int ("gpu-device-id", "GPU device ID",
