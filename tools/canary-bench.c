@@ -16,7 +16,7 @@
  *
  * Per repeat: the mel frontend + encoder on a 10 s window, then the decoder on a 9-token prompt and
  * a fixed number of generated tokens (argmax fed back; EOS ignored so every run decodes the same
- * count). ms_per_token is the whole decoder time (cross K/V, prompt, steps) over the token count,
+ * count). ms_per_token is the whole decoder time (cross K/V: memory_ms, prompt: prompt_ms, steps) over the token count,
  * as bench_nemo.py reports it; step_ms is one incremental step alone, and step_floor_ms what reading
  * that step's weights once costs at the measured read bandwidth (read_gbps). Prints one JSON line, comparable with tests/reference/bench_nemo.py (NeMo's own modules at
  * the same shape, same window, same token count). --load also times loading a real .nemo file. */
@@ -139,7 +139,7 @@ typedef struct {
   canary_decoder_state *ds;
   float *logits;
   int V;
-  double *t_mel, *t_enc, *t_dec, *t_step;
+  double *t_mel, *t_enc, *t_dec, *t_step, *t_mem, *t_prompt;
 } bench_engine;
 
 static gboolean
@@ -164,6 +164,8 @@ engine_init (bench_engine *b, const canary_config *cfg, const canary_ckpt *ck, i
   b->t_enc = g_new (double, repeats);
   b->t_dec = g_new (double, repeats);
   b->t_step = g_new (double, repeats);
+  b->t_mem = g_new (double, repeats);
+  b->t_prompt = g_new (double, repeats);
   return TRUE;
 }
 
@@ -171,6 +173,7 @@ static void
 engine_clear (bench_engine *b)
 {
   g_free (b->t_mel); g_free (b->t_enc); g_free (b->t_dec); g_free (b->t_step);
+  g_free (b->t_mem); g_free (b->t_prompt);
   g_free (b->logits);
   canary_decoder_state_free (b->ds);
   canary_encoder_work_free (b->work);
@@ -194,8 +197,10 @@ engine_window (bench_engine *b, canary_mel *mel, const float *pcm, gsize n, floa
   if (!canary_encoder_forward (b->enc, b->work, feat, frames, n_valid, &enc_out, &te, &enc_len, error))
     return FALSE;
   double c = canary_now_ms ();
-  if (!canary_decoder_set_memory (b->ds, enc_out, te, enc_len, error) ||
-      !canary_decoder_step (b->ds, prompt, 1, P, 0, b->logits, error))
+  if (!canary_decoder_set_memory (b->ds, enc_out, te, enc_len, error))
+    return FALSE;
+  double cm = canary_now_ms ();
+  if (!canary_decoder_step (b->ds, prompt, 1, P, 0, b->logits, error))
     return FALSE;
   double d = canary_now_ms ();
   for (int i = 1; i < tokens; i++) {
@@ -208,6 +213,8 @@ engine_window (bench_engine *b, canary_mel *mel, const float *pcm, gsize n, floa
   b->t_enc[r] = c - bm;
   b->t_dec[r] = e - c;
   b->t_step[r] = tokens > 1 ? (e - d) / (tokens - 1) : 0;
+  b->t_mem[r] = cm - c;
+  b->t_prompt[r] = d - cm;
   return TRUE;
 }
 
@@ -360,11 +367,13 @@ main (int argc, char **argv)
     double step_floor_ms = step_weight_bytes (cfg, b->V, b->fp16 ? 2.0 : 4.0) / (gbps * 1e6);
     printf ("{\"engine\": \"gst-canary cpu %s\", \"shape\": \"%s\", \"threads\": %d, \"tokens\": %d, "
         "\"repeats\": %d, \"build_ms\": %.0f, \"weight_mb\": %.1f, \"mel_ms\": %.1f, \"encoder_ms\": %.1f, "
-        "\"decoder_ms\": %.1f, \"ms_per_token\": %.2f, \"step_ms\": %.2f, \"window_ms_p50\": %.1f, \"rtfx\": %.2f, "
-        "\"peak_rss_mb\": %.1f, \"load_ms\": %.1f, \"read_gbps\": %.1f, \"step_floor_ms\": %.2f}\n",
+        "\"decoder_ms\": %.1f, \"memory_ms\": %.1f, \"prompt_ms\": %.1f, \"ms_per_token\": %.2f, \"step_ms\": %.2f, "
+        "\"window_ms_p50\": %.1f, \"rtfx\": %.2f, \"peak_rss_mb\": %.1f, \"load_ms\": %.1f, \"read_gbps\": %.1f, "
+        "\"step_floor_ms\": %.2f}\n",
         b->name, shape, threads > 0 ? threads : openblas_get_num_threads (), tokens, repeats, build_ms,
         weight_bytes / 1048576.0, median (b->t_mel, repeats), median (b->t_enc, repeats),
-        median (b->t_dec, repeats), median (b->t_dec, repeats) / tokens, median (b->t_step, repeats), w50,
+        median (b->t_dec, repeats), median (b->t_mem, repeats), median (b->t_prompt, repeats),
+        median (b->t_dec, repeats) / tokens, median (b->t_step, repeats), w50,
         10000.0 / w50, rss_mb, load_ms, gbps, step_floor_ms);
   }
 
