@@ -274,6 +274,20 @@ test_fixture_model (gconstpointer data)
   close_model (&m);
 }
 
+/* canary_model_load on the CPU at `precision` (asserting success). */
+static canary_model *
+load_on_cpu (const char *path, canary_precision precision)
+{
+  canary_model_options o;
+  canary_model_options_init (&o);
+  o.device = CANARY_DEVICE_CPU;
+  o.precision = precision;
+  GError *err = NULL;
+  canary_model *m = canary_model_load (path, &o, &err);
+  g_assert_no_error (err);
+  return m;
+}
+
 /* Through the engine: precision=fp16 on the CPU loads, reports FP16 and about half the weight
  * bytes of the FP32 load, and transcribes. */
 static void
@@ -282,15 +296,9 @@ test_engine_fp16 (void)
   char *path = fixture_model_nemo_or_fail (fixture_models[0]);
   if (!path)
     return;
-  canary_model_options o;
-  canary_model_options_init (&o);
-  o.device = CANARY_DEVICE_CPU;
   GError *err = NULL;
-  canary_model *m32 = canary_model_load (path, &o, &err);
-  g_assert_no_error (err);
-  o.precision = CANARY_PRECISION_FP16;
-  canary_model *m16 = canary_model_load (path, &o, &err);
-  g_assert_no_error (err);
+  canary_model *m32 = load_on_cpu (path, CANARY_PRECISION_FP32);
+  canary_model *m16 = load_on_cpu (path, CANARY_PRECISION_FP16);
   const canary_model_info *i32 = canary_model_get_info (m32), *i16 = canary_model_get_info (m16);
   g_assert_cmpint (i32->precision, ==, CANARY_PRECISION_FP32);
   g_assert_cmpint (i16->device, ==, CANARY_DEVICE_CPU);
@@ -325,11 +333,8 @@ test_auto_precision (void)
     return;
   canary_model_options o;
   canary_model_options_init (&o);
-  o.device = CANARY_DEVICE_CPU;
-  g_assert_cmpint (o.precision, ==, CANARY_PRECISION_AUTO);
-  GError *err = NULL;
-  canary_model *m = canary_model_load (path, &o, &err);
-  g_assert_no_error (err);
+  g_assert_cmpint (o.precision, ==, CANARY_PRECISION_AUTO);  /* the default */
+  canary_model *m = load_on_cpu (path, CANARY_PRECISION_AUTO);
   g_assert_cmpint (canary_model_get_info (m)->precision, ==, CANARY_PRECISION_FP32);
   canary_model_unref (m);
   g_free (path);
