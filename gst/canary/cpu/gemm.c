@@ -283,9 +283,22 @@ canary_f16_linear (gboolean simd, const guint16 *w, const float *b, int out, int
  * sums. Rows past nr repeat row nr-1 and are not stored; columns past mv are not stored.
  * first: store (else add to CT); last: then add the bias and apply act. (Software prefetch of
  * the next tile measured neutral: the hardware prefetchers follow the weight rows.) */
-AVX512 static void
-kernel_6x64 (const float *xt, gsize ldx, const float *w, gsize sn, gsize sk, int kc, float *ct,
-    gsize ldc, int nr, int mv, gboolean first, gboolean last, const float *bias, int act)
+/* What kernel_6x64_widen widens alongside: rows (of FP16 weights, sn apart) into dst (rows ldw
+ * apart), and the rows to prefetch for the tile after (pf_rows of them, 0: none). */
+typedef struct {
+  const guint16 *src;
+  gsize sn;
+  int rows;
+  float *dst;
+  gsize ldw;
+  const guint16 *pf;
+  int pf_rows;
+} widen_job;
+
+AVX512 static inline __attribute__ ((always_inline)) void
+kernel_6x64_impl (const float *xt, gsize ldx, const float *w, gsize sn, gsize sk, int kc, float *ct,
+    gsize ldc, int nr, int mv, gboolean first, gboolean last, const float *bias, int act,
+    const widen_job *wj)
 {
   __m512 acc[TILE_N][4];
   gsize off[TILE_N];
@@ -298,6 +311,16 @@ kernel_6x64 (const float *xt, gsize ldx, const float *w, gsize sn, gsize sk, int
   }
   const float *x = xt, *wk = w;
   for (int k = 0; k < kc; k++, x += ldx, wk += sk) {
+    if (wj && (k & 15) == 0 && k + 16 <= kc) {
+      /* The next tile's 16 weights of each row, widened between this tile's FMAs: the loads
+       * overlap the arithmetic instead of stalling a separate pass. */
+      for (int r = 0; r < wj->rows; r++)
+        _mm512_storeu_ps (wj->dst + (gsize) r * wj->ldw + k,
+            _mm512_cvtph_ps (_mm256_loadu_si256 ((const __m256i *) (wj->src + (gsize) r * wj->sn + k))));
+      if ((k & 31) == 0)
+        for (int r = 0; r < wj->pf_rows; r++)
+          _mm_prefetch ((const char *) (wj->pf + (gsize) r * wj->sn + k), _MM_HINT_T1);
+    }
     __m512 a[4];
     _Pragma ("GCC unroll 4")
     for (int v = 0; v < 4; v++)
@@ -337,6 +360,26 @@ kernel_6x64 (const float *xt, gsize ldx, const float *w, gsize sn, gsize sk, int
       _mm512_mask_storeu_ps (c + 16 * v, mask[v], r);
     }
   }
+}
+
+AVX512 static void
+kernel_6x64 (const float *xt, gsize ldx, const float *w, gsize sn, gsize sk, int kc, float *ct,
+    gsize ldc, int nr, int mv, gboolean first, gboolean last, const float *bias, int act)
+{
+  kernel_6x64_impl (xt, ldx, w, sn, sk, kc, ct, ldc, nr, mv, first, last, bias, act, NULL);
+}
+
+/* kernel_6x64, widening the next FP16 tile (wj) as it goes; the tail of kc past the last full
+ * 16 is widened after. */
+AVX512 static void
+kernel_6x64_widen (const float *xt, gsize ldx, const float *w, gsize sn, int kc, float *ct,
+    gsize ldc, int nr, int mv, gboolean first, gboolean last, const float *bias, int act,
+    const widen_job *wj)
+{
+  kernel_6x64_impl (xt, ldx, w, sn, 1, kc, ct, ldc, nr, mv, first, last, bias, act, wj);
+  for (int r = 0; r < wj->rows; r++)
+    for (int k = kc / 16 * 16; k < kc; k++)
+      wj->dst[(gsize) r * wj->ldw + k] = canary_f16_to_f32 (wj->src[(gsize) r * wj->sn + k]);
 }
 #endif
 
@@ -378,24 +421,43 @@ gemm_tiles (const canary_gemm_job *j, int n0, int n1, int m0, int m1, int k0, in
    * conversion costs 1/(M/64) of a tile's FMAs, so FP16 runs at the FP32 kernel's speed. */
   /* Rows WP_PAD floats longer than kc: at a 4 KiB stride the kernel's six weight reads of one k
    * fall in the same L1 set as each other (measured: the kernel ran 12 % slower on wp). */
-  float wp[TILE_N * (KC + WP_PAD)] __attribute__ ((aligned (64)));
+  /* Two buffers: the kernel's first call on one tile widens the next tile into the other. */
+  float wp[2][TILE_N * (KC + WP_PAD)] __attribute__ ((aligned (64)));
   const int kblocks = (k1 - k0 + KC - 1) / KC;
   const int kcb = (int) round_up ((k1 - k0 + kblocks - 1) / kblocks, 16);
   for (int kb = k0; kb < k1; kb += kcb) {
     const int kc = MIN (kcb, k1 - kb);
     const gboolean first = kb == k0, last = kb + kc == k1 && epilogue;
+    const gsize ldw = (gsize) kc + WP_PAD;
+    int cur = 0;
+    if (j->w16) {
+      g_assert (j->sk == 1);
+      widen_tile (j->w16 + (gsize) n0 * j->sn + kb, j->sn, MIN (TILE_N, n1 - n0), kc, wp[0], ldw,
+          j->w16 + (gsize) (n0 + TILE_N) * j->sn + kb, CLAMP (n1 - n0 - TILE_N, 0, TILE_N));
+    }
     for (int n = n0; n < n1; n += TILE_N) {
       const int nr = MIN (TILE_N, n1 - n);
       const float *wt;
       gsize sn, sk;
       if (j->w16) {
-        g_assert (j->sk == 1);
-        const int next_nr = CLAMP (n1 - n - TILE_N, 0, TILE_N);
-        widen_tile (j->w16 + (gsize) n * j->sn + kb, j->sn, nr, kc, wp, kc + WP_PAD,
-            j->w16 + (gsize) (n + TILE_N) * j->sn + kb, next_nr);
-        wt = wp;
-        sn = kc + WP_PAD;
-        sk = 1;
+        const widen_job wj = {
+          j->w16 + (gsize) (n + TILE_N) * j->sn + kb, j->sn, CLAMP (n1 - n - TILE_N, 0, TILE_N),
+          wp[1 - cur], ldw,
+          j->w16 + (gsize) (n + 2 * TILE_N) * j->sn + kb, CLAMP (n1 - n - 2 * TILE_N, 0, TILE_N),
+        };
+        const float *bias = j->bias ? j->bias + n : NULL;
+        for (int m = m0; m < m1; m += TILE_M) {
+          float *c = dst + (gsize) n * ldd + m;
+          const float *x = j->xt + (gsize) kb * j->ldx + m;
+          if (m == m0 && wj.rows > 0)
+            kernel_6x64_widen (x, j->ldx, wp[cur], ldw, kc, c, ldd, nr, MIN (TILE_M, m1 - m), first,
+                last, bias, j->act, &wj);
+          else
+            kernel_6x64 (x, j->ldx, wp[cur], ldw, 1, kc, c, ldd, nr, MIN (TILE_M, m1 - m), first,
+                last, bias, j->act);
+        }
+        cur = 1 - cur;
+        continue;
       } else {
         wt = j->w + (gsize) n * j->sn + (gsize) kb * j->sk;
         sn = j->sn;
