@@ -276,13 +276,6 @@ canary_f16_linear (gboolean simd, const guint16 *w, const float *b, int out, int
 }
 
 #if CANARY_HAVE_AVX512
-/* The GEMM micro-kernel: a TILE_N x TILE_M block of CT (rows n, columns m) over kc steps of k:
- *   CT[j][m] (+)= Σ_k W[j·sn + k·sk] · XT[k][m].
- * Weights are broadcast from where they lie (the checkpoint's [out][in] rows, or a transposed
- * activation in the attention), the 64 columns are 4 vectors of XT: no packing, no horizontal
- * sums. Rows past nr repeat row nr-1 and are not stored; columns past mv are not stored.
- * first: store (else add to CT); last: then add the bias and apply act. (Software prefetch of
- * the next tile measured neutral: the hardware prefetchers follow the weight rows.) */
 /* What kernel_6x64_widen widens alongside: rows (of FP16 weights, sn apart) into dst (rows ldw
  * apart), and the rows to prefetch for the tile after (pf_rows of them, 0: none). */
 typedef struct {
@@ -295,6 +288,14 @@ typedef struct {
   int pf_rows;
 } widen_job;
 
+/* The GEMM micro-kernel: a TILE_N x TILE_M block of CT (rows n, columns m) over kc steps of k:
+ *   CT[j][m] (+)= Σ_k W[j·sn + k·sk] · XT[k][m].
+ * Weights are broadcast from where they lie (the checkpoint's [out][in] rows, or a transposed
+ * activation in the attention), the 64 columns are 4 vectors of XT: no packing, no horizontal
+ * sums. Rows past nr repeat row nr-1 and are not stored; columns past mv are not stored.
+ * first: store (else add to CT); last: then add the bias and apply act. wj (FP16 weights
+ * only, else NULL): also widen the next tile, 16 weights per row every 16 k. (For FP32 weights,
+ * software prefetch of the next tile measured neutral: the hardware prefetchers follow the rows.) */
 AVX512 static inline __attribute__ ((always_inline)) void
 kernel_6x64_impl (const float *xt, gsize ldx, const float *w, gsize sn, gsize sk, int kc, float *ct,
     gsize ldc, int nr, int mv, gboolean first, gboolean last, const float *bias, int act,
@@ -384,10 +385,9 @@ kernel_6x64_widen (const float *xt, gsize ldx, const float *w, gsize sn, int kc,
 #endif
 
 #if CANARY_HAVE_AVX512
-/* wp[r][k] = FP32 of src[r·sn + k] for r < nr, k < kc, while asking for the next tile's rows
- * (next, next_nr of them) to be brought to L2: a tile's widening otherwise waits on DRAM with no
- * FMAs to overlap it, which held the FP16 encoder at 1.1-1.25x the FP32 one (whose kernel reads
- * the weights as it multiplies). */
+/* wp[r][k] = FP32 of src[r·sn + k] for r < nr, k < kc (the first tile of a k block; the kernel
+ * widens the ones after it), asking for the next tile's rows (next, next_nr of them) to be brought
+ * to L2 meanwhile. */
 AVX512 static void
 widen_tile (const guint16 *src, gsize sn, int nr, int kc, float *wp, gsize ldw, const guint16 *next,
     int next_nr)
@@ -417,11 +417,10 @@ gemm_tiles (const canary_gemm_job *j, int n0, int n1, int m0, int m1, int k0, in
     gsize ldd, gboolean epilogue)
 {
   /* FP16 weights: each 6-row tile of a k block is widened to FP32 once (F16C; an AVX-512 CPU has
-   * it) into an L1 buffer, which the same 6 x 64 kernel then reads for every 64 columns: the
-   * conversion costs 1/(M/64) of a tile's FMAs, so FP16 runs at the FP32 kernel's speed. */
-  /* Rows WP_PAD floats longer than kc: at a 4 KiB stride the kernel's six weight reads of one k
-   * fall in the same L1 set as each other (measured: the kernel ran 12 % slower on wp). */
-  /* Two buffers: the kernel's first call on one tile widens the next tile into the other. */
+   * it) into an L1 buffer, which the same 6 x 64 kernel then reads for every 64 columns. Two
+   * buffers: the kernel's first call on one tile widens the next into the other, between its
+   * FMAs. Rows are WP_PAD floats longer than kc: at a 4 KiB stride the kernel's six weight reads
+   * of one k fall in one L1 set (measured: the kernel ran 12 % slower on wp). */
   float wp[2][TILE_N * (KC + WP_PAD)] __attribute__ ((aligned (64)));
   const int kblocks = (k1 - k0 + KC - 1) / KC;
   const int kcb = (int) round_up ((k1 - k0 + kblocks - 1) / kblocks, 16);
@@ -437,36 +436,26 @@ gemm_tiles (const canary_gemm_job *j, int n0, int n1, int m0, int m1, int k0, in
     }
     for (int n = n0; n < n1; n += TILE_N) {
       const int nr = MIN (TILE_N, n1 - n);
-      const float *wt;
-      gsize sn, sk;
-      if (j->w16) {
-        const widen_job wj = {
-          j->w16 + (gsize) (n + TILE_N) * j->sn + kb, j->sn, CLAMP (n1 - n - TILE_N, 0, TILE_N),
-          wp[1 - cur], ldw,
-          j->w16 + (gsize) (n + 2 * TILE_N) * j->sn + kb, CLAMP (n1 - n - 2 * TILE_N, 0, TILE_N),
-        };
-        const float *bias = j->bias ? j->bias + n : NULL;
-        for (int m = m0; m < m1; m += TILE_M) {
-          float *c = dst + (gsize) n * ldd + m;
-          const float *x = j->xt + (gsize) kb * j->ldx + m;
-          if (m == m0 && wj.rows > 0)
-            kernel_6x64_widen (x, j->ldx, wp[cur], ldw, kc, c, ldd, nr, MIN (TILE_M, m1 - m), first,
-                last, bias, j->act, &wj);
-          else
-            kernel_6x64 (x, j->ldx, wp[cur], ldw, 1, kc, c, ldd, nr, MIN (TILE_M, m1 - m), first,
-                last, bias, j->act);
-        }
-        cur = 1 - cur;
-        continue;
-      } else {
-        wt = j->w + (gsize) n * j->sn + (gsize) kb * j->sk;
-        sn = j->sn;
-        sk = j->sk;
+      /* FP16: the tile is in wp[cur]; the first 64 columns also widen the next tile. */
+      const float *wt = j->w16 ? wp[cur] : j->w + (gsize) n * j->sn + (gsize) kb * j->sk;
+      const gsize sn = j->w16 ? ldw : j->sn, sk = j->w16 ? 1 : j->sk;
+      const widen_job wj = j->w16 ? (widen_job) {
+        j->w16 + (gsize) (n + TILE_N) * j->sn + kb, j->sn, CLAMP (n1 - n - TILE_N, 0, TILE_N),
+        wp[1 - cur], ldw,
+        j->w16 + (gsize) (n + 2 * TILE_N) * j->sn + kb, CLAMP (n1 - n - 2 * TILE_N, 0, TILE_N),
+      } : (widen_job) { 0 };
+      const float *bias = j->bias ? j->bias + n : NULL;
+      for (int m = m0; m < m1; m += TILE_M) {
+        float *c = dst + (gsize) n * ldd + m;
+        const float *x = j->xt + (gsize) kb * j->ldx + m;
+        if (m == m0 && wj.rows > 0)
+          kernel_6x64_widen (x, j->ldx, wt, sn, kc, c, ldd, nr, MIN (TILE_M, m1 - m), first, last,
+              bias, j->act, &wj);
+        else
+          kernel_6x64 (x, j->ldx, wt, sn, sk, kc, c, ldd, nr, MIN (TILE_M, m1 - m), first, last,
+              bias, j->act);
       }
-      for (int m = m0; m < m1; m += TILE_M)
-        kernel_6x64 (j->xt + (gsize) kb * j->ldx + m, j->ldx, wt, sn, sk, kc,
-            dst + (gsize) n * ldd + m, ldd, nr, MIN (TILE_M, m1 - m), first, last,
-            j->bias ? j->bias + n : NULL, j->act);
+      cur = 1 - cur;
     }
   }
 }
