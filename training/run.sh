@@ -4,7 +4,7 @@
 # training resumes from its last checkpoint, so the script can be stopped and rerun at any time.
 #
 #   bash training/run.sh                 # WORK=training/work, NEMO_VENV=tests/reference/.venv
-#   NEMO_VENV=/path/to/venv STEPS=14000 bash training/run.sh
+#   NEMO_VENV=/path/to/venv STEPS=23525 bash training/run.sh
 #
 # Needs: Debian packages espeak-ng flite sox wordnet-base festival festvox-* (installed here), python3.11 and PyPI
 # access for the NeMo venv (tests/reference/requirements.txt), a built plugin for the element WER.
@@ -13,7 +13,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 WORK=${WORK:-$here/work}
 VENV=${NEMO_VENV:-$repo/tests/reference/.venv}
-STEPS=${STEPS:-14000}
+# The first schedule: peak LR 1.5e-3, warmup 1000, cosine to step 14 000 (stopped at 13 525). The
+# second, a warm restart from those weights: peak 5e-4 at step 13 525 (+300 warmup), cosine to
+# 23 525, with extra.txt's sentences added (make_corpus.py). Later runs continue the second.
+STEPS=${STEPS:-23525}
+SCHEDULE_FROM=${SCHEDULE_FROM:-13525}
+LR=${LR:-5e-4}
+WARMUP=${WARMUP:-300}
 # The schedule runs over STEPS (HOURS=0): the hours trained accumulate across sessions (the
 # .train.json beside the model), and a session's CPU is often shared, so a time-based schedule
 # would decay the LR for steps that never ran. Stop the run by hand before a session ends (it
@@ -35,10 +41,12 @@ fi
 py="$VENV/bin/python"
 export CUDA_VISIBLE_DEVICES= PYTHONHASHSEED=0
 
-[ -f "$WORK/corpus/test.txt" ] || "$py" "$here/make_corpus.py" "$WORK/corpus" --seed "$SEED"
+[ -f "$WORK/corpus/extra.txt" ] || "$py" "$here/make_corpus.py" "$WORK/corpus" --seed "$SEED"
 [ -f "$WORK/audio/train.jsonl" ] || "$py" "$here/synth.py" "$WORK/corpus" "$WORK/audio" --seed "$SEED"
+[ -f "$WORK/audio/extra.jsonl" ] || "$py" "$here/synth.py" "$WORK/corpus" "$WORK/audio" --seed "$SEED" --splits extra
 # Resumes from $WORK/run/last.pt; on a fresh machine, from the committed model's weights.
 nice -n 10 "$py" "$here/train.py" "$WORK" "$WORK/run" --steps "$STEPS" --hours "$HOURS" --seed "$SEED" \
+  --schedule-from "$SCHEDULE_FROM" --lr "$LR" --warmup "$WARMUP" \
   --init "$repo/examples/models/canary-default.nemo"
 "$py" "$here/train.py" "$WORK" "$WORK/run" --export "$repo/examples/models/canary-default.nemo"
 "$py" "$here/make_examples.py" "$WORK/audio"

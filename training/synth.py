@@ -92,7 +92,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--train-copies", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--splits", default="dev,test_seen,test_unseen,train")
+    ap.add_argument("--splits", default="dev,test_seen,test_unseen,train,extra")
     a = ap.parse_args()
 
     read = lambda n: (a.corpus / f"{n}.txt").read_text().splitlines()
@@ -101,6 +101,8 @@ def main():
         "dev": (read("dev"), True),
         "test_seen": (read("test"), True),
         "test_unseen": (read("test"), False),
+        # One rendering each: these sentences are for text variety (make_corpus.py)
+        "extra": (read("extra"), True),
     }
     with Pool(a.jobs) as pool:
         for split in a.splits.split(","):

@@ -30,6 +30,7 @@ import sys
 import time
 import wave
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -106,16 +107,38 @@ def load_split(data: Path, split):
     return rows, audio
 
 
-def make_items(durations, rng, join, join_seconds):
-    """Training items: tuples of utterance indices. Without `join`, one utterance each; with it,
-    half the items join 2+ random utterances (pauses added in `render_item`) into up to
-    join_seconds of audio, the rest stay single (dictation's short phrases)."""
+class Item(NamedTuple):
+    """A training item: utterances back to back (`utts`, indices), the first starting `t0` s into
+    its audio and the last ending at `t1` s (None: its end), as a fixed window cuts speech."""
+    utts: tuple
+    t0: float = 0.0
+    t1: Optional[float] = None
+
+
+def load_spans(data: Path, split, n):
+    """align.py's word times for a split (None per utterance where it has none)."""
+    path = data / "audio" / f"{split}.align.jsonl"
+    if not path.exists():
+        return [None] * n
+    spans = [json.loads(l)["spans"] for l in open(path)]
+    if len(spans) != n:
+        sys.exit(f"{path}: {len(spans)} lines for {n} utterances (rerun align.py)")
+    return spans
+
+
+def make_items(durations, rng, join, join_seconds, spans=None, cut_p=0.0):
+    """Training items. Without `join`, one whole utterance each; with it, half the items join 2+
+    random utterances (pauses added in `render_item`) into up to join_seconds of audio, the rest
+    stay single and whole (dictation's short phrases, VAD's segments). A joined item starts inside
+    its first utterance with probability cut_p, and ends inside its last with probability cut_p
+    (uniformly over their audio, where `spans` has their word times): the element's fixed windows
+    start and end anywhere."""
     order = list(range(len(durations)))
     rng.shuffle(order)
     items, k = [], 0
     while k < len(order):
         if not join or rng.random() < 0.5:
-            items.append((order[k],))
+            items.append(Item((order[k],)))
             k += 1
             continue
         budget, cur = rng.uniform(4.0, join_seconds), [order[k]]
@@ -125,12 +148,45 @@ def make_items(durations, rng, join, join_seconds):
             total += 0.5 + durations[order[k]]
             cur.append(order[k])
             k += 1
-        items.append(tuple(cur))
+        item = Item(tuple(cur))
+        if spans is not None:
+            first, last = cur[0], cur[-1]
+            t0 = rng.uniform(0, durations[first]) if spans[first] and rng.random() < cut_p else 0.0
+            t1 = rng.uniform(0, durations[last]) if spans[last] and rng.random() < cut_p else None
+            if len(cur) == 1 and t1 is not None and t1 <= t0:
+                t1 = None
+            cut = Item(item.utts, t0, t1)
+            if any(cut_words(cut, j, spans) != [] for j in range(len(cur))):  # a word is left
+                item = cut
+        items.append(item)
     return items
 
 
+def cut_words(item, j, spans):
+    """Indices of the words of the item's j-th utterance that it holds: all, or for a cut first or
+    last utterance those whose span's middle lies inside the cut."""
+    i = item.utts[j]
+    lo = item.t0 if j == 0 else 0.0
+    hi = item.t1 if j == len(item.utts) - 1 and item.t1 is not None else math.inf
+    if spans is None or spans[i] is None or (lo == 0.0 and hi == math.inf):
+        return None  # whole: the caller takes the text as it is
+    return [w for w, (s, e) in enumerate(spans[i]) if lo <= (s + e) / 2 <= hi]
+
+
+def item_text(item, rows, spans):
+    words = []
+    for j, i in enumerate(item.utts):
+        ws = rows[i]["text"].split()
+        keep = cut_words(item, j, spans)
+        words += ws if keep is None else [ws[w] for w in keep]
+    return " ".join(words)
+
+
 def item_seconds(item, durations):
-    return sum(durations[i] for i in item) + 0.5 * (len(item) - 1)
+    total = sum(durations[i] for i in item.utts) + 0.5 * (len(item.utts) - 1) - item.t0
+    if item.t1 is not None:
+        total -= durations[item.utts[-1]] - item.t1
+    return total
 
 
 def batches(durations, batch_seconds, rng, shuffle=True):
@@ -155,15 +211,21 @@ def batches(durations, batch_seconds, rng, shuffle=True):
 def render_item(item, audio, rng):
     """The utterances of an item back to back, each with its own gain (talkers and distances
     change within a window) and a pause of 0.1-1.0 s between them (the utterances carry their
-    own 0.05-0.4 s of leading and trailing silence besides)."""
-    if len(item) == 1:
-        return audio[item[0]]
+    own 0.05-0.4 s of leading and trailing silence besides), cut at t0 and t1."""
+    n = len(item.utts)
+    if n == 1 and item.t0 == 0.0 and item.t1 is None:
+        return audio[item.utts[0]]
     parts = []
-    for j, i in enumerate(item):
+    for j, i in enumerate(item.utts):
+        x = audio[i]
+        if j == n - 1 and item.t1 is not None:
+            x = x[: int(item.t1 * 16000)]
+        if j == 0:
+            x = x[int(item.t0 * 16000):]
         if j:
             parts.append(np.zeros(int(rng.uniform(0.1, 1.0) * 16000), dtype=np.int16))
-        g = 10 ** (rng.uniform(-6, 3) / 20)
-        parts.append(np.clip(audio[i].astype(np.float32) * g, -32768, 32767).astype(np.int16))
+        g = 10 ** (rng.uniform(-6, 3) / 20) if n > 1 else 1.0
+        parts.append(np.clip(x.astype(np.float32) * g, -32768, 32767).astype(np.int16))
     return np.concatenate(parts)
 
 
@@ -212,6 +274,9 @@ def main():
     ap.add_argument("--batch-seconds", type=float, default=60.0)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=1000)
+    ap.add_argument("--schedule-from", type=int, default=0,
+                    help="warm restart: the LR schedule (warmup, then cosine to --steps) starts at this "
+                         "step instead of 0, so a run whose cosine has ended can continue at a new peak")
     ap.add_argument("--init", type=Path,
                     help="a .nemo to start from when OUT/last.pt does not exist (fresh optimiser)")
     ap.add_argument("--init-warmup", type=int, default=200, help="warmup steps when starting from --init")
@@ -219,11 +284,16 @@ def main():
     ap.add_argument("--join-seconds", type=float, default=10.0)
     ap.add_argument("--clean-steps", type=int, default=3000,
                     help="curriculum: no added noise and no SpecAugment for the first N steps")
+    ap.add_argument("--cut-p", type=float, default=0.5,
+                    help="probability that a joined item starts (and, independently, ends) inside an "
+                         "utterance, where align.py's word times say which words it keeps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-minutes", type=float, default=10.0)
     ap.add_argument("--export", type=Path)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--train-split", default="train")
+    ap.add_argument("--train-split", default="train,extra",
+                    help="comma-separated manifests under WORK/audio to train on (a missing one is skipped "
+                         "with a note: extra.jsonl came later than train.jsonl)")
     ap.add_argument("--log-every", type=int, default=50)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -259,16 +329,28 @@ def main():
 
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params / 1e6:.2f} M", flush=True)
-    rows, audio = load_split(a.data, a.train_split)
+    rows, audio, spans = [], [], []
+    for split in a.train_split.split(","):
+        if not (a.data / "audio" / f"{split}.jsonl").exists():
+            print(f"no {split}.jsonl: training without it", flush=True)
+            continue
+        r, x = load_split(a.data, split)
+        rows += r
+        audio += x
+        spans += load_spans(a.data, split, len(r))
+        print(f"{split}: {len(r)} utterances, {sum(len(w) for w in x) / 16000 / 3600:.2f} h", flush=True)
     durs = [len(x) / 16000 for x in audio]
+    have_spans = any(sp is not None for sp in spans)
+    print(f"word times (align.py) for {sum(sp is not None for sp in spans)}/{len(rows)} utterances: "
+          f"{'joined items cut with p ' + str(a.cut_p) + ' per end' if have_spans else 'no cuts'}", flush=True)
     enc_cache = {}
 
     def ids_for(item, pnc):
-        if len(item) > 1:  # joined items are drawn anew every epoch: not worth caching
-            return prompt_ids(model, " ".join(rows[i]["text"] for i in item), pnc)
-        key = (item[0], pnc)
+        if item != Item(item.utts[:1]):  # joined or cut items are drawn anew every epoch
+            return prompt_ids(model, item_text(item, rows, spans), pnc)
+        key = (item.utts[0], pnc)
         if key not in enc_cache:
-            enc_cache[key] = prompt_ids(model, rows[item[0]]["text"], pnc)
+            enc_cache[key] = prompt_ids(model, rows[item.utts[0]]["text"], pnc)
         return enc_cache[key]
 
     ctc_head = torch.nn.Linear(DEC_D, model.tokenizer.vocab_size + 1)  # last index: blank
@@ -298,7 +380,7 @@ def main():
         os.replace(tmp, ckpt_path)
 
     def progress(step_, seconds):
-        p = (step_ - a.warmup) / max(1, a.steps - a.warmup)
+        p = (step_ - a.schedule_from - a.warmup) / max(1, a.steps - a.schedule_from - a.warmup)
         if a.hours > 0:
             p = max(p, seconds / (a.hours * 3600))
         return p
@@ -308,7 +390,8 @@ def main():
     last_save, t_log, loss_acc, tok_acc, ctc_acc = time.time(), time.time(), 0.0, 0, 0.0
     while step < a.steps and progress(step, train_s) < 1.0:
         erng = random.Random(f"{a.seed}/{epoch}")
-        items = make_items(durs, erng, epoch >= a.join_from_epoch, a.join_seconds)
+        items = make_items(durs, erng, epoch >= a.join_from_epoch, a.join_seconds,
+                           spans if have_spans else None, a.cut_p)
         item_durs = [item_seconds(it, durs) for it in items]
         plan = [[items[k] for k in b] for b in batches(item_durs, a.batch_seconds, erng, shuffle=epoch > 0)]
         while pos < len(plan) and step < a.steps and progress(step, train_s) < 1.0:
@@ -330,7 +413,7 @@ def main():
                 mask[j, n_ctx - 1 : len(s) - 1] = True  # predict the answer (text + EOS) only
             tok_lens = torch.tensor([len(s) - 1 for s, _ in seqs])
             for g in opt.param_groups:
-                lr = lr_at(step, a.lr, a.warmup, progress(step, train_s))
+                lr = lr_at(max(0, step - a.schedule_from), a.lr, a.warmup, progress(step, train_s))
                 if rewarm_from is not None:  # a fresh optimiser has no moment estimates yet
                     lr *= min(1.0, (step - rewarm_from + 1) / a.init_warmup)
                 g["lr"] = lr
