@@ -9,7 +9,8 @@ every token on frames; a word's spikes are its tokens' frames. CTC spikes are na
 span is widened to the midpoints between its spikes and its neighbours' (the first and last words
 by 0.1 s): the spans tile the speech, and a cut keeps the words whose span's middle it holds.
 
-Usage: align.py WORK CKPT.pt [--splits train,extra]
+Usage: align.py WORK CKPT [--splits train,extra]
+CKPT: train.py's last.pt, or an exported .nemo with its .ctc.pt beside it.
 Writes WORK/audio/<split>.align.jsonl: one line per manifest row, {"spans": [[start_s, end_s],
 ...]} with one span per word of its text, or {"spans": null} where no path exists (fewer frames
 than the transcript needs) or the word pieces do not match the words.
@@ -86,11 +87,16 @@ def main():
     ap.add_argument("--batch-seconds", type=float, default=120.0)
     a = ap.parse_args()
     torch.set_num_threads(2)
-    model = tr.build_model(a.work, a.ckpt.parent)
-    state = torch.load(a.ckpt, weights_only=False)
-    model.load_state_dict(state["model"])
+    model = tr.build_model(a.work, a.work / "run")
     ctc_head = torch.nn.Linear(tr.DEC_D, model.tokenizer.vocab_size + 1)
-    ctc_head.load_state_dict(state["ctc_head"])
+    if a.ckpt.suffix == ".nemo":
+        with tr.fx.quiet():
+            model.load_state_dict(tr.EncDecMultiTaskModel.restore_from(str(a.ckpt), map_location="cpu").state_dict())
+        ctc_head.load_state_dict(torch.load(tr.ctc_path(a.ckpt)))
+    else:
+        state = torch.load(a.ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        ctc_head.load_state_dict(state["ctc_head"])
     model.eval()
     blank = model.tokenizer.vocab_size
     frame_s = model.cfg.preprocessor.window_stride * model.encoder.subsampling_factor

@@ -44,6 +44,12 @@ export CUDA_VISIBLE_DEVICES= PYTHONHASHSEED=0
 [ -f "$WORK/corpus/extra.txt" ] || "$py" "$here/make_corpus.py" "$WORK/corpus" --seed "$SEED"
 [ -f "$WORK/audio/train.jsonl" ] || "$py" "$here/synth.py" "$WORK/corpus" "$WORK/audio" --seed "$SEED"
 [ -f "$WORK/audio/extra.jsonl" ] || "$py" "$here/synth.py" "$WORK/corpus" "$WORK/audio" --seed "$SEED" --splits extra
+# Word times for cutting training items mid-sentence: the CTC head of the last checkpoint, or
+# the one exported beside the committed model.
+if [ ! -f "$WORK/audio/extra.align.jsonl" ]; then
+  ckpt="$WORK/run/last.pt"; [ -f "$ckpt" ] || ckpt="$repo/examples/models/canary-default.nemo"
+  "$py" "$here/align.py" "$WORK" "$ckpt"
+fi
 # Resumes from $WORK/run/last.pt; on a fresh machine, from the committed model's weights.
 nice -n 10 "$py" "$here/train.py" "$WORK" "$WORK/run" --steps "$STEPS" --hours "$HOURS" --seed "$SEED" \
   --schedule-from "$SCHEDULE_FROM" --lr "$LR" --warmup "$WARMUP" \

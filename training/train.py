@@ -258,6 +258,12 @@ def progress_path(nemo: Path) -> Path:
     return nemo.with_suffix(".train.json")
 
 
+def ctc_path(nemo: Path) -> Path:
+    """The training-only CTC head, kept beside an exported model (0.8 MB) so that a fresh machine
+    resumes with it and align.py can run before the first checkpoint."""
+    return nemo.with_suffix(".ctc.pt")
+
+
 def vocabulary(model):
     tok = model.tokenizer
     return [tok.ids_to_tokens([i])[0] for i in range(tok.vocab_size)]
@@ -322,6 +328,8 @@ def main():
         model.eval()
         model.save_to(str(a.export))
         step_, epoch_, secs = (state["step"], state["epoch"], state["train_seconds"]) if state else (0, 0, 0.0)
+        if state:
+            torch.save(state["ctc_head"], ctc_path(a.export))
         progress_path(a.export).write_text(json.dumps(
             {"step": step_, "epoch": epoch_, "train_seconds": round(secs, 1)}, indent=1) + "\n")
         print(f"exported step {step_} to {a.export}")
@@ -364,6 +372,8 @@ def main():
         step, epoch, train_s = init_from
         rewarm_from = step
         rng = np.random.default_rng([a.seed, step])  # not the first session's draws again
+    if init_from and ctc_path(a.init).exists():
+        ctc_head.load_state_dict(torch.load(ctc_path(a.init)))
     if state:
         ctc_head.load_state_dict(state["ctc_head"])
         opt.load_state_dict(state["optimizer"])

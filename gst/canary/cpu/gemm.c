@@ -21,6 +21,9 @@
 #define TILE_M CANARY_GEMM_TILE_M
 #define WP_PAD 16             /* floats: one cache line */
 #define KC 1024               /* k block, at most: a 6 x 1024 weight tile stays in L1 */
+/* FP16 weights: k block of the widened tiles. Two of them (double buffer) at 512 are 24 KiB, half
+ * a 48 KiB L1 (at 1024 they filled it: the encoder ran 15-18 % slower, canary-1b, side by side). */
+#define KC_F16 512
 #define CHUNK_N 48            /* rows per work item: 8 tiles, 3 blocks of 16 to transpose */
 #define MAX_JOBS CANARY_GEMM_MAX_JOBS
 #define XT_BLOCK_BYTES (512 * 1024)  /* XT slice one work item reads: about a quarter of the L2 */
@@ -421,8 +424,9 @@ gemm_tiles (const canary_gemm_job *j, int n0, int n1, int m0, int m1, int k0, in
    * buffers: the kernel's first call on one tile widens the next into the other, between its
    * FMAs. Rows are WP_PAD floats longer than kc: at a 4 KiB stride the kernel's six weight reads
    * of one k fall in one L1 set (measured: the kernel ran 12 % slower on wp). */
-  float wp[2][TILE_N * (KC + WP_PAD)] __attribute__ ((aligned (64)));
-  const int kblocks = (k1 - k0 + KC - 1) / KC;
+  float wp[2][TILE_N * (KC_F16 + WP_PAD)] __attribute__ ((aligned (64)));
+  const int kmax = j->w16 ? KC_F16 : KC;
+  const int kblocks = (k1 - k0 + kmax - 1) / kmax;
   const int kcb = (int) round_up ((k1 - k0 + kblocks - 1) / kblocks, 16);
   for (int kb = k0; kb < k1; kb += kcb) {
     const int kc = MIN (kcb, k1 - kb);
