@@ -22,7 +22,8 @@
 #define WP_PAD 16             /* floats: one cache line */
 #define KC 1024               /* k block, at most: a 6 x 1024 weight tile stays in L1 */
 /* FP16 weights: k block of the widened tiles. Two of them (double buffer) at 512 are 24 KiB, half
- * a 48 KiB L1 (at 1024 they filled it: the encoder ran 15-18 % slower, canary-1b, side by side). */
+ * a 48 KiB L1; at 1024 they filled it (canary-1b encoder FP16/FP32, alternating runs: median 1.11
+ * at 1024 over 11 runs, 1.07 at 512 over 16; docs/benchmarks.md). */
 #define KC_F16 512
 #define CHUNK_N 48            /* rows per work item: 8 tiles, 3 blocks of 16 to transpose */
 #define MAX_JOBS CANARY_GEMM_MAX_JOBS
