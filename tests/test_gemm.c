@@ -127,10 +127,72 @@ test_paths (void)
   canary_team_free (team);
 }
 
+/* canary_f16_linear (the decoder's row products) on every path this CPU has, against the double
+ * reference on the rounded weights, with the GEMM's bound: out not a multiple of the AVX-512
+ * kernel's 4 rows or of the 64-row block, in not a multiple of 16, 1-9 x rows (a beam, the
+ * prompt), and a sub-range [o0, o1) as the team's work items use. */
+static void
+test_f16_linear (void)
+{
+  static const struct { int out, in, rows, o0, o1; } cases[] = {
+    { 70, 1024, 1, 0, 70 }, { 70, 1024, 4, 0, 70 }, { 131, 48, 9, 0, 131 },
+    { 67, 1037, 3, 0, 67 }, { 200, 257, 2, 64, 133 }, { 5, 17, 5, 1, 4 },
+  };
+  const canary_f16_linear_path best = canary_f16_linear_best ();
+  for (int path = CANARY_F16_LINEAR_PORTABLE; path <= (int) best; path++)
+    for (guint c = 0; c < G_N_ELEMENTS (cases); c++) {
+      const int out = cases[c].out, in = cases[c].in, rows = cases[c].rows;
+      GRand *rng = g_rand_new_with_seed (out * 131 + in * 7 + rows);
+      guint16 *w16 = g_new (guint16, (gsize) out * in);
+      float *b = g_new (float, out), *x = g_new (float, (gsize) rows * in);
+      float *y = g_new (float, (gsize) rows * out);
+      for (gsize i = 0; i < (gsize) out * in; i++)
+        w16[i] = canary_f32_to_f16 ((float) g_rand_double_range (rng, -1, 1));
+      for (int o = 0; o < out; o++)
+        b[o] = (float) g_rand_double_range (rng, -1, 1);
+      for (gsize i = 0; i < (gsize) rows * in; i++)
+        x[i] = (float) g_rand_double_range (rng, -1, 1);
+      for (gsize i = 0; i < (gsize) rows * out; i++)
+        y[i] = NAN;
+      canary_f16_linear ((canary_f16_linear_path) path, w16, b, out, in, x, rows, y, cases[c].o0,
+          cases[c].o1);
+      double worst = 0;
+      for (int r = 0; r < rows; r++)
+        for (int o = 0; o < out; o++) {
+          const float got = y[(gsize) r * out + o];
+          if (o < cases[c].o0 || o >= cases[c].o1) {  /* outside the range: untouched */
+            g_assert_true (isnan (got));
+            continue;
+          }
+          double sum = b[o], mag = fabs (b[o]);
+          for (int k = 0; k < in; k++) {
+            const double p = (double) canary_f16_to_f32 (w16[(gsize) o * in + k]) * x[(gsize) r * in + k];
+            sum += p;
+            mag += fabs (p);
+          }
+          const double bound = (in + 1) * ldexp (1.0, -24) * mag + 1e-30;
+          const double err = fabs ((double) got - sum);
+          if (!(err <= bound))
+            g_error ("path %d %dx%d rows %d: y[%d][%d] = %g, reference %g (bound %g)", path, out, in,
+                rows, r, o, got, sum, bound);
+          worst = MAX (worst, err / bound);
+        }
+      g_test_message ("f16_linear path %d %dx%d rows %d: worst error %.3f of the bound", path, out,
+          in, rows, worst);
+      g_rand_free (rng);
+      g_free (w16);
+      g_free (b);
+      g_free (x);
+      g_free (y);
+    }
+  g_test_message ("f16_linear paths checked: portable..%d", (int) best);
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/gemm/paths", test_paths);
+  g_test_add_func ("/gemm/f16-linear", test_f16_linear);
   return g_test_run ();
 }

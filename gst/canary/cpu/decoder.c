@@ -57,6 +57,7 @@ struct _canary_decoder {
   gsize f16_elems;
   const guint16 *tok_emb16;
   gboolean f16_simd;
+  canary_f16_linear_path f16_linear;  /* the row-product kernel (canary_f16_linear_best) */
 };
 
 struct _canary_decoder_state {
@@ -375,6 +376,7 @@ canary_decoder_use_f16 (canary_decoder *dec, canary_release_fn release, gpointer
   dec->f16 = buf;
   dec->f16_elems = total;
   dec->f16_simd = canary_f16_simd_enabled ();
+  dec->f16_linear = canary_f16_linear_best ();
   dec->owned_bytes += total * sizeof (guint16);
   dec->weight_bytes = dec->weight_bytes - total * sizeof (float) + total * sizeof (guint16);
   return TRUE;
@@ -604,7 +606,7 @@ f16_linear_fn (void *ctx, int tid)
   const f16_linear_ctx *c = ctx;
   const dec_linear *l = c->l;
   for (int it; (it = canary_team_next (c->st->team)) * F16_OUT_CHUNK < l->out;)
-    canary_f16_linear (c->st->dec->f16_simd, l->w16, l->b, l->out, l->in, c->in, c->rows, c->out,
+    canary_f16_linear (c->st->dec->f16_linear, l->w16, l->b, l->out, l->in, c->in, c->rows, c->out,
         it * F16_OUT_CHUNK, MIN ((it + 1) * F16_OUT_CHUNK, l->out));
 }
 
@@ -618,7 +620,7 @@ linear_fwd (const canary_decoder_state *st, const dec_linear *l, const float *in
     if (st->team && (gsize) l->out * l->in >= F16_TEAM_MIN_WEIGHTS)
       canary_team_run (st->team, f16_linear_fn, &c);
     else
-      canary_f16_linear (st->dec->f16_simd, l->w16, l->b, l->out, l->in, in, rows, out, 0, l->out);
+      canary_f16_linear (st->dec->f16_linear, l->w16, l->b, l->out, l->in, in, rows, out, 0, l->out);
     return;
   }
   for (int r = 0; r < rows; r++)

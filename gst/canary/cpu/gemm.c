@@ -255,12 +255,120 @@ f16_linear_avx2 (const guint16 *w, const float *b, int out, int in, const float 
 }
 #endif
 
-void
-canary_f16_linear (gboolean simd, const guint16 *w, const float *b, int out, int in,
-    const float *x, int rows, float *y, int o0, int o1)
+#if CANARY_HAVE_AVX512
+/* Four weight rows at a time: Σ_k x_r[k] · w_o[k] for o < O (4, or 1 for the last rows) and
+ * r < R, one 16-lane accumulator each. The AVX2 kernel's single row kept 2 FMA chains per x row
+ * in flight and read ~15 GB/s (docs/benchmarks.md); four rows give 4·R independent chains and
+ * four streams of weights, and a zmm widens 16 weights per instruction. */
+AVX512 static inline __attribute__ ((always_inline)) void
+f16_dot_avx512 (const guint16 *w, const guint16 *pf, int in, const float *x, int O, int R,
+    float out[4][4])
 {
+  __m512 acc[4][4];
+  _Pragma ("GCC unroll 4")
+  for (int o = 0; o < O; o++)
+    _Pragma ("GCC unroll 4")
+    for (int r = 0; r < R; r++)
+      acc[o][r] = _mm512_setzero_ps ();
+  int k = 0;
+  for (; k + 16 <= in; k += 16) {
+    if ((k & 31) == 0) {  /* one prefetch per 64-byte line of each row */
+      _Pragma ("GCC unroll 4")
+      for (int o = 0; o < O; o++)
+        _mm_prefetch ((const char *) (pf + (gsize) o * in + k), _MM_HINT_T1);
+    }
+    __m512 wv[4];
+    _Pragma ("GCC unroll 4")
+    for (int o = 0; o < O; o++)
+      wv[o] = _mm512_cvtph_ps (_mm256_loadu_si256 ((const __m256i *) (w + (gsize) o * in + k)));
+    _Pragma ("GCC unroll 4")
+    for (int r = 0; r < R; r++) {
+      const __m512 xv = _mm512_loadu_ps (x + (gsize) r * in + k);
+      _Pragma ("GCC unroll 4")
+      for (int o = 0; o < O; o++)
+        acc[o][r] = _mm512_fmadd_ps (wv[o], xv, acc[o][r]);
+    }
+  }
+  _Pragma ("GCC unroll 4")
+  for (int o = 0; o < O; o++)
+    _Pragma ("GCC unroll 4")
+    for (int r = 0; r < R; r++) {
+      float t = _mm512_reduce_add_ps (acc[o][r]);
+      for (int kk = k; kk < in; kk++)
+        t += x[(gsize) r * in + kk] * canary_f16_to_f32 (w[(gsize) o * in + kk]);
+      out[o][r] = t;
+    }
+}
+
+/* The same blocking as f16_linear_avx2 (64 weight rows stay in L2 across groups of 4 x rows;
+ * prefetch F16_PREFETCH ahead, clamped to this work item's last row), 4 weight rows per call. */
+AVX512 static void
+f16_linear_avx512 (const guint16 *w, const float *b, int out, int in, const float *x, int rows,
+    float *y, int o0, int o1)
+{
+  float d[4][4];
+  const guint16 *last_row = w + (gsize) (o1 - 1) * in;
+  for (int ob = o0; ob < o1; ob += 64) {
+    const int oe = MIN (ob + 64, o1);
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+      const int R = MIN (4, rows - r0);
+      const float *xr = x + (gsize) r0 * in;
+      for (int o = ob; o < oe;) {
+        const int O = oe - o >= 4 ? 4 : 1;
+        const guint16 *wo = w + (gsize) o * in;
+        /* The last O rows prefetched start at MIN (...): never past this item's rows. */
+        const guint16 *pf = MIN (wo + F16_PREFETCH, last_row - (gsize) (O - 1) * in);
+#define F16_DOT_CASE(OO, RR) f16_dot_avx512 (wo, pf, in, xr, OO, RR, d)
+        if (O == 4) {
+          switch (R) {
+            case 1: F16_DOT_CASE (4, 1); break;
+            case 2: F16_DOT_CASE (4, 2); break;
+            case 3: F16_DOT_CASE (4, 3); break;
+            default: F16_DOT_CASE (4, 4); break;
+          }
+        } else {
+          switch (R) {
+            case 1: F16_DOT_CASE (1, 1); break;
+            case 2: F16_DOT_CASE (1, 2); break;
+            case 3: F16_DOT_CASE (1, 3); break;
+            default: F16_DOT_CASE (1, 4); break;
+          }
+        }
+#undef F16_DOT_CASE
+        for (int oo = 0; oo < O; oo++)
+          for (int r = 0; r < R; r++)
+            y[(gsize) (r0 + r) * out + o + oo] = b[o + oo] + d[oo][r];
+        o += O;
+      }
+    }
+  }
+}
+#endif
+
+canary_f16_linear_path
+canary_f16_linear_best (void)
+{
+  if (!canary_f16_simd_enabled ())
+    return CANARY_F16_LINEAR_PORTABLE;
+#if CANARY_HAVE_AVX512
+  if (canary_simd_enabled () && g_strcmp0 (g_getenv ("CANARY_F16_AVX512"), "0") != 0)
+    return CANARY_F16_LINEAR_AVX512;
+#endif
+  return CANARY_F16_LINEAR_AVX2;
+}
+
+void
+canary_f16_linear (canary_f16_linear_path path, const guint16 *w, const float *b, int out,
+    int in, const float *x, int rows, float *y, int o0, int o1)
+{
+#if CANARY_HAVE_AVX512
+  if (path == CANARY_F16_LINEAR_AVX512) {
+    f16_linear_avx512 (w, b, out, in, x, rows, y, o0, o1);
+    return;
+  }
+#endif
 #if CANARY_HAVE_F16C
-  if (simd) {
+  if (path != CANARY_F16_LINEAR_PORTABLE) {
     f16_linear_avx2 (w, b, out, in, x, rows, y, o0, o1);
     return;
   }

@@ -79,10 +79,23 @@ void canary_gemm_run (canary_gemm *g, const canary_gemm_job *jobs, int n_jobs);
  * CANARY_ENCODER_SIMD=0 nor CANARY_F16_SIMD=0 is set (both force the portable scalar kernels). */
 gboolean canary_f16_simd_enabled (void);
 
+/* The kernels canary_f16_linear can run: the portable C loop, AVX2 + F16C (one weight row at a
+ * time), AVX-512 (four weight rows at a time). */
+typedef enum {
+  CANARY_F16_LINEAR_PORTABLE,
+  CANARY_F16_LINEAR_AVX2,
+  CANARY_F16_LINEAR_AVX512,
+} canary_f16_linear_path;
+
+/* The fastest path this CPU has: portable unless canary_f16_simd_enabled (); AVX-512 when the
+ * CPU has AVX-512F (canary_simd_enabled ()) and CANARY_F16_AVX512=0 is not set. */
+canary_f16_linear_path canary_f16_linear_best (void);
+
 /* y[r][o] = b[o] + Σ_k x[r][k] · W16[o][k] for r < rows and o in [o0, o1) (nn.Linear with FP16
- * weights [out][in], x and y row-major with rows in and out floats apart), FP32 sums. */
-void canary_f16_linear (gboolean simd, const guint16 *w, const float *b, int out, int in,
-    const float *x, int rows, float *y, int o0, int o1);
+ * weights [out][in], x and y row-major with rows in and out floats apart), FP32 sums. path must
+ * be one this CPU has (at most canary_f16_linear_best ()). */
+void canary_f16_linear (canary_f16_linear_path path, const guint16 *w, const float *b, int out,
+    int in, const float *x, int rows, float *y, int o0, int o1);
 
 /* dst[i] = the FP32 value of src[i] (exact). */
 void canary_f16_row_to_f32 (gboolean simd, const guint16 *src, float *dst, gsize n);
