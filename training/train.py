@@ -126,13 +126,15 @@ def load_spans(data: Path, split, n):
     return spans
 
 
-def make_items(durations, rng, join, join_seconds, spans=None, cut_p=0.0):
+def make_items(durations, rng, join, join_seconds, spans=None, cut_p=0.0, window_p=0.0):
     """Training items. Without `join`, one whole utterance each; with it, half the items join 2+
     random utterances (pauses added in `render_item`) into up to join_seconds of audio, the rest
     stay single and whole (dictation's short phrases, VAD's segments). A joined item starts inside
     its first utterance with probability cut_p, and ends inside its last with probability cut_p
     (uniformly over their audio, where `spans` has their word times): the element's fixed windows
-    start and end anywhere."""
+    start and end anywhere. With probability window_p (where `spans` has word times) a joined
+    item is instead what a fixed window sends: join_seconds of audio (pauses counted at their
+    mean, 0.5 s) starting anywhere inside its first utterance, cut where the seconds run out."""
     order = list(range(len(durations)))
     rng.shuffle(order)
     items, k = [], 0
@@ -140,6 +142,11 @@ def make_items(durations, rng, join, join_seconds, spans=None, cut_p=0.0):
         if not join or rng.random() < 0.5:
             items.append(Item((order[k],)))
             k += 1
+            continue
+        if spans is not None and window_p > 0 and rng.random() < window_p:
+            item, k = window_item(durations, order, k, rng, join_seconds, spans)
+            if item is not None:
+                items.append(item)
             continue
         budget, cur = rng.uniform(4.0, join_seconds), [order[k]]
         total = durations[order[k]]
@@ -160,6 +167,34 @@ def make_items(durations, rng, join, join_seconds, spans=None, cut_p=0.0):
                 item = cut
         items.append(item)
     return items
+
+
+def window_item(durations, order, k, rng, seconds, spans):
+    """A fixed window over utterances order[k], order[k+1], ... (0.5 s pauses): it starts at a
+    uniform point of the first and holds `seconds` of audio (less where the utterances run out);
+    the last is cut where the window ends. Returns the item (None when no word is left in it)
+    and the next k."""
+    first = order[k]
+    t0 = rng.uniform(0, durations[first]) if spans[first] else 0.0
+    cur, total = [first], durations[first] - t0
+    k += 1
+    while k < len(order) and total < seconds:
+        total += 0.5 + durations[order[k]]
+        cur.append(order[k])
+        k += 1
+    t1 = None
+    if total > seconds:  # the window ends inside the last utterance, or in the pause before it
+        t1 = durations[cur[-1]] - (total - seconds)
+        if t1 <= 0 or not spans[cur[-1]]:  # the next item starts with it instead
+            cur.pop()
+            k -= 1
+            t1 = None
+    if len(cur) == 1 and t1 is not None and t1 <= t0:
+        return None, k
+    item = Item(tuple(cur), t0, t1)
+    if all(cut_words(item, j, spans) == [] for j in range(len(cur))):
+        return None, k
+    return item, k
 
 
 def cut_words(item, j, spans):
@@ -293,6 +328,9 @@ def main():
     ap.add_argument("--cut-p", type=float, default=0.5,
                     help="probability that a joined item starts (and, independently, ends) inside an "
                          "utterance, where align.py's word times say which words it keeps")
+    ap.add_argument("--window-p", type=float, default=0.5,
+                    help="probability that a joined item is a whole fixed window of --join-seconds, cut "
+                         "at both ends as the element's windows are (needs align.py's word times)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-minutes", type=float, default=10.0)
     ap.add_argument("--export", type=Path)
@@ -401,7 +439,7 @@ def main():
     while step < a.steps and progress(step, train_s) < 1.0:
         erng = random.Random(f"{a.seed}/{epoch}")
         items = make_items(durs, erng, epoch >= a.join_from_epoch, a.join_seconds,
-                           spans if have_spans else None, a.cut_p)
+                           spans if have_spans else None, a.cut_p, a.window_p)
         item_durs = [item_seconds(it, durs) for it in items]
         plan = [[items[k] for k in b] for b in batches(item_durs, a.batch_seconds, erng, shuffle=epoch > 0)]
         while pos < len(plan) and step < a.steps and progress(step, train_s) < 1.0:
