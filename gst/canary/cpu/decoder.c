@@ -60,6 +60,11 @@ struct _canary_decoder {
   canary_f16_linear_path f16_linear;  /* the row-product kernel (canary_f16_linear_best) */
 };
 
+#define F16_TEAM_MIN_WEIGHTS (1u << 19)  /* smaller products run on the calling thread */
+/* Below this many score-times-H multiply-adds an attention call's heads run on the calling
+ * thread: waking the team costs more (the tiny models, the first steps of a short prompt). */
+#define ATTN_TEAM_MIN_WORK (1u << 16)
+
 struct _canary_decoder_state {
   const canary_decoder *dec;
   int max_beam, max_tokens, max_rows, max_frames, pad_id;
@@ -77,8 +82,14 @@ struct _canary_decoder_state {
   int T, enc_len;
   gboolean has_memory;
 
-  /* Step scratch, max_rows rows each (scores: max_rows × max(max_len, max_frames)). */
+  /* Step scratch, max_rows rows each (scores: max_rows × max(max_len, max_frames) per team
+   * thread, scores_stride floats apart). */
   float *x, *y, *q, *k, *v, *ctx, *ff, *scores;
+  gsize scores_stride;
+  /* Products of at least this many weights, attention calls of at least this much work, run on
+   * the team (F16_TEAM_MIN_WEIGHTS, ATTN_TEAM_MIN_WORK; 0 with CANARY_DECODER_TEAM_ALWAYS=1, so
+   * that the tests' tiny models take the team's paths too). */
+  gsize team_min_weights, team_min_work;
   float *emb_row;          /* FP16 weights: one embedding row widened to FP32 */
   canary_team *team;       /* FP16 weights: the threads of their products (BLAS has its own) */
   /* FP16 weights: the window's cross K/V projections (max_frames rows) are GEMMs, run on the
@@ -496,11 +507,15 @@ canary_decoder_state_new (const canary_decoder *dec, int max_beam, int max_token
   /* Every factor is <= 2^24 (check_config, the limits above), but products of three may not fit
    * a 32-bit gsize: checked. */
   const gsize H = dec->H, L = dec->n_layers, rows = st->max_rows;
+  /* FP16: the products and the attention heads run on a team (one score buffer per thread). */
+  const int n_threads = dec->f16 ? CLAMP (openblas_get_num_threads (), 1, CANARY_TEAM_MAX_THREADS) : 1;
   gsize cache = 0, cross = 0, act = 0, ff = 0, scores = 0;
   gboolean ok = canary_mul_size (L * H, (gsize) max_beam * dec->max_len, &cache)
       && canary_mul_size (L * H, (gsize) max_frames, &cross) && canary_mul_size (rows, H, &act)
       && canary_mul_size (rows, (gsize) dec->inner, &ff)
-      && canary_mul_size (rows, (gsize) MAX (dec->max_len, max_frames), &scores);
+      && canary_mul_size (rows, (gsize) MAX (dec->max_len, max_frames), &scores)
+      && canary_mul_size (scores, (gsize) n_threads, &scores);
+  st->scores_stride = scores / n_threads;
   /* FP16: the cross K/V GEMMs' operands (max_frames <= 2^24, H <= 2^24: the products are checked). */
   st->ld_mem = dec->f16 ? (gsize) (max_frames + CANARY_GEMM_TILE_M - 1) / CANARY_GEMM_TILE_M * CANARY_GEMM_TILE_M : 0;
   gsize mem_xt = 0, mem_ct = 0;
@@ -527,8 +542,10 @@ canary_decoder_state_new (const canary_decoder *dec, int max_beam, int max_token
   st->claimed = g_new0 (guint8, max_beam);
   if (dec->f16) {
     st->emb_row = g_new (float, dec->H);
-    const int n = CLAMP (openblas_get_num_threads (), 1, CANARY_TEAM_MAX_THREADS);
-    st->team = n > 1 ? canary_team_new (n) : NULL;
+    st->team = n_threads > 1 ? canary_team_new (n_threads) : NULL;
+    const gboolean always = g_strcmp0 (g_getenv ("CANARY_DECODER_TEAM_ALWAYS"), "1") == 0;
+    st->team_min_weights = always ? 0 : F16_TEAM_MIN_WEIGHTS;
+    st->team_min_work = always ? 0 : ATTN_TEAM_MIN_WORK;
     /* Columns past a window's frames are read by whole tiles, never used: finite from the start. */
     memset (st->mem_xt, 0, mem_xt * sizeof (float));
     st->gemm.simd = canary_simd_enabled ();
@@ -598,7 +615,6 @@ typedef struct {
 } f16_linear_ctx;
 
 #define F16_OUT_CHUNK 64  /* output rows per work item */
-#define F16_TEAM_MIN_WEIGHTS (1u << 19)  /* smaller products run on the calling thread */
 
 static void
 f16_linear_fn (void *ctx, int tid)
@@ -617,7 +633,7 @@ linear_fwd (const canary_decoder_state *st, const dec_linear *l, const float *in
   if (l->w16) {  /* FP16 weights, FP32 sums: our kernel, over the state's team */
     f16_linear_ctx c = { st, l, in, out, rows };
     /* Waking the team costs more than a small product (the tiny models' layers) saves. */
-    if (st->team && (gsize) l->out * l->in >= F16_TEAM_MIN_WEIGHTS)
+    if (st->team && (gsize) l->out * l->in >= st->team_min_weights)
       canary_team_run (st->team, f16_linear_fn, &c);
     else
       canary_f16_linear (st->dec->f16_linear, l->w16, l->b, l->out, l->in, in, rows, out, 0, l->out);
@@ -698,13 +714,100 @@ cache_at (const canary_decoder_state *st, float *cache, int layer, int slot)
   return cache + (((gsize) layer * st->max_beam + slot) * dec->max_len) * dec->H;
 }
 
+/* One attention call's heads as work items: self-attention's (hypothesis, head) pairs or
+ * cross-attention's heads, each independent of the others (its own columns of ctx). */
+typedef struct {
+  canary_decoder_state *st;
+  int layer;
+  const gint32 *tokens;
+  int n_beams, n_tokens, start_pos, rows;
+} attn_ctx;
+
+/* Self-attention of hypothesis b, head h, over its cache (this step's keys already appended). */
+static void
+self_head (const attn_ctx *c, int b, int h, float *scores)
+{
+  canary_decoder_state *st = c->st;
+  const canary_decoder *dec = st->dec;
+  const int H = dec->H, dh = dec->d_head, n_tokens = c->n_tokens, Lk = c->start_pos + n_tokens;
+  const float *kc = cache_at (st, st->self_k, c->layer, st->slot[b]);
+  const float *vc = cache_at (st, st->self_v, c->layer, st->slot[b]);
+  const gsize off = (gsize) b * n_tokens * H;
+  const gint32 *tok = c->tokens + (gsize) b * n_tokens;
+  head_scores (st->q + off + h * dh, H, kc + h * dh, H, n_tokens, Lk, dh, scores);
+  for (int qi = 0; qi < n_tokens; qi++) {
+    float *s = scores + (gsize) qi * Lk;
+    for (int j = 0; j < Lk; j++)
+      if (self_key_masked (tok, n_tokens, c->start_pos, qi, j, st->pad_id))
+        s[j] += CANARY_MASK_VALUE;
+    canary_softmax_row (s, Lk);
+  }
+  head_context (scores, vc + h * dh, H, n_tokens, Lk, dh, st->ctx + off + h * dh);
+}
+
+/* Cross-attention of every row, head h, over the window's K/V. */
+static void
+cross_head (const attn_ctx *c, int h, float *scores)
+{
+  canary_decoder_state *st = c->st;
+  const canary_decoder *dec = st->dec;
+  const int H = dec->H, dh = dec->d_head, T = st->T;
+  const float *kc = st->cross_k + (gsize) c->layer * st->max_frames * H;
+  const float *vc = st->cross_v + (gsize) c->layer * st->max_frames * H;
+  head_scores (st->q + h * dh, H, kc + h * dh, H, c->rows, T, dh, scores);
+  for (int r = 0; r < c->rows; r++) {
+    float *s = scores + (gsize) r * T;
+    for (int t = st->enc_len; t < T; t++)
+      s[t] += CANARY_MASK_VALUE;
+    canary_softmax_row (s, T);
+  }
+  head_context (scores, vc + h * dh, H, c->rows, T, dh, st->ctx + h * dh);
+}
+
+static void
+self_heads_fn (void *ctx, int tid)
+{
+  const attn_ctx *c = ctx;
+  const int n_heads = c->st->dec->n_heads;
+  float *scores = c->st->scores + (gsize) tid * c->st->scores_stride;
+  for (int it; (it = canary_team_next (c->st->team)) < c->n_beams * n_heads;)
+    self_head (c, it / n_heads, it % n_heads, scores);
+}
+
+static void
+cross_heads_fn (void *ctx, int tid)
+{
+  const attn_ctx *c = ctx;
+  float *scores = c->st->scores + (gsize) tid * c->st->scores_stride;
+  for (int it; (it = canary_team_next (c->st->team)) < c->st->dec->n_heads;)
+    cross_head (c, it, scores);
+}
+
+/* The heads of one attention call: on the FP16 team when there is one and the call is big enough
+ * (canary-1b's cross-attention was ~8 % of an FP16 step on one thread while the other waited),
+ * else in order on the calling thread. Each head's BLAS calls are the same either way. */
+static void
+run_heads (canary_decoder_state *st, canary_team_fn fn, attn_ctx *c, int n_items, gsize work)
+{
+  if (st->team && work >= st->team_min_work) {
+    canary_team_run (st->team, fn, c);
+    return;
+  }
+  for (int it = 0; it < n_items; it++) {
+    if (fn == self_heads_fn)
+      self_head (c, it / st->dec->n_heads, it % st->dec->n_heads, st->scores);
+    else
+      cross_head (c, it, st->scores);
+  }
+}
+
 /* x += SelfAttn(LN1(x)) for all hypotheses, appending this step's keys/values to the cache. */
 static void
 self_attention (canary_decoder_state *st, int layer, const gint32 *tokens, int n_beams, int n_tokens, int start_pos)
 {
   const canary_decoder *dec = st->dec;
   const dec_block *blk = &dec->blocks[layer];
-  const int H = dec->H, dh = dec->d_head, rows = n_beams * n_tokens, Lk = start_pos + n_tokens;
+  const int H = dec->H, rows = n_beams * n_tokens, Lk = start_pos + n_tokens;
 
   layer_norm_rows (&blk->ln1, st->x, rows, H, st->y);
   linear_fwd (st, &blk->self_q, st->y, rows, st->q);
@@ -719,20 +822,9 @@ self_attention (canary_decoder_state *st, int layer, const gint32 *tokens, int n
     const gsize off = (gsize) b * n_tokens * H;
     memcpy (kc + (gsize) start_pos * H, st->k + off, sizeof (float) * n_tokens * H);
     memcpy (vc + (gsize) start_pos * H, st->v + off, sizeof (float) * n_tokens * H);
-    const gint32 *tok = tokens + (gsize) b * n_tokens;
-
-    for (int h = 0; h < dec->n_heads; h++) {
-      head_scores (st->q + off + h * dh, H, kc + h * dh, H, n_tokens, Lk, dh, st->scores);
-      for (int qi = 0; qi < n_tokens; qi++) {
-        float *s = st->scores + (gsize) qi * Lk;
-        for (int j = 0; j < Lk; j++)
-          if (self_key_masked (tok, n_tokens, start_pos, qi, j, st->pad_id))
-            s[j] += CANARY_MASK_VALUE;
-        canary_softmax_row (s, Lk);
-      }
-      head_context (st->scores, vc + h * dh, H, n_tokens, Lk, dh, st->ctx + off + h * dh);
-    }
   }
+  attn_ctx c = { st, layer, tokens, n_beams, n_tokens, start_pos, rows };
+  run_heads (st, self_heads_fn, &c, n_beams * dec->n_heads, (gsize) rows * Lk * H);
   linear_fwd (st, &blk->self_o, st->ctx, rows, st->y);
   for (gsize i = 0; i < (gsize) rows * H; i++)
     st->x[i] += st->y[i];
@@ -745,23 +837,13 @@ cross_attention (canary_decoder_state *st, int layer, int rows)
 {
   const canary_decoder *dec = st->dec;
   const dec_block *blk = &dec->blocks[layer];
-  const int H = dec->H, dh = dec->d_head, T = st->T;
-  const float *kc = st->cross_k + (gsize) layer * st->max_frames * H;
-  const float *vc = st->cross_v + (gsize) layer * st->max_frames * H;
+  const int H = dec->H, T = st->T;
 
   layer_norm_rows (&blk->ln2, st->x, rows, H, st->y);
   linear_fwd (st, &blk->cross_q, st->y, rows, st->q);
   scale_inplace (st->q, (gsize) rows * H, dec->qk_scale);
-  for (int h = 0; h < dec->n_heads; h++) {
-    head_scores (st->q + h * dh, H, kc + h * dh, H, rows, T, dh, st->scores);
-    for (int r = 0; r < rows; r++) {
-      float *s = st->scores + (gsize) r * T;
-      for (int t = st->enc_len; t < T; t++)
-        s[t] += CANARY_MASK_VALUE;
-      canary_softmax_row (s, T);
-    }
-    head_context (st->scores, vc + h * dh, H, rows, T, dh, st->ctx + h * dh);
-  }
+  attn_ctx c = { st, layer, NULL, 0, 0, 0, rows };
+  run_heads (st, cross_heads_fn, &c, dec->n_heads, (gsize) rows * T * H);
   linear_fwd (st, &blk->cross_o, st->ctx, rows, st->y);
   for (gsize i = 0; i < (gsize) rows * H; i++)
     st->x[i] += st->y[i];
