@@ -4,6 +4,7 @@
 # side by side; then the memory of a real .nemo file loaded at each precision.
 #
 #   tools/bench-cpu.sh [BUILD_DIR] [NEMO_PYTHON] [BIG.nemo]
+#   SHAPES=canary-1b tools/bench-cpu.sh ...   # one shape only (default: canary-1b-flash canary-1b)
 #
 # NEMO_PYTHON is a Python with nemo_toolkit (tests/reference/requirements.txt). BIG.nemo is a file
 # at a released shape (tests/reference/make_bench_nemo.py writes one with random weights); without
@@ -20,7 +21,7 @@ largest=$(ls -S "$here"/tests/fixtures/*/model.nemo | head -n 1)
 
 echo "# $(date -u +%FT%TZ) commit $(git -C "$here" rev-parse --short HEAD) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "# OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset>}"
-for shape in canary-1b-flash canary-1b; do
+for shape in ${SHAPES:-canary-1b-flash canary-1b}; do
   for round in 1 2; do
     # Both precisions in one process, their windows alternating (one JSON line each).
     "$build/tools/canary-bench" --shape "$shape" --tokens 40 --repeats 4 --threads "$threads" \
