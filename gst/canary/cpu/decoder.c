@@ -721,6 +721,8 @@ typedef struct {
   int layer;
   const gint32 *tokens;
   int n_beams, n_tokens, start_pos, rows;
+  gboolean cross;
+  int n_items;
 } attn_ctx;
 
 /* Self-attention of hypothesis b, head h, over its cache (this step's keys already appended). */
@@ -764,41 +766,39 @@ cross_head (const attn_ctx *c, int h, float *scores)
   head_context (scores, vc + h * dh, H, c->rows, T, dh, st->ctx + h * dh);
 }
 
+/* Work item `it` of an attention call: self-attention's (hypothesis, head) pair, or a head. */
 static void
-self_heads_fn (void *ctx, int tid)
+head_item (const attn_ctx *c, int it, float *scores)
 {
-  const attn_ctx *c = ctx;
   const int n_heads = c->st->dec->n_heads;
-  float *scores = c->st->scores + (gsize) tid * c->st->scores_stride;
-  for (int it; (it = canary_team_next (c->st->team)) < c->n_beams * n_heads;)
+  if (c->cross)
+    cross_head (c, it, scores);
+  else
     self_head (c, it / n_heads, it % n_heads, scores);
 }
 
 static void
-cross_heads_fn (void *ctx, int tid)
+heads_fn (void *ctx, int tid)
 {
   const attn_ctx *c = ctx;
   float *scores = c->st->scores + (gsize) tid * c->st->scores_stride;
-  for (int it; (it = canary_team_next (c->st->team)) < c->st->dec->n_heads;)
-    cross_head (c, it, scores);
+  for (int it; (it = canary_team_next (c->st->team)) < c->n_items;)
+    head_item (c, it, scores);
 }
 
 /* The heads of one attention call: on the FP16 team when there is one and the call is big enough
- * (canary-1b's cross-attention was ~8 % of an FP16 step on one thread while the other waited),
- * else in order on the calling thread. Each head's BLAS calls are the same either way. */
+ * (in a canary-1b profile the attention's GEMMs were 4 % of the samples, run on one thread while
+ * the other spun), else in order on the calling thread. Each head's BLAS calls are the same
+ * either way. */
 static void
-run_heads (canary_decoder_state *st, canary_team_fn fn, attn_ctx *c, int n_items, gsize work)
+run_heads (canary_decoder_state *st, const attn_ctx *c, gsize work)
 {
   if (st->team && work >= st->team_min_work) {
-    canary_team_run (st->team, fn, c);
+    canary_team_run (st->team, heads_fn, (void *) c);
     return;
   }
-  for (int it = 0; it < n_items; it++) {
-    if (fn == self_heads_fn)
-      self_head (c, it / st->dec->n_heads, it % st->dec->n_heads, st->scores);
-    else
-      cross_head (c, it, st->scores);
-  }
+  for (int it = 0; it < c->n_items; it++)
+    head_item (c, it, st->scores);
 }
 
 /* x += SelfAttn(LN1(x)) for all hypotheses, appending this step's keys/values to the cache. */
@@ -823,8 +823,8 @@ self_attention (canary_decoder_state *st, int layer, const gint32 *tokens, int n
     memcpy (kc + (gsize) start_pos * H, st->k + off, sizeof (float) * n_tokens * H);
     memcpy (vc + (gsize) start_pos * H, st->v + off, sizeof (float) * n_tokens * H);
   }
-  attn_ctx c = { st, layer, tokens, n_beams, n_tokens, start_pos, rows };
-  run_heads (st, self_heads_fn, &c, n_beams * dec->n_heads, (gsize) rows * Lk * H);
+  const attn_ctx c = { st, layer, tokens, n_beams, n_tokens, start_pos, rows, FALSE, n_beams * dec->n_heads };
+  run_heads (st, &c, (gsize) rows * Lk * H);
   linear_fwd (st, &blk->self_o, st->ctx, rows, st->y);
   for (gsize i = 0; i < (gsize) rows * H; i++)
     st->x[i] += st->y[i];
@@ -842,8 +842,8 @@ cross_attention (canary_decoder_state *st, int layer, int rows)
   layer_norm_rows (&blk->ln2, st->x, rows, H, st->y);
   linear_fwd (st, &blk->cross_q, st->y, rows, st->q);
   scale_inplace (st->q, (gsize) rows * H, dec->qk_scale);
-  attn_ctx c = { st, layer, NULL, 0, 0, 0, rows };
-  run_heads (st, cross_heads_fn, &c, dec->n_heads, (gsize) rows * T * H);
+  const attn_ctx c = { st, layer, NULL, 0, 0, 0, rows, TRUE, dec->n_heads };
+  run_heads (st, &c, (gsize) rows * T * H);
   linear_fwd (st, &blk->cross_o, st->ctx, rows, st->y);
   for (gsize i = 0; i < (gsize) rows * H; i++)
     st->x[i] += st->y[i];
