@@ -605,47 +605,80 @@ canary_decoder_state_max_beam (const canary_decoder_state *st)
  * Kernels */
 
 /* out[r] = in[r]·Wᵀ + b for `rows` rows (nn.Linear). gemv for one row: OpenBLAS's sgemm with M = 1
- * is slower than its gemv. */
+ * is slower than its gemv. FP16 weights: up to F16_MAX_FUSED products of the same input (self-
+ * attention's q, k, v) share one team run, their output rows one list of work items: a team run
+ * ends when its slowest thread does, so each run costs an item's worth of imbalance. */
+#define F16_MAX_FUSED 3
 typedef struct {
   const canary_decoder_state *st;
-  const dec_linear *l;
+  const dec_linear *l[F16_MAX_FUSED];
+  float *out[F16_MAX_FUSED];
+  int items[F16_MAX_FUSED];  /* work items up to and including product i */
+  int n;
   const float *in;
-  float *out;
   int rows;
 } f16_linear_ctx;
 
-#define F16_OUT_CHUNK 64  /* output rows per work item */
+/* Output rows per work item. 256 (512 KiB of a canary-1b row product) against 64: step FP16/FP32
+ * 0.57 vs 0.59-0.63 side by side (docs/benchmarks.md); fewer items, fewer claims and item
+ * starts, while 4-16 items per product still even out a thread that lost its core for a while. */
+#define F16_OUT_CHUNK 256
 
 static void
 f16_linear_fn (void *ctx, int tid)
 {
   const f16_linear_ctx *c = ctx;
-  const dec_linear *l = c->l;
-  for (int it; (it = canary_team_next (c->st->team)) * F16_OUT_CHUNK < l->out;)
-    canary_f16_linear (c->st->dec->f16_linear, l->w16, l->b, l->out, l->in, c->in, c->rows, c->out,
-        it * F16_OUT_CHUNK, MIN ((it + 1) * F16_OUT_CHUNK, l->out));
+  for (int it; (it = canary_team_next (c->st->team)) < c->items[c->n - 1];) {
+    int i = 0;
+    while (it >= c->items[i])
+      i++;
+    const dec_linear *l = c->l[i];
+    const int o0 = (it - (i ? c->items[i - 1] : 0)) * F16_OUT_CHUNK;
+    canary_f16_linear (c->st->dec->f16_linear, l->w16, l->b, l->out, l->in, c->in, c->rows, c->out[i],
+        o0, MIN (o0 + F16_OUT_CHUNK, l->out));
+  }
+}
+
+/* out[i] = in·l[i]ᵀ + b for n products of the same input (same l[i]->in). */
+static void
+linear_fwd_n (const canary_decoder_state *st, const dec_linear *const *l, float *const *out, int n,
+    const float *in, int rows)
+{
+  if (l[0]->w16) {  /* FP16 weights, FP32 sums: our kernel, over the state's team */
+    f16_linear_ctx c = { .st = st, .n = n, .in = in, .rows = rows };
+    gsize weights = 0;
+    for (int i = 0; i < n; i++) {
+      c.l[i] = l[i];
+      c.out[i] = out[i];
+      c.items[i] = (i ? c.items[i - 1] : 0) + (l[i]->out + F16_OUT_CHUNK - 1) / F16_OUT_CHUNK;
+      weights += (gsize) l[i]->out * l[i]->in;
+    }
+    /* Waking the team costs more than a small product (the tiny models' layers) saves. */
+    if (st->team && weights >= st->team_min_weights) {
+      canary_team_run (st->team, f16_linear_fn, &c);
+    } else {
+      for (int i = 0; i < n; i++)
+        canary_f16_linear (st->dec->f16_linear, l[i]->w16, l[i]->b, l[i]->out, l[i]->in, in, rows, out[i], 0,
+            l[i]->out);
+    }
+    return;
+  }
+  for (int i = 0; i < n; i++) {
+    for (int r = 0; r < rows; r++)
+      memcpy (out[i] + (gsize) r * l[i]->out, l[i]->b, sizeof (float) * l[i]->out);
+    if (rows == 1)
+      cblas_sgemv (CblasRowMajor, CblasNoTrans, l[i]->out, l[i]->in, 1.0f, l[i]->w, l[i]->in, in, 1, 1.0f, out[i],
+          1);
+    else
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, rows, l[i]->out, l[i]->in, 1.0f, in, l[i]->in, l[i]->w,
+          l[i]->in, 1.0f, out[i], l[i]->out);
+  }
 }
 
 static void
-linear_fwd (const canary_decoder_state *st, const dec_linear *l, const float *in, int rows,
-    float *out)
+linear_fwd (const canary_decoder_state *st, const dec_linear *l, const float *in, int rows, float *out)
 {
-  if (l->w16) {  /* FP16 weights, FP32 sums: our kernel, over the state's team */
-    f16_linear_ctx c = { st, l, in, out, rows };
-    /* Waking the team costs more than a small product (the tiny models' layers) saves. */
-    if (st->team && (gsize) l->out * l->in >= st->team_min_weights)
-      canary_team_run (st->team, f16_linear_fn, &c);
-    else
-      canary_f16_linear (st->dec->f16_linear, l->w16, l->b, l->out, l->in, in, rows, out, 0, l->out);
-    return;
-  }
-  for (int r = 0; r < rows; r++)
-    memcpy (out + (gsize) r * l->out, l->b, sizeof (float) * l->out);
-  if (rows == 1)
-    cblas_sgemv (CblasRowMajor, CblasNoTrans, l->out, l->in, 1.0f, l->w, l->in, in, 1, 1.0f, out, 1);
-  else
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, rows, l->out, l->in, 1.0f, in, l->in, l->w, l->in, 1.0f,
-        out, l->out);
+  linear_fwd_n (st, &l, &out, 1, in, rows);
 }
 
 /* nn.LayerNorm over the last dimension (biased variance, eps 1e-5). Statistics in double so the
@@ -810,9 +843,9 @@ self_attention (canary_decoder_state *st, int layer, const gint32 *tokens, int n
   const int H = dec->H, rows = n_beams * n_tokens, Lk = start_pos + n_tokens;
 
   layer_norm_rows (&blk->ln1, st->x, rows, H, st->y);
-  linear_fwd (st, &blk->self_q, st->y, rows, st->q);
-  linear_fwd (st, &blk->self_k, st->y, rows, st->k);
-  linear_fwd (st, &blk->self_v, st->y, rows, st->v);
+  const dec_linear *const qkv[] = { &blk->self_q, &blk->self_k, &blk->self_v };
+  float *const qkv_out[] = { st->q, st->k, st->v };
+  linear_fwd_n (st, qkv, qkv_out, 3, st->y, rows);
   scale_inplace (st->q, (gsize) rows * H, dec->qk_scale);
   scale_inplace (st->k, (gsize) rows * H, dec->qk_scale);
 

@@ -187,9 +187,11 @@ f16_tiles (gboolean simd, const canary_gemm_job *j, int n0, int n1, int m0, int 
 
 /* The one-row products of a decoder step read their weights once, from DRAM. With the hardware
  * prefetchers alone the FP16 step ran at 0.75-0.8x the FP32 one (OpenBLAS's sgemv), far from the
- * 0.5x the bytes allow; asking for the weights F16_PREFETCH halfs (16 KiB) ahead, clamped to the
- * last row of this work item (the next item may be another thread's), brought it to 0.56-0.58x
- * (docs/benchmarks.md: 0.5-32 KiB tried, T0 and T1 alike; 16 KiB fastest). */
+ * 0.5x the bytes allow; asking for the weights F16_PREFETCH halfs (16 KiB) ahead brought it to
+ * 0.56-0.58x (docs/benchmarks.md: 0.5-32 KiB tried, T0 and T1 alike; 16 KiB fastest). The
+ * prefetch runs on past this call's rows [o0, o1) up to the matrix's last row: the next rows are
+ * another thread's work item or this thread's next, and the L3 the cores share serves either
+ * (clamped to the work item, each item began with 16 KiB the prefetcher had not asked for). */
 #define F16_PREFETCH 8192
 /* Σ_k x_r[k] · w[k] for R rows (R is a constant at every call: the loops unroll); pf: what to
  * prefetch alongside (pf[k] for the same k). */
@@ -232,7 +234,7 @@ f16_linear_avx2 (const guint16 *w, const float *b, int out, int in, const float 
     float *y, int o0, int o1)
 {
   float d[4];
-  const guint16 *last_row = w + (gsize) (o1 - 1) * in;
+  const guint16 *last_row = w + (gsize) (out - 1) * in;
   for (int ob = o0; ob < o1; ob += 64) {  /* 64 rows of weights stay in L2 across row groups */
     const int oe = MIN (ob + 64, o1);
     for (int r0 = 0; r0 < rows; r0 += 4) {
@@ -301,13 +303,13 @@ f16_dot_avx512 (const guint16 *w, const guint16 *pf, int in, const float *x, int
 }
 
 /* The same blocking as f16_linear_avx2 (64 weight rows stay in L2 across groups of 4 x rows;
- * prefetch F16_PREFETCH ahead, clamped to this work item's last row), 4 weight rows per call. */
+ * prefetch F16_PREFETCH ahead, clamped to the matrix's last row), 4 weight rows per call. */
 AVX512 static void
 f16_linear_avx512 (const guint16 *w, const float *b, int out, int in, const float *x, int rows,
     float *y, int o0, int o1)
 {
   float d[4][4];
-  const guint16 *last_row = w + (gsize) (o1 - 1) * in;
+  const guint16 *last_row = w + (gsize) (out - 1) * in;
   for (int ob = o0; ob < o1; ob += 64) {
     const int oe = MIN (ob + 64, o1);
     for (int r0 = 0; r0 < rows; r0 += 4) {
@@ -316,7 +318,7 @@ f16_linear_avx512 (const guint16 *w, const float *b, int out, int in, const floa
       for (int o = ob; o < oe;) {
         const int O = oe - o >= 4 ? 4 : 1;
         const guint16 *wo = w + (gsize) o * in;
-        /* The last O rows prefetched start at MIN (...): never past this item's rows. */
+        /* The last O rows prefetched start at MIN (...): never past the matrix. */
         const guint16 *pf = MIN (wo + F16_PREFETCH, last_row - (gsize) (O - 1) * in);
 #define F16_DOT_CASE(OO, RR) f16_dot_avx512 (wo, pf, in, xr, OO, RR, d)
         if (O == 4) {
