@@ -45,10 +45,11 @@ export CUDA_VISIBLE_DEVICES= PYTHONHASHSEED=0
 [ -f "$WORK/audio/train.jsonl" ] || "$py" "$here/synth.py" "$WORK/corpus" "$WORK/audio" --seed "$SEED"
 [ -f "$WORK/audio/extra.jsonl" ] || "$py" "$here/synth.py" "$WORK/corpus" "$WORK/audio" --seed "$SEED" --splits extra
 # Word times for cutting training items mid-sentence: the CTC head of the last checkpoint, or
-# the one exported beside the committed model.
+# the one exported beside the committed model. Rows whose clip, duration and text match the
+# committed alignments (synthesis is seeded) take their spans from there instead (19 min saved).
 if [ ! -f "$WORK/audio/extra.align.jsonl" ]; then
   ckpt="$WORK/run/last.pt"; [ -f "$ckpt" ] || ckpt="$repo/examples/models/canary-default.nemo"
-  "$py" "$here/align.py" "$WORK" "$ckpt"
+  "$py" "$here/align.py" "$WORK" "$ckpt" --reuse "$here/alignments"
 fi
 # Resumes from $WORK/run/last.pt; on a fresh machine, from the committed model's weights.
 nice -n 10 "$py" "$here/train.py" "$WORK" "$WORK/run" --steps "$STEPS" --hours "$HOURS" --seed "$SEED" \
