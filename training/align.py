@@ -22,9 +22,9 @@ row's spans from there when its clip name, duration and text all match the manif
 other rows are aligned (all of them where the synthesis came out different). --save DIR writes
 WORK/audio/<split>.align.jsonl, keyed by those three, to DIR, and aligns nothing.
 """
-import lzma
 import argparse
 import json
+import lzma
 import sys
 import time
 from pathlib import Path

@@ -621,7 +621,7 @@ typedef struct {
 
 /* Output rows per work item. 256 (512 KiB of a canary-1b row product) against 64: step FP16/FP32
  * 0.57 vs 0.59-0.63 side by side (docs/benchmarks.md); fewer items, fewer claims and item
- * starts, while 4-16 items per product still even out a thread that lost its core for a while. */
+ * starts, while the 4-64 items of a product (12 for q/k/v) still even out a thread that lost its core for a while. */
 #define F16_OUT_CHUNK 256
 
 static void
@@ -645,6 +645,7 @@ linear_fwd_n (const canary_decoder_state *st, const dec_linear *const *l, float 
     const float *in, int rows)
 {
   if (l[0]->w16) {  /* FP16 weights, FP32 sums: our kernel, over the state's team */
+    g_assert (n >= 1 && n <= F16_MAX_FUSED);
     f16_linear_ctx c = { .st = st, .n = n, .in = in, .rows = rows };
     gsize weights = 0;
     for (int i = 0; i < n; i++) {
