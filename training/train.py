@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
+from scipy.signal import resample_poly
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import torch  # noqa: E402
@@ -264,9 +265,24 @@ def render_item(item, audio, rng):
     return np.concatenate(parts)
 
 
-def augment(x, rng, noise=True):
-    """Gain and additive noise (white or brown) at 5-40 dB SNR on half the utterances."""
-    x = x.astype(np.float32) / 32768.0
+def speed_perturb(x, rng, p):
+    """Resample by a factor of 0.9-1.1 with probability p (Ko et al., "Audio augmentation for speech
+    recognition", 2015): tempo, pitch and formants move together, as between a longer and a shorter
+    vocal tract. The voices the model never heard are its largest error (test_unseen 46 % against
+    test_seen 17 % on the same sentences at step 20 666); the TTS engines' own rate and pitch
+    controls leave the formants where each voice has them."""
+    if p <= 0 or rng.random() >= p:
+        return x
+    down = int(rng.integers(90, 111))  # output length len(x) * 100 / down
+    if down == 100:
+        return x
+    return resample_poly(x, 100, down).astype(np.float32)
+
+
+def augment(x, rng, noise=True, speed_p=0.0):
+    """Speed perturbation, then gain and additive noise (white or brown) at 5-40 dB SNR on half
+    the utterances."""
+    x = speed_perturb(x.astype(np.float32) / 32768.0, rng, speed_p)
     if noise and rng.random() < 0.5:
         p = float(np.mean(x * x)) + 1e-10
         snr = rng.uniform(5, 40)
@@ -331,6 +347,8 @@ def main():
     ap.add_argument("--window-p", type=float, default=0.5,
                     help="probability that a joined item is a whole fixed window of --join-seconds, cut "
                          "at both ends as the element's windows are (needs align.py's word times)")
+    ap.add_argument("--speed-p", type=float, default=0.5,
+                    help="probability of speed perturbation (resampling by 0.9-1.1) per item, after --clean-steps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-minutes", type=float, default=10.0)
     ap.add_argument("--export", type=Path)
@@ -447,7 +465,8 @@ def main():
             idx = plan[pos]
             clean = step < a.clean_steps
             model.spec_augmentation = None if clean else spec_augment
-            waves = [augment(render_item(it, audio, rng), rng, noise=not clean) for it in idx]
+            waves = [augment(render_item(it, audio, rng), rng, noise=not clean,
+                             speed_p=0.0 if clean else a.speed_p) for it in idx]
             lens = torch.tensor([len(w) for w in waves])
             sig = torch.zeros(len(idx), int(lens.max()))
             for j, w in enumerate(waves):
