@@ -78,7 +78,9 @@ def render(job):
             desc += f" reverb{rev}"
         lead, tail = rng.uniform(0.05, 0.4), rng.uniform(0.1, 0.4)
         fx += ["pad", f"{lead:.2f}", f"{tail:.2f}"]
-        subprocess.run(["sox", "-q", raw, "-r", "16000", "-c", "1", "-b", "16", str(out), "channels", "1"] + fx,
+        # -R: sox's dither (on by default when it requantises) seeded the same every run, so that a
+        # fresh machine synthesises the same bits (committed alignments, clips, fixtures match).
+        subprocess.run(["sox", "-q", "-R", raw, "-r", "16000", "-c", "1", "-b", "16", str(out), "channels", "1"] + fx,
                        check=True)
     with wave.open(str(out)) as w:
         dur = w.getnframes() / w.getframerate()
