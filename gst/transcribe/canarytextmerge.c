@@ -9,15 +9,20 @@
  *   next text's words up to and including that run are dropped and the rest is emitted.
  *
  * Words are compared case-insensitively with punctuation removed ("Bank." matches "bank"), since
- * the model capitalises and punctuates a sentence start differently from a sentence middle. Two
- * tolerances handle the window edges, where audio is cut mid-word:
+ * the model capitalises and punctuates a sentence start differently from a sentence middle. Three
+ * tolerances handle the window edges, where audio is cut mid-word and the two windows hear the
+ * same speech with different context:
  *   - up to SKIP_NEXT_MAX leading words of the next text may be skipped (the next window starts
  *     inside a word, which the model renders as a fragment or a spurious word);
  *   - up to SKIP_PREV_MAX trailing words of the previous text may be ignored (the previous window
- *     ended inside a word).
- * A match that needs either tolerance must be at least two words long, so one common word such as
- * "the" cannot delete text by chance. Among the candidates the longest run wins, then the one that
- * skips the fewest words.
+ *     ended inside a word, which the model may render as one or two words: "herse is");
+ *   - two words of three letters or more may differ by up to a third of the longer one's letters
+ *     (Levenshtein): the same word heard twice can come out spelt two ways ("dift", "difft"), and
+ *     an exact-only rule then emits the whole repeat again.
+ * A match that needs any tolerance must be at least two words long, and a run with a spelling
+ * difference must hold at least one exact word, so one common word such as "the" cannot delete
+ * text by chance. Among the candidates the longest run wins, then the one that skips the fewest
+ * words, then the one with the most exact words.
  *
  * If nothing matches, the next text is emitted whole: a word may then appear twice, but no word is
  * ever dropped unless it was matched against text already emitted. A word cut at the previous
@@ -28,7 +33,9 @@
 #include <string.h>
 
 #define SKIP_NEXT_MAX 2
-#define SKIP_PREV_MAX 1
+#define SKIP_PREV_MAX 2
+#define FUZZY_MIN_CHARS 3
+#define WORD_MAX_CHARS 64  /* longer words are compared exactly */
 
 typedef struct {
   GPtrArray *keys;     /* normalised words (gchar *) */
@@ -86,14 +93,55 @@ word_list_clear (WordList *wl)
   g_array_unref (wl->offsets);
 }
 
-static gboolean
-runs_equal (const WordList *a, guint a_start, const WordList *b, guint b_start, guint k)
+/* Levenshtein distance of two short UCS-4 strings (one row of the table). */
+static guint
+edit_distance (const gunichar *a, glong na, const gunichar *b, glong nb)
 {
+  guint row[WORD_MAX_CHARS + 1];
+  for (glong j = 0; j <= nb; j++)
+    row[j] = j;
+  for (glong i = 1; i <= na; i++) {
+    guint diag = row[0];
+    row[0] = i;
+    for (glong j = 1; j <= nb; j++) {
+      const guint up = row[j];
+      row[j] = MIN (MIN (row[j] + 1, row[j - 1] + 1), diag + (a[i - 1] != b[j - 1]));
+      diag = up;
+    }
+  }
+  return row[nb];
+}
+
+/* The same word spelt two ways: both at least FUZZY_MIN_CHARS letters, at most a third of the
+ * longer one's letters apart. */
+static gboolean
+words_similar (const gchar *x, const gchar *y)
+{
+  glong nx, ny;
+  gunichar *ux = g_utf8_to_ucs4_fast (x, -1, &nx), *uy = g_utf8_to_ucs4_fast (y, -1, &ny);
+  gboolean similar = FALSE;
+  if (MIN (nx, ny) >= FUZZY_MIN_CHARS && MAX (nx, ny) <= WORD_MAX_CHARS)
+    similar = edit_distance (ux, nx, uy, ny) <= (guint) (MAX (nx, ny) / 3);
+  g_free (ux);
+  g_free (uy);
+  return similar;
+}
+
+/* Whether the k words at a_start and b_start match: each pair equal or similar. Returns the number
+ * of exactly equal pairs through @exact; a run with a similar pair needs one exact pair. */
+static gboolean
+runs_match (const WordList *a, guint a_start, const WordList *b, guint b_start, guint k, guint *exact)
+{
+  guint n_exact = 0;
   for (guint i = 0; i < k; i++) {
-    if (strcmp (g_ptr_array_index (a->keys, a_start + i), g_ptr_array_index (b->keys, b_start + i)))
+    const gchar *x = g_ptr_array_index (a->keys, a_start + i), *y = g_ptr_array_index (b->keys, b_start + i);
+    if (strcmp (x, y) == 0)
+      n_exact++;
+    else if (!words_similar (x, y))
       return FALSE;
   }
-  return TRUE;
+  *exact = n_exact;
+  return n_exact == k || (k >= 2 && n_exact >= 1);
 }
 
 /* Number of leading words of @next that repeat @prev's tail (0 when nothing matches). */
@@ -101,17 +149,20 @@ static guint
 count_repeated_words (const WordList *prev, const WordList *next)
 {
   guint np = prev->keys->len, nn = next->keys->len;
-  guint best_k = 0, best_skip = G_MAXUINT, best_b = 0;
+  guint best_k = 0, best_skip = G_MAXUINT, best_exact = 0, best_b = 0;
 
   for (guint a = 0; a <= SKIP_PREV_MAX && a < np; a++) {
     for (guint b = 0; b <= SKIP_NEXT_MAX && b < nn; b++) {
-      guint min_k = (a || b) ? 2 : 1;
-      for (guint k = MIN (np - a, nn - b); k >= min_k; k--) {
-        if (!runs_equal (prev, np - a - k, next, b, k))
+      for (guint k = MIN (np - a, nn - b); k >= 1; k--) {
+        guint exact;
+        if (!runs_match (prev, np - a - k, next, b, k, &exact))
           continue;
-        if (k > best_k || (k == best_k && a + b < best_skip)) {
+        if ((a || b) && k < 2)
+          break;                /* a tolerance needs a run of two words */
+        if (k > best_k || (k == best_k && (a + b < best_skip || (a + b == best_skip && exact > best_exact)))) {
           best_k = k;
           best_skip = a + b;
+          best_exact = exact;
           best_b = b;
         }
         break;                  /* the longest run for this (a, b) is found */
