@@ -51,10 +51,13 @@ if [ ! -f "$WORK/audio/extra.align.jsonl" ]; then
   ckpt="$WORK/run/last.pt"; [ -f "$ckpt" ] || ckpt="$repo/examples/models/canary-default.nemo"
   "$py" "$here/align.py" "$WORK" "$ckpt" --reuse "$here/alignments"
 fi
-# Resumes from $WORK/run/last.pt; on a fresh machine, from the committed model's weights.
+# Resumes from $WORK/run/last.pt; on a fresh machine, from training/checkpoints/latest.nemo (a
+# run's weights committed when a session ended before they could be shipped) if there is one,
+# else from the committed model's weights.
+init="$here/checkpoints/latest.nemo"; [ -f "$init" ] || init="$repo/examples/models/canary-default.nemo"
 nice -n 10 "$py" "$here/train.py" "$WORK" "$WORK/run" --steps "$STEPS" --hours "$HOURS" --seed "$SEED" \
   --schedule-from "$SCHEDULE_FROM" --lr "$LR" --warmup "$WARMUP" \
-  --init "$repo/examples/models/canary-default.nemo"
+  --init "$init"
 "$py" "$here/train.py" "$WORK" "$WORK/run" --export "$repo/examples/models/canary-default.nemo"
 # The example clips do not depend on the model: made once, kept across model updates. Synthesis
 # is seeded but not bit-exact across machines (sox dithers), so remaking them on another machine
