@@ -4,7 +4,7 @@
 # training resumes from its last checkpoint, so the script can be stopped and rerun at any time.
 #
 #   bash training/run.sh                 # WORK=training/work, NEMO_VENV=tests/reference/.venv
-#   NEMO_VENV=/path/to/venv STEPS=23525 bash training/run.sh
+#   NEMO_VENV=/path/to/venv STEPS=34000 bash training/run.sh
 #
 # Needs: Debian packages espeak-ng flite sox wordnet-base festival festvox-* (installed here), python3.11 and PyPI
 # access for the NeMo venv (tests/reference/requirements.txt), a built plugin for the element WER.
@@ -15,10 +15,12 @@ WORK=${WORK:-$here/work}
 VENV=${NEMO_VENV:-$repo/tests/reference/.venv}
 # The first schedule: peak LR 1.5e-3, warmup 1000, cosine to step 14 000 (stopped at 13 525). The
 # second, a warm restart from those weights: peak 5e-4 at step 13 525 (+300 warmup), cosine to
-# 23 525, with extra.txt's sentences added (make_corpus.py). Later runs continue the second.
-STEPS=${STEPS:-23525}
-SCHEDULE_FROM=${SCHEDULE_FROM:-13525}
-LR=${LR:-5e-4}
+# 23 525, with extra.txt's sentences added (make_corpus.py), re-fitted on the way to end at 27 000.
+# The third (2026-12-03): peak 4e-4 at step 27 000 (+300 warmup), cosine to 34 000. Later runs
+# continue it.
+STEPS=${STEPS:-34000}
+SCHEDULE_FROM=${SCHEDULE_FROM:-27000}
+LR=${LR:-4e-4}
 WARMUP=${WARMUP:-300}
 # The schedule runs over STEPS (HOURS=0): the hours trained accumulate across sessions (the
 # .train.json beside the model), and a session's CPU is often shared, so a time-based schedule
