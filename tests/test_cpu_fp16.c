@@ -15,8 +15,9 @@
  *    (FF1 2, attention in + out 2, conv pw1 + pw2 2, FF2 2) + the projection if any;
  *      bound_enc = ENC_TOL_FP32 + u · G_enc · max(1, max|NeMo|)
  *    (ENC_TOL_FP32 = 1e-4 relative, test_encoder's bound for the FP32 path).
- *  - Decoder (teacher forcing on NeMo's encoder output): G_dec = 6 per layer (self q/k/v, self
- *    out, cross q, cross out, FF in, FF out) + the head. The logits z move by at most
+ *  - Decoder (teacher forcing on NeMo's encoder output): G_dec = 7 per layer (self q/k/v, self
+ *    out, cross q, cross out, FF in, FF out, and the cross K/V rounded to FP16 when stored: one
+ *    more rounding in series after the K/V products, K and V side by side) + the head. The logits z move by at most
  *    u · G_dec · S, S the logit scale: the spread of a row's logits about their centre, half of
  *    max_v z_v − min_v z_v = half of NeMo's log-prob range in that row (the log-sum-exp shift
  *    does not change it). A log-prob z_v − logsumexp(z) moves by at most twice the largest
@@ -170,7 +171,7 @@ teacher_forced (fp16_model *m, const char *clip, const npy_array *tf)
     }
     spread = MAX (spread, (hi - lo) / 2);
   }
-  const int G = 6 * m->fm.cfg->dec_layers + 1;
+  const int G = 7 * m->fm.cfg->dec_layers + 1;
   const double bound = TF_TOL_FP32 + 2 * U16 * G * spread;
   for (int s = 0; s < S; s++) {
     canary_log_softmax (logits + (gsize) (P - 1 + s) * V, V, lp);

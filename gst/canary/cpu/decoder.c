@@ -77,8 +77,15 @@ struct _canary_decoder_state {
   guint8 *claimed;
   int n_beams, length;
 
-  /* Cross-attention K/V of the current window, [layer][max_frames][H], shared by all hypotheses. */
+  /* Cross-attention K/V of the current window, [layer][max_frames][H], shared by all hypotheses.
+   * FP16 weights: stored FP16 in cross_k16/cross_v16 (as the CUDA arena stores them), since every
+   * step reads all of them (canary-1b, 10 s: 24.6 MB in FP32); cross_k/cross_v are then one
+   * layer's FP32 products on their way there, and kv_widen holds, per team thread, one head's K
+   * and V widened back to FP32 (2 × max_frames × d_head floats, kv_widen_stride apart). */
   float *cross_k, *cross_v;
+  guint16 *cross_k16, *cross_v16;
+  float *kv_widen;
+  gsize kv_widen_stride;
   int T, enc_len;
   gboolean has_memory;
 
@@ -509,13 +516,22 @@ canary_decoder_state_new (const canary_decoder *dec, int max_beam, int max_token
   const gsize H = dec->H, L = dec->n_layers, rows = st->max_rows;
   /* FP16: the products and the attention heads run on a team (one score buffer per thread). */
   const int n_threads = dec->f16 ? CLAMP (openblas_get_num_threads (), 1, CANARY_TEAM_MAX_THREADS) : 1;
-  gsize cache = 0, cross = 0, act = 0, ff = 0, scores = 0;
+  gsize cache = 0, cross = 0, act = 0, ff = 0, scores = 0, cross16 = 0, widen = 0;
   gboolean ok = canary_mul_size (L * H, (gsize) max_beam * dec->max_len, &cache)
-      && canary_mul_size (L * H, (gsize) max_frames, &cross) && canary_mul_size (rows, H, &act)
+      && canary_mul_size (dec->f16 ? H : L * H, (gsize) max_frames, &cross) && canary_mul_size (rows, H, &act)
       && canary_mul_size (rows, (gsize) dec->inner, &ff)
       && canary_mul_size (rows, (gsize) MAX (dec->max_len, max_frames), &scores)
       && canary_mul_size (scores, (gsize) n_threads, &scores);
   st->scores_stride = scores / n_threads;
+  /* FP16: the FP16 cross K/V (counted in floats for the arena: two halves a float) and the
+   * per-thread widening scratch. */
+  if (dec->f16) {
+    ok = ok && canary_mul_size (L * H, (gsize) max_frames, &cross16)
+        && canary_mul_size (2 * (gsize) max_frames * dec->d_head, (gsize) n_threads, &widen);
+    cross16 = cross16 / 2 + 1;
+    st->kv_widen_stride = widen / n_threads;
+  }
+  float *cross_k16 = NULL, *cross_v16 = NULL;
   /* FP16: the cross K/V GEMMs' operands (max_frames <= 2^24, H <= 2^24: the products are checked). */
   st->ld_mem = dec->f16 ? (gsize) (max_frames + CANARY_GEMM_TILE_M - 1) / CANARY_GEMM_TILE_M * CANARY_GEMM_TILE_M : 0;
   gsize mem_xt = 0, mem_ct = 0;
@@ -527,6 +543,7 @@ canary_decoder_state_new (const canary_decoder *dec, int max_beam, int max_token
     { &st->cross_k, cross }, { &st->cross_v, cross },
     { &st->x, act }, { &st->y, act }, { &st->q, act }, { &st->k, act }, { &st->v, act }, { &st->ctx, act },
     { &st->ff, ff }, { &st->scores, scores }, { &st->mem_xt, mem_xt }, { &st->mem_ct, mem_ct },
+    { &cross_k16, cross16 }, { &st->kv_widen, widen }, { &cross_v16, cross16 },
   };
   if (!ok) {
     g_set_error (error, CANARY_ERROR, CANARY_ERROR_OUT_OF_MEMORY, "decoder state: size overflows");
@@ -536,6 +553,10 @@ canary_decoder_state_new (const canary_decoder *dec, int max_beam, int max_token
   if (!arena_alloc (st, parts, G_N_ELEMENTS (parts), error)) {
     g_free (st);
     return NULL;
+  }
+  if (dec->f16) {
+    st->cross_k16 = (guint16 *) cross_k16;
+    st->cross_v16 = (guint16 *) cross_v16;
   }
   st->slot = g_new0 (int, max_beam);
   st->slot_next = g_new0 (int, max_beam);
@@ -721,9 +742,9 @@ head_scores (const float *q, int ld_q, const float *k, int H, int n_q, int Lk, i
 
 /* ctx[n_q, d_head] (rows H apart) = P·V for one head. */
 static void
-head_context (const float *probs, const float *v, int H, int n_q, int Lk, int d_head, float *ctx)
+head_context (const float *probs, const float *v, int ld_v, int n_q, int Lk, int d_head, float *ctx, int H)
 {
-  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, n_q, d_head, Lk, 1.0f, probs, Lk, v, H, 0.0f, ctx, H);
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, n_q, d_head, Lk, 1.0f, probs, Lk, v, ld_v, 0.0f, ctx, H);
 }
 
 /* NeMo's self-attention mask (form_attention_mask(mask_padded_tokens(input_ids), diagonal=0)) is
@@ -778,35 +799,52 @@ self_head (const attn_ctx *c, int b, int h, float *scores)
         s[j] += CANARY_MASK_VALUE;
     canary_softmax_row (s, Lk);
   }
-  head_context (scores, vc + h * dh, H, n_tokens, Lk, dh, st->ctx + off + h * dh);
+  head_context (scores, vc + h * dh, H, n_tokens, Lk, dh, st->ctx + off + h * dh, H);
 }
 
-/* Cross-attention of every row, head h, over the window's K/V. */
+/* Cross-attention of every row, head h, over the window's K/V (FP16: this head's columns widened
+ * into `widen` first, T × d_head each, which then stays in L1/L2 for both products). */
 static void
-cross_head (const attn_ctx *c, int h, float *scores)
+cross_head (const attn_ctx *c, int h, float *scores, float *widen)
 {
   canary_decoder_state *st = c->st;
   const canary_decoder *dec = st->dec;
   const int H = dec->H, dh = dec->d_head, T = st->T;
-  const float *kc = st->cross_k + (gsize) c->layer * st->max_frames * H;
-  const float *vc = st->cross_v + (gsize) c->layer * st->max_frames * H;
-  head_scores (st->q + h * dh, H, kc + h * dh, H, c->rows, T, dh, scores);
+  const float *kc, *vc;
+  int ld = H;
+  if (st->cross_k16) {
+    const gsize layer = (gsize) c->layer * st->max_frames * H + (gsize) h * dh;
+    float *kw = widen, *vw = widen + (gsize) st->max_frames * dh;
+    for (int t = 0; t < T; t++) {
+      canary_f16_row_to_f32 (dec->f16_simd, st->cross_k16 + layer + (gsize) t * H, kw + (gsize) t * dh, dh);
+      canary_f16_row_to_f32 (dec->f16_simd, st->cross_v16 + layer + (gsize) t * H, vw + (gsize) t * dh, dh);
+    }
+    kc = kw;
+    vc = vw;
+    ld = dh;
+  } else {
+    kc = st->cross_k + (gsize) c->layer * st->max_frames * H + h * dh;
+    vc = st->cross_v + (gsize) c->layer * st->max_frames * H + h * dh;
+  }
+  head_scores (st->q + h * dh, H, kc, ld, c->rows, T, dh, scores);
   for (int r = 0; r < c->rows; r++) {
     float *s = scores + (gsize) r * T;
     for (int t = st->enc_len; t < T; t++)
       s[t] += CANARY_MASK_VALUE;
     canary_softmax_row (s, T);
   }
-  head_context (scores, vc + h * dh, H, c->rows, T, dh, st->ctx + h * dh);
+  head_context (scores, vc, ld, c->rows, T, dh, st->ctx + h * dh, H);
 }
 
 /* Work item `it` of an attention call: self-attention's (hypothesis, head) pair, or a head. */
 static void
-head_item (const attn_ctx *c, int it, float *scores)
+head_item (const attn_ctx *c, int it, int tid)
 {
-  const int n_heads = c->st->dec->n_heads;
+  canary_decoder_state *st = c->st;
+  const int n_heads = st->dec->n_heads;
+  float *scores = st->scores + (gsize) tid * st->scores_stride;
   if (c->cross)
-    cross_head (c, it, scores);
+    cross_head (c, it, scores, st->kv_widen ? st->kv_widen + (gsize) tid * st->kv_widen_stride : NULL);
   else
     self_head (c, it / n_heads, it % n_heads, scores);
 }
@@ -815,9 +853,8 @@ static void
 heads_fn (void *ctx, int tid)
 {
   const attn_ctx *c = ctx;
-  float *scores = c->st->scores + (gsize) tid * c->st->scores_stride;
   for (int it; (it = canary_team_next (c->st->team)) < c->n_items;)
-    head_item (c, it, scores);
+    head_item (c, it, tid);
 }
 
 /* The heads of one attention call: on the FP16 team when there is one and the call is big enough
@@ -832,7 +869,7 @@ run_heads (canary_decoder_state *st, const attn_ctx *c, gsize work)
     return;
   }
   for (int it = 0; it < c->n_items; it++)
-    head_item (c, it, st->scores);
+    head_item (c, it, 0);
 }
 
 /* x += SelfAttn(LN1(x)) for all hypotheses, appending this step's keys/values to the cache. */
@@ -963,15 +1000,19 @@ canary_decoder_set_memory (canary_decoder_state *st, const float *enc, int T, in
     canary_transpose (st->gemm.simd, enc, dec->H, T, dec->H, st->mem_xt, st->ld_mem, (T + 15) / 16 * 16);
   for (int j = 0; j < dec->n_layers; j++) {
     const dec_block *blk = &dec->blocks[j];
-    float *kc = st->cross_k + (gsize) j * st->max_frames * dec->H;
-    float *vc = st->cross_v + (gsize) j * st->max_frames * dec->H;
+    const gsize layer = (gsize) j * st->max_frames * dec->H, n = (gsize) T * dec->H;
     if (dec->f16) {
-      cross_kv_gemm (st, blk, T, kc, vc);
+      /* One layer's FP32 products, scaled, then rounded into the FP16 cache. */
+      cross_kv_gemm (st, blk, T, st->cross_k, st->cross_v);
+      scale_inplace (st->cross_k, n, dec->qk_scale);
+      canary_f32_to_f16_n (st->cross_k, st->cross_k16 + layer, n);
+      canary_f32_to_f16_n (st->cross_v, st->cross_v16 + layer, n);
     } else {
+      float *kc = st->cross_k + layer, *vc = st->cross_v + layer;
       linear_fwd (st, &blk->cross_k, enc, T, kc);
       linear_fwd (st, &blk->cross_v, enc, T, vc);
+      scale_inplace (kc, n, dec->qk_scale);
     }
-    scale_inplace (kc, (gsize) T * dec->H, dec->qk_scale);
   }
   st->T = T;
   st->enc_len = enc_len;
