@@ -125,6 +125,8 @@ typedef struct {
   int dec_layers, dec_hidden;
   int vocab_size;                 /* V of the output head */
   int max_seq_len;
+  int beam_size;                  /* what CANARY_BEAM_FROM_MODEL decodes with (the config's
+                                   * decoding.beam.beam_size; on a GPU capped at max_beam) */
   canary_device device;           /* resolved */
   canary_precision precision;     /* resolved */
   guint64 weight_bytes;           /* bytes of weights the model reads (shared tensors once) */
@@ -153,7 +155,10 @@ typedef struct {
   gboolean diarize;          /* canary2 only, default FALSE */
   /* (No timestamps option: canary2's <|timestamp|> prompt makes the model emit time tokens, which
    * this engine does not turn into times; the element times text by its windows instead.) */
-  int beam_size;             /* default 1 (NeMo's default path) */
+  int beam_size;             /* default CANARY_BEAM_FROM_MODEL: the model config's
+                              * decoding.beam.beam_size, as NeMo's transcribe() uses it (1 in the
+                              * released models: NeMo's default path; on a GPU capped at the
+                              * model's max_beam) */
   double length_penalty;     /* default 0 (what NeMo effectively uses) */
   int max_generation_delta;  /* cap = min(max_seq_len, T_enc + delta) when delta >= 0; default
                               * CANARY_DELTA_FROM_MODEL: the model config's value (50 in the
@@ -161,6 +166,7 @@ typedef struct {
 } canary_decode_options;
 
 #define CANARY_DELTA_FROM_MODEL G_MININT
+#define CANARY_BEAM_FROM_MODEL 0
 
 void canary_decode_options_init (canary_decode_options *opts);
 

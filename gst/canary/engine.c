@@ -70,7 +70,7 @@ canary_decode_options_init (canary_decode_options *opts)
   opts->source_lang = "en";
   opts->task = CANARY_TASK_TRANSCRIBE;
   opts->pnc = TRUE;
-  opts->beam_size = 1;
+  opts->beam_size = CANARY_BEAM_FROM_MODEL;
   opts->length_penalty = 0.0;
   opts->max_generation_delta = CANARY_DELTA_FROM_MODEL;
 }
@@ -281,6 +281,11 @@ model_build (canary_model *m, GError **error)
   info->dec_hidden = cfg->dec_hidden;
   info->vocab_size = V;
   info->max_seq_len = canary_decoder_max_seq_len (m->decoder);
+  /* The default beam: the config's; a GPU's states are planned for max_beam (0 = 4), so a model
+   * asking for more still runs by default. */
+  info->beam_size = CLAMP (m->config->beam_size, 1, CANARY_MAX_BEAM);
+  if (info->device == CANARY_DEVICE_CUDA)
+    info->beam_size = MIN (info->beam_size, m->opts.max_beam > 0 ? m->opts.max_beam : 4);
   info->weight_bytes = encoder_weight_bytes (m->ckpt) - 2 * canary_encoder_f16_elems (m->encoder)
       + canary_decoder_weight_bytes (m->decoder);
   info->copied_weight_bytes = canary_encoder_weight_bytes (m->encoder) + canary_decoder_owned_bytes (m->decoder);
@@ -499,6 +504,14 @@ ensure_mel_buffer (canary_state *st, gsize floats, GError **error)
  * Transcription
  * --------------------------------------------------------------------------------------------- */
 
+/* The beam size a decode runs with: the caller's, or for CANARY_BEAM_FROM_MODEL the model's
+ * (info.beam_size: the config's decoding.beam.beam_size, which NeMo's transcribe() decodes with). */
+static int
+resolve_beam_size (const canary_model *m, int beam_size)
+{
+  return beam_size == CANARY_BEAM_FROM_MODEL ? m->info.beam_size : beam_size;
+}
+
 static gboolean
 check_decode_options (const canary_model *m, const canary_decode_options *o, GError **error)
 {
@@ -620,11 +633,13 @@ canary_transcribe (canary_state *st, const float *samples, gsize n_samples,
   g_return_val_if_fail (st != NULL, NULL);
   g_return_val_if_fail (samples != NULL || n_samples == 0, NULL);
   canary_model *m = st->model;
-  canary_decode_options defaults;
-  if (!opts) {
-    canary_decode_options_init (&defaults);
-    opts = &defaults;
-  }
+  canary_decode_options resolved;
+  if (opts)
+    resolved = *opts;
+  else
+    canary_decode_options_init (&resolved);
+  resolved.beam_size = resolve_beam_size (m, resolved.beam_size);
+  opts = &resolved;
   g_atomic_int_set (&st->cancel, 0);
   double t_start = canary_now_ms ();
 

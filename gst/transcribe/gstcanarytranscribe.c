@@ -162,7 +162,7 @@ GST_DEBUG_CATEGORY (canary_transcribe_debug);
 #define DEFAULT_LANGUAGE "en"
 #define DEFAULT_TASK GST_CANARY_TRANSCRIBE_TASK_TRANSCRIBE
 #define DEFAULT_PNC TRUE
-#define DEFAULT_BEAM_SIZE 1
+#define DEFAULT_BEAM_SIZE CANARY_BEAM_FROM_MODEL  /* 0: the model config's beam size */
 #define MAX_BEAM_SIZE 16
 #define DEFAULT_LATENCY_MS 1000
 #define DEFAULT_LATENESS_MS 0
@@ -1022,7 +1022,9 @@ install_properties (GObjectClass *gobject_class)
           "Ask the model for punctuation and capitalisation", DEFAULT_PNC, playing));
   g_object_class_install_property (gobject_class, PROP_BEAM_SIZE,
       g_param_spec_uint ("beam-size", "Beam size",
-          "Beam search width; 1 is greedy decoding (fastest)", 1, MAX_BEAM_SIZE,
+          "Beam search width; 1 is greedy decoding (fastest), 0 the model's own setting "
+          "(decoding.beam.beam_size in its config, as NeMo decodes it: 1 in the released Canary "
+          "models, 4 in the bundled demo model)", 0, MAX_BEAM_SIZE,
           DEFAULT_BEAM_SIZE, playing));
   g_object_class_install_property (gobject_class, PROP_LATENCY,
       g_param_spec_uint ("latency", "Latency",
