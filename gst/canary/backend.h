@@ -32,6 +32,14 @@ G_BEGIN_DECLS
 /* Scratch for prompts: Canary prompts are 5 (canary) or 9 (canary2) special tokens. */
 #define CANARY_MAX_PROMPT_TOKENS 64
 #define CANARY_MAX_BEAM 64
+/* The largest beam a GPU state is planned for: canary_model_options.max_beam, 0 = 4 (the beam
+ * most applications use). */
+#define CANARY_GPU_DEFAULT_MAX_BEAM 4
+static inline int
+canary_gpu_max_beam (int max_beam_option)
+{
+  return max_beam_option > 0 ? MIN (max_beam_option, CANARY_MAX_BEAM) : CANARY_GPU_DEFAULT_MAX_BEAM;
+}
 
 /* What a backend's model and states are built from (owned by engine.c's canary_model). */
 typedef struct {

@@ -7,10 +7,9 @@
 #include "cuda/backend.h"
 #include "cuda/device.h"
 
-/* Arena defaults (canary_model_options.max_window_seconds / max_beam): the longest window the
- * released models were trained on, and the beam most applications use. */
+/* Arena default (canary_model_options.max_window_seconds): the longest window the released
+ * models were trained on (the beam's: canary_gpu_max_beam). */
 #define CUDA_DEFAULT_WINDOW_SECONDS 40
-#define CUDA_DEFAULT_BEAM 4
 
 static gboolean
 cuda_probe (int device_id, GError **error)
@@ -60,7 +59,7 @@ cuda_state_new (gpointer model, const canary_backend_args *a, GError **error)
   const canary_model_options *o = a->opts;
   const int secs = o->max_window_seconds > 0 ? MIN (o->max_window_seconds, CANARY_MAX_WINDOW_SECONDS)
                                              : CUDA_DEFAULT_WINDOW_SECONDS;
-  const int beam = o->max_beam > 0 ? MIN (o->max_beam, CANARY_MAX_BEAM) : CUDA_DEFAULT_BEAM;
+  const int beam = canary_gpu_max_beam (o->max_beam);
   const int frames = (int) canary_mel_n_frames (a->mel, (gsize) secs * a->sample_rate);
   cuda_state *st = g_new0 (cuda_state, 1);
   st->model = model;

@@ -281,11 +281,11 @@ model_build (canary_model *m, GError **error)
   info->dec_hidden = cfg->dec_hidden;
   info->vocab_size = V;
   info->max_seq_len = canary_decoder_max_seq_len (m->decoder);
-  /* The default beam: the config's; a GPU's states are planned for max_beam (0 = 4), so a model
-   * asking for more still runs by default. */
+  /* The default beam: the config's; capped on a GPU at the beam its states are planned for, so a
+   * model asking for more still runs by default. */
   info->beam_size = CLAMP (m->config->beam_size, 1, CANARY_MAX_BEAM);
   if (info->device == CANARY_DEVICE_CUDA)
-    info->beam_size = MIN (info->beam_size, m->opts.max_beam > 0 ? m->opts.max_beam : 4);
+    info->beam_size = MIN (info->beam_size, canary_gpu_max_beam (m->opts.max_beam));
   info->weight_bytes = encoder_weight_bytes (m->ckpt) - 2 * canary_encoder_f16_elems (m->encoder)
       + canary_decoder_weight_bytes (m->decoder);
   info->copied_weight_bytes = canary_encoder_weight_bytes (m->encoder) + canary_decoder_owned_bytes (m->decoder);
