@@ -16,11 +16,12 @@ VENV=${NEMO_VENV:-$repo/tests/reference/.venv}
 # The first schedule: peak LR 1.5e-3, warmup 1000, cosine to step 14 000 (stopped at 13 525). The
 # second, a warm restart from those weights: peak 5e-4 at step 13 525 (+300 warmup), cosine to
 # 23 525, with extra.txt's sentences added (make_corpus.py), re-fitted on the way to end at 27 000.
-# The third (2026-12-03): peak 4e-4 at step 27 000 (+300 warmup), cosine to 34 000. Later runs
-# continue it.
-STEPS=${STEPS:-34000}
-SCHEDULE_FROM=${SCHEDULE_FROM:-27000}
-LR=${LR:-4e-4}
+# The third (2026-12-03): peak 4e-4 at step 27 000 (+300 warmup), cosine to 34 000. The fourth
+# (2026-12-03, 4th session): peak 3e-4 at step 34 000 (+300 warmup), cosine to 41 000, with the
+# formant warp (train.py --vtlp-p) on; later runs continue it.
+STEPS=${STEPS:-41000}
+SCHEDULE_FROM=${SCHEDULE_FROM:-34000}
+LR=${LR:-3e-4}
 WARMUP=${WARMUP:-300}
 # The schedule runs over STEPS (HOURS=0): the hours trained accumulate across sessions (the
 # .train.json beside the model), and a session's CPU is often shared, so a time-based schedule

@@ -284,6 +284,46 @@ def speed_perturb(x, rng, p):
     return resample_poly(x, 100, down).astype(np.float32)
 
 
+class FormantWarp(torch.nn.Module):
+    """Vocal tract length perturbation (Jaitly and Hinton, "Vocal Tract Length Perturbation (VTLP)
+    improves speech recognition", 2013) on the preprocessor's log-mel features, then SpecAugment.
+    Speed perturbation moves tempo, pitch and formants together; this moves the formants alone:
+    the spectrum at f is read from f / alpha (alpha in 0.9-1.1, linear up to 80 % of Nyquist, then
+    a straight line to Nyquist so the band's edge stays put), as between two speakers of one
+    sentence at one pitch and pace. The warp is per item; the training loop sets `alphas` for each
+    batch from its own seeded RNG (1.0: unchanged). Features are NeMo's per-feature normalised
+    log-mels, so a bin moves with its normalised values, as in the paper's filterbank warp. No
+    parameters: the model's state_dict is unchanged."""
+
+    def __init__(self, spec_augment, n_mels, sample_rate):
+        super().__init__()
+        self.spec_augment = spec_augment
+        import librosa  # a NeMo dependency: the same Slaney mel scale as its filterbank
+        self.centres = librosa.mel_frequencies(n_mels=n_mels + 2, fmin=0.0, fmax=sample_rate / 2)[1:-1]
+        self.nyquist = sample_rate / 2
+        self.alphas = None
+
+    def source_bins(self, alpha):
+        """Fractional mel-bin index each output bin reads from."""
+        f, f0, nyq = self.centres, 0.8 * self.nyquist, self.nyquist
+        src = np.where(f <= f0, f / alpha, f0 / alpha + (f - f0) * (nyq - f0 / alpha) / (nyq - f0))
+        return np.interp(src, f, np.arange(len(f)))
+
+    def warp(self, spec, alpha):
+        """spec: (n_mels, T), linear interpolation between neighbouring bins."""
+        pos = torch.from_numpy(self.source_bins(alpha)).to(spec.dtype)
+        lo = pos.floor().long().clamp(0, spec.shape[0] - 1)
+        hi = (lo + 1).clamp(max=spec.shape[0] - 1)
+        frac = (pos - lo.to(spec.dtype)).unsqueeze(1)
+        return spec[lo] * (1 - frac) + spec[hi] * frac
+
+    def forward(self, input_spec, length):
+        if self.alphas is not None:
+            input_spec = torch.stack([self.warp(input_spec[j], a) if a != 1.0 else input_spec[j]
+                                      for j, a in enumerate(self.alphas)])
+        return self.spec_augment(input_spec=input_spec, length=length)
+
+
 def augment(x, rng, noise=True, speed_p=0.0):
     """Speed perturbation, then gain and additive noise (white or brown) at 5-40 dB SNR on half
     the utterances."""
@@ -354,6 +394,8 @@ def main():
                          "at both ends as the element's windows are (needs align.py's word times)")
     ap.add_argument("--speed-p", type=float, default=0.5,
                     help="probability of speed perturbation (resampling by 0.9-1.1) per item, after --clean-steps")
+    ap.add_argument("--vtlp-p", type=float, default=0.5,
+                    help="probability of a formant warp (VTLP, alpha 0.9-1.1) per item, after --clean-steps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-minutes", type=float, default=10.0)
     ap.add_argument("--export", type=Path)
@@ -456,7 +498,8 @@ def main():
             p = max(p, seconds / (a.hours * 3600))
         return p
 
-    spec_augment = model.spec_augmentation
+    spec_augment = FormantWarp(model.spec_augmentation, model.cfg.preprocessor.features,
+                               model.cfg.preprocessor.sample_rate)
     model.train()
     last_save, t_log, loss_acc, tok_acc, ctc_acc = time.time(), time.time(), 0.0, 0, 0.0
     while step < a.steps and progress(step, train_s) < 1.0:
@@ -470,6 +513,8 @@ def main():
             idx = plan[pos]
             clean = step < a.clean_steps
             model.spec_augmentation = None if clean else spec_augment
+            spec_augment.alphas = [float(rng.uniform(0.9, 1.1)) if rng.random() < a.vtlp_p else 1.0
+                                   for _ in idx]
             waves = [augment(render_item(it, audio, rng), rng, noise=not clean,
                              speed_p=0.0 if clean else a.speed_p) for it in idx]
             lens = torch.tensor([len(w) for w in waves])
