@@ -4,7 +4,7 @@
 # training resumes from its last checkpoint, so the script can be stopped and rerun at any time.
 #
 #   bash training/run.sh                 # WORK=training/work, NEMO_VENV=tests/reference/.venv
-#   NEMO_VENV=/path/to/venv STEPS=34000 bash training/run.sh
+#   NEMO_VENV=/path/to/venv STEPS=41000 bash training/run.sh
 #
 # Needs: Debian packages espeak-ng flite sox wordnet-base festival festvox-* (installed here), python3.11 and PyPI
 # access for the NeMo venv (tests/reference/requirements.txt), a built plugin for the element WER.
