@@ -364,7 +364,12 @@ canary_f16_linear (canary_f16_linear_path path, const guint16 *w, const float *b
     int in, const float *x, int rows, float *y, int o0, int o1)
 {
 #if CANARY_HAVE_AVX512
-  if (path == CANARY_F16_LINEAR_AVX512) {
+  /* Up to three activation rows (a greedy step, a beam with hypotheses finished): one weight row
+   * at a time, one stream, reads as fast as a plain read of the same bytes, where four rows'
+   * interleaved streams read 20-25 % slower; at four rows (a beam-4 step) the four-row kernel's
+   * shared activation loads put it at the read's rate and the one-row kernel 35 % behind
+   * (tools/canary-gemv-bench, docs/benchmarks.md). */
+  if ((path == CANARY_F16_LINEAR_AVX512 && rows > 3) || path == CANARY_F16_LINEAR_AVX512_FOUR_ROWS) {
     f16_linear_avx512 (w, b, out, in, x, rows, y, o0, o1);
     return;
   }

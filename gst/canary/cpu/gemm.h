@@ -80,11 +80,13 @@ void canary_gemm_run (canary_gemm *g, const canary_gemm_job *jobs, int n_jobs);
 gboolean canary_f16_simd_enabled (void);
 
 /* The kernels canary_f16_linear can run: the portable C loop, AVX2 + F16C (one weight row at a
- * time), AVX-512 (four weight rows at a time). */
+ * time), AVX-512 (four weight rows at a time from 4 activation rows on, else AVX2's one row),
+ * and AVX-512's four rows at every row count (for tools/canary-gemv-bench, which compares them). */
 typedef enum {
   CANARY_F16_LINEAR_PORTABLE,
   CANARY_F16_LINEAR_AVX2,
   CANARY_F16_LINEAR_AVX512,
+  CANARY_F16_LINEAR_AVX512_FOUR_ROWS,
 } canary_f16_linear_path;
 
 /* The fastest path this CPU has: portable unless canary_f16_simd_enabled (); AVX-512 when the
