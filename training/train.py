@@ -334,7 +334,8 @@ def augment(x, rng, noise=True, speed_p=0.0):
         n = rng.standard_normal(len(x)).astype(np.float32)
         if rng.random() < 0.5:
             n = np.cumsum(n)
-            n -= np.convolve(n, np.ones(400) / 400, mode="same")  # brown, detrended
+            k = min(400, len(n))  # a cut item can be shorter than the kernel ("same" then returns 400)
+            n -= np.convolve(n, np.ones(k) / k, mode="same")  # brown, detrended
         n *= math.sqrt(p / (10 ** (snr / 10)) / (float(np.mean(n * n)) + 1e-10))
         x = x + n
     x *= 10 ** (rng.uniform(-10, 6) / 20)
@@ -395,7 +396,9 @@ def main():
     ap.add_argument("--speed-p", type=float, default=0.5,
                     help="probability of speed perturbation (resampling by 0.9-1.1) per item, after --clean-steps")
     ap.add_argument("--vtlp-p", type=float, default=0.5,
-                    help="probability of a formant warp (VTLP, alpha 0.9-1.1) per item, after --clean-steps")
+                    help="probability of a formant warp (VTLP) per item, after --clean-steps")
+    ap.add_argument("--vtlp-max", type=float, default=0.15,
+                    help="formant warp factors drawn from 1 +- this (0.1 up to step 41 000, then 0.15)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-minutes", type=float, default=10.0)
     ap.add_argument("--export", type=Path)
@@ -513,7 +516,7 @@ def main():
             idx = plan[pos]
             clean = step < a.clean_steps
             model.spec_augmentation = None if clean else spec_augment
-            spec_augment.alphas = [float(rng.uniform(0.9, 1.1)) if rng.random() < a.vtlp_p else 1.0
+            spec_augment.alphas = [float(rng.uniform(1 - a.vtlp_max, 1 + a.vtlp_max)) if rng.random() < a.vtlp_p else 1.0
                                    for _ in idx]
             waves = [augment(render_item(it, audio, rng), rng, noise=not clean,
                              speed_p=0.0 if clean else a.speed_p) for it in idx]
