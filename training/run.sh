@@ -4,7 +4,7 @@
 # training resumes from its last checkpoint, so the script can be stopped and rerun at any time.
 #
 #   bash training/run.sh                 # WORK=training/work, NEMO_VENV=tests/reference/.venv
-#   NEMO_VENV=/path/to/venv STEPS=48000 bash training/run.sh
+#   NEMO_VENV=/path/to/venv STEPS=50000 bash training/run.sh
 #
 # Needs: Debian packages espeak-ng flite sox wordnet-base festival festvox-* (installed here), python3.11 and PyPI
 # access for the NeMo venv (tests/reference/requirements.txt), a built plugin for the element WER.
@@ -19,9 +19,9 @@ VENV=${NEMO_VENV:-$repo/tests/reference/.venv}
 # The third (2026-12-03): peak 4e-4 at step 27 000 (+300 warmup), cosine to 34 000. The fourth
 # (2026-12-03, 4th session): peak 3e-4 at step 34 000 (+300 warmup), cosine to 41 000, with the
 # formant warp (train.py --vtlp-p, alpha 0.9-1.1) on, stopped at 40 375. The fifth (2026-12-03,
-# 5th session): peak 2.5e-4 at step 40 400 (+300 warmup), cosine to 48 000, the warp widened to
+# 5th session): peak 2.5e-4 at step 40 400 (+300 warmup), cosine to 50 000, the warp widened to
 # 0.85-1.15 (train.py --vtlp-max 0.15, now its default); later runs continue it.
-STEPS=${STEPS:-48000}
+STEPS=${STEPS:-50000}
 SCHEDULE_FROM=${SCHEDULE_FROM:-40400}
 LR=${LR:-2.5e-4}
 WARMUP=${WARMUP:-300}
