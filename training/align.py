@@ -130,12 +130,11 @@ def main():
     ctc_head = torch.nn.Linear(tr.DEC_D, model.tokenizer.vocab_size + 1)
     if a.ckpt.suffix == ".nemo":
         with tr.fx.quiet():
-            model.load_state_dict(tr.EncDecMultiTaskModel.restore_from(str(a.ckpt), map_location="cpu").state_dict())
-        ctc_head.load_state_dict(torch.load(tr.ctc_path(a.ckpt)))
+            sd = tr.EncDecMultiTaskModel.restore_from(str(a.ckpt), map_location="cpu").state_dict()
+        ctc_head.load_state_dict(tr.load_weights(model, sd, torch.load(tr.ctc_path(a.ckpt))))
     else:
         state = torch.load(a.ckpt, weights_only=False)
-        model.load_state_dict(state["model"])
-        ctc_head.load_state_dict(state["ctc_head"])
+        ctc_head.load_state_dict(tr.load_weights(model, state["model"], state["ctc_head"]))
     model.eval()
     blank = model.tokenizer.vocab_size
     frame_s = model.cfg.preprocessor.window_stride * model.encoder.subsampling_factor

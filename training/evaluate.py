@@ -6,13 +6,17 @@
         [--precision fp32|fp16]                                  # the element's precision (CPU)
         [--segmentation fixed|vad]                               # fixed (default): each clip whole,
                                                                  # as NeMo gets it; vad: speech only
+        [--pnc yes|no]                                           # the prompt's <|pnc|> (default yes, as the
+                                                                 # element's default) or <|nopnc|>, both modes
   evaluate.py longform MODEL.nemo MANIFEST.jsonl OUT.jsonl --seconds 120 [--segmentation fixed|vad]
         # joins the manifest's clips into one file of at least --seconds, runs it
         # through `canarytranscribe ! webvttenc` (10 s windows, or VAD segments) and scores the
         # joined cues; with vad also the fraction of the audio that went to the model
   evaluate.py compare A.jsonl B.jsonl                          # how many transcripts are identical
 
-Element runs need the plugin on GST_PLUGIN_PATH (e.g. build/gst). Prints "WER x.xx % (errors/words)".
+Element runs need the plugin on GST_PLUGIN_PATH (e.g. build/gst). Prints "WER x.xx % (errors/words)",
+on normalised text (wer.py), and with --pnc yes also the WER of the written form (written.py),
+where a capital or a mark that differs from the reference's is an error too.
 """
 import argparse
 import json
@@ -24,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wer import wer  # noqa: E402
+from wer import edit_distance, wer  # noqa: E402
 
 PIPE = ["filesrc", "location={wav}", "!", "decodebin", "!", "audioconvert", "!", "audioresample", "!",
         "canarytranscribe", "model-path={model}", "device=cpu"]
@@ -32,6 +36,7 @@ PIPE = ["filesrc", "location={wav}", "!", "decodebin", "!", "audioconvert", "!",
 
 PRECISION = "fp32"
 SEGMENTATION = "fixed"
+PNC = "yes"
 REPO = Path(__file__).resolve().parent.parent
 # The build tree's plugin finds the VAD weights through this (tools/fetch-vad.sh puts them there).
 os.environ.setdefault("CANARY_VAD_MODEL", str(REPO / "data" / "silero_vad_16k.safetensors"))
@@ -40,7 +45,8 @@ os.environ.setdefault("CANARY_VAD_MODEL", str(REPO / "data" / "silero_vad_16k.sa
 def gst(model, wav, tail, log=False):
     """The element's output on stdout; with `log`, also its debug log (stderr)."""
     args = (["gst-launch-1.0", "-q"] + [a.format(wav=wav, model=model) for a in PIPE]
-            + [f"precision={PRECISION}", f"segmentation={SEGMENTATION}"] + tail)
+            + [f"precision={PRECISION}", f"segmentation={SEGMENTATION}",
+               f"pnc={'true' if PNC == 'yes' else 'false'}"] + tail)
     env = dict(os.environ, GST_DEBUG="canarytranscribe:6", GST_DEBUG_NO_COLOR="1") if log else None
     r = subprocess.run(args, check=True, capture_output=True, text=True, env=env)
     return (r.stdout, r.stderr) if log else r.stdout
@@ -64,7 +70,7 @@ def run_nemo(model_path, rows):
     # Greedy decoding hardly notices; with the demo model's beam 4, batches of 16 changed 14 of
     # 100 test_unseen transcripts, and NeMo per clip then gave the element's on all 14.
     hyps = model.transcribe([r["audio_filepath"] for r in rows], batch_size=1, num_workers=0, verbose=False,
-                            source_lang="en", target_lang="en", pnc="yes")
+                            source_lang="en", target_lang="en", pnc=PNC)
     # batched transcribe() may keep the decoder's leading space; the element strips it
     return [(h.text if hasattr(h, "text") else h).strip() for h in hyps]
 
@@ -75,7 +81,15 @@ def report(rows, hyps, out):
             f.write(json.dumps({"audio_filepath": r["audio_filepath"], "voice": r.get("voice", ""),
                                 "text": r["text"], "pred_text": h}) + "\n")
     e, n = wer((r["text"], h) for r, h in zip(rows, hyps))
-    print(f"WER {100 * e / n:.2f} % ({e}/{n} words, {len(rows)} utterances)")
+    print(f"WER {100 * e / n:.2f} % ({e}/{n} words, {len(rows)} utterances), pnc={PNC}")
+    if PNC == "yes":
+        import written
+        forms = written.written_forms()
+        refs = [forms.get(r["text"]) for r in rows]
+        pairs = [(ref, h.split()) for ref, h in zip(refs, hyps) if ref]
+        e = sum(edit_distance(ref, hyp) for ref, hyp in pairs)
+        n = sum(len(ref) for ref, _ in pairs)
+        print(f"written-form WER {100 * e / n:.2f} % ({e}/{n} words, capitals and punctuation count)")
 
 
 def longform(model, rows, seconds, out):
@@ -116,10 +130,13 @@ def main():
     ap.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="the element's precision")
     ap.add_argument("--segmentation", choices=["fixed", "vad"], default="fixed",
                     help="the element's segmentation")
+    ap.add_argument("--pnc", choices=["yes", "no"], default="yes",
+                    help="ask for punctuation and capitals (<|pnc|>) or normalised text (<|nopnc|>)")
     a = ap.parse_args()
-    global PRECISION, SEGMENTATION
+    global PRECISION, SEGMENTATION, PNC
     PRECISION = a.precision
     SEGMENTATION = a.segmentation
+    PNC = a.pnc
     if a.mode == "compare":
         x = [json.loads(l) for l in open(a.a)]
         y = {r["audio_filepath"]: r for r in map(json.loads, open(a.b))}

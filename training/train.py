@@ -45,6 +45,7 @@ from nemo.collections.common.tokenizers.canary_tokenizer import CANARY_SPECIAL_T
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "reference"))
 import make_fixtures as fx  # noqa: E402  (tokenizer builders and the base model config)
+import written  # noqa: E402  (written forms and the cased tokenizer, for the <|pnc|> prompt)
 
 # The demo model's shape. .nemo stays < 30 MB (fp32 weights, ~5 M parameters). No dropout: on two
 # CPU cores the run sees each sentence only a few times, and dropout costs ~10 % of a step; the
@@ -67,6 +68,9 @@ def build_model(data: Path, work: Path):
     # fx.build_tokenizers trains the en BPE on fx.CORPUS["en"]: point it at our training text.
     fx.CORPUS = {"en": (data / "corpus" / "train.txt").read_text().splitlines()}
     tok = fx.build_tokenizers(spec, work / "tokenizer")
+    # Capitals and punctuation for the <|pnc|> prompt: the lowercase BPE plus cased twins and marks
+    # (written.py); the lowercase pieces keep their ids, so models trained before it still load.
+    written.extend_tokenizer_dir(work / "tokenizer" / "en")
     cfg = fx.model_config(spec, tok)
     enc = cfg["encoder"]
     enc.update(n_layers=ENC_LAYERS, n_heads=ENC_HEADS, subsampling_conv_channels=SUB_CHANNELS,
@@ -214,10 +218,11 @@ def cut_words(item, j, spans):
     return [w for w, (s, e) in enumerate(spans[i]) if lo <= (s + e) / 2 <= hi]
 
 
-def item_text(item, rows, spans):
+def item_text(item, rows, spans, pnc=False):
+    """The item's text: normalised, or with `pnc` its written form (written.py), word for word."""
     words = []
     for j, i in enumerate(item.utts):
-        ws = rows[i]["text"].split()
+        ws = rows[i]["written"] if pnc else rows[i]["text"].split()
         keep = cut_words(item, j, spans)
         words += ws if keep is None else [ws[w] for w in keep]
     return " ".join(words)
@@ -366,6 +371,70 @@ def vocabulary(model):
     return [tok.ids_to_tokens([i])[0] for i in range(tok.vocab_size)]
 
 
+# A new piece's output bias starts this far below the row it was copied from, so that a model
+# trained before the cased tokenizer keeps writing what it wrote (e^-8: 0.03 % of the twin's
+# probability) until the <|pnc|> items teach it the capitals.
+NEW_PIECE_BIAS = 8.0
+
+
+def widen_vocabulary(model, old_state, old_ctc, n_old):
+    """Weights trained with the lowercase BPE (the first n_old ids of the model's vocabulary) loaded
+    into the model with the cased one (written.py): the old rows as they were; a cased twin starts
+    as its lowercase piece, a punctuation mark as EOS (it ends a sentence or a clause), each with
+    its output bias NEW_PIECE_BIAS lower (embedding and output weights are one tied matrix); the
+    rows NeMo pads the vocabulary with (to a multiple of 8) at weight 0 and bias -20, never
+    written; the CTC head's blank (its last row) moves to its new index. Returns the CTC state."""
+    vocab = vocabulary(model)
+    n_new = len(vocab)
+    en0 = model.tokenizer.token_id_offset["en"]
+    en_ids = {p: i for i, p in enumerate(vocab) if i >= en0}
+    src = []
+    for p in vocab[n_old:]:
+        if p in written.PUNCTUATION:
+            src.append(model.tokenizer.eos_id)
+        else:
+            k = 1 if p.startswith("\u2581") else 0
+            src.append(en_ids[p[:k] + p[k].lower() + p[k + 1:]])
+    src = torch.tensor(src)
+    target = model.state_dict()
+    state = {}
+    for k, v in old_state.items():
+        t = target[k]
+        if v.shape == t.shape:
+            state[k] = v
+            continue
+        if v.shape[1:] != t.shape[1:] or v.shape[0] != n_old:
+            sys.exit(f"{k}: {tuple(v.shape)} does not widen to {tuple(t.shape)}")
+        w = torch.zeros_like(t)
+        w[:n_old] = v
+        w[n_old:n_new] = v[src]
+        if k.endswith("bias"):
+            w[n_old:n_new] -= NEW_PIECE_BIAS
+            w[n_new:] = -20.0
+        state[k] = w
+    model.load_state_dict(state)
+    if old_ctc is None:
+        return None
+    ctc = {}
+    for k, v in old_ctc.items():  # rows: n_old tokens, then the blank
+        w = torch.cat([v[:n_old], v[src], v[n_old:]])
+        if k.endswith("bias"):
+            w[n_old:n_new] -= NEW_PIECE_BIAS
+        ctc[k] = w
+    return ctc
+
+
+def load_weights(model, model_state, ctc_state=None):
+    """Loads a state_dict (and its CTC head's, or None) into `model`, widened where it was trained
+    before the cased tokenizer; returns the CTC state to load into the model's head."""
+    n_old = model_state["log_softmax.mlp.layer0.bias"].shape[0]
+    if n_old != model.log_softmax.mlp.layer0.bias.shape[0]:
+        print(f"vocabulary widened {n_old} -> {len(vocabulary(model))} (cased pieces and punctuation)", flush=True)
+        return widen_vocabulary(model, model_state, ctc_state, n_old)
+    model.load_state_dict(model_state)
+    return ctc_state
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path)
@@ -415,16 +484,27 @@ def main():
     ckpt_path = a.out / "last.pt"
     state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
     init_from = None  # (step, epoch, train_seconds) of the --init model, when starting from it
-    if state:
+    init_ctc = None  # the CTC head's state when starting from --init (or a widened checkpoint)
+    if state and state["model"]["log_softmax.mlp.layer0.bias"].shape != model.log_softmax.mlp.layer0.bias.shape:
+        # A checkpoint of a run from before the cased tokenizer: its weights, widened, with a fresh
+        # optimiser (the moment estimates have the old shapes) and a re-warmup, as from --init.
+        init_ctc = load_weights(model, state["model"], state["ctc_head"])
+        init_from = (state["step"], state["epoch"] + 1, state["train_seconds"])
+        print(f"{ckpt_path}: step {state['step']}, widened (fresh optimiser)", flush=True)
+        state = None
+    elif state:
         model.load_state_dict(state["model"])
     elif a.init and a.init.exists() and not a.export:
         with fx.quiet():
             init = EncDecMultiTaskModel.restore_from(str(a.init), map_location="cpu")
         # The BPE is retrained from the corpus on every machine: the weights only mean something if
         # it came out piece for piece the same (same corpus, same seed).
-        if vocabulary(init) != vocabulary(model):
+        # A model trained before the cased tokenizer (written.py) has its first ids: it is widened.
+        old_vocab = vocabulary(init)
+        if vocabulary(model)[: len(old_vocab)] != old_vocab:
             sys.exit(f"{a.init}: its tokenizer differs from the one built from {a.data / 'corpus'}")
-        model.load_state_dict(init.state_dict())
+        init_ctc = load_weights(model, init.state_dict(),
+                                torch.load(ctc_path(a.init)) if ctc_path(a.init).exists() else None)
         pp = progress_path(a.init)
         done = json.loads(pp.read_text()) if pp.exists() else {"step": 0, "epoch": 0, "train_seconds": 0.0}
         init_from = (done["step"], done["epoch"] + 1, done["train_seconds"])  # a fresh epoch: its position is lost
@@ -453,6 +533,11 @@ def main():
         audio += x
         spans += load_spans(a.data, split, len(r))
         print(f"{split}: {len(r)} utterances, {sum(len(w) for w in x) / 16000 / 3600:.2f} h", flush=True)
+    forms = written.written_forms()
+    for r in rows:
+        if r["text"] not in forms:
+            sys.exit(f"{r['audio_filepath']}: no written form of {r['text']!r} (written.py)")
+        r["written"] = forms[r["text"]]
     durs = [len(x) / 16000 for x in audio]
     have_spans = any(sp is not None for sp in spans)
     print(f"word times (align.py) for {sum(sp is not None for sp in spans)}/{len(rows)} utterances: "
@@ -460,11 +545,13 @@ def main():
     enc_cache = {}
 
     def ids_for(item, pnc):
+        """The prompt and answer ids: <|pnc|> answered with the written form, <|nopnc|> with the
+        normalised one, as Canary is trained."""
         if item != Item(item.utts[:1]):  # joined or cut items are drawn anew every epoch
-            return prompt_ids(model, item_text(item, rows, spans), pnc)
+            return prompt_ids(model, item_text(item, rows, spans, pnc), pnc)
         key = (item.utts[0], pnc)
         if key not in enc_cache:
-            enc_cache[key] = prompt_ids(model, rows[item.utts[0]]["text"], pnc)
+            enc_cache[key] = prompt_ids(model, item_text(item, rows, spans, pnc), pnc)
         return enc_cache[key]
 
     ctc_head = torch.nn.Linear(DEC_D, model.tokenizer.vocab_size + 1)  # last index: blank
@@ -478,8 +565,8 @@ def main():
         step, epoch, train_s = init_from
         rewarm_from = step
         rng = np.random.default_rng([a.seed, step])  # not the first session's draws again
-    if init_from and ctc_path(a.init).exists():
-        ctc_head.load_state_dict(torch.load(ctc_path(a.init)))
+    if init_ctc is not None:
+        ctc_head.load_state_dict(init_ctc)
     if state:
         ctc_head.load_state_dict(state["ctc_head"])
         opt.load_state_dict(state["optimizer"])
