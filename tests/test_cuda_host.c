@@ -233,9 +233,10 @@ stored_in_fp16 (const char *key)
 }
 
 /* The fixture checkpoint with the image's values: FP16-rounded GEMM weights and the depthwise
- * conv with BatchNorm folded (BatchNorm then an identity: gamma 1, beta 0, mean 0, var 1 − eps). */
+ * conv with BatchNorm folded (BatchNorm then an identity: gamma 1, beta 0, mean 0, var 1 − eps).
+ * Without `biases_f16`, the GEMMs' biases stay FP32, as the CPU's FP16 path keeps them. */
 static canary_ckpt *
-image_valued_ckpt (const canary_ckpt *ck, int D, int K)
+image_valued_ckpt (const canary_ckpt *ck, int D, int K, gboolean biases_f16)
 {
   canary_ckpt *out = canary_ckpt_new_empty ();
   GError *err = NULL;
@@ -250,7 +251,7 @@ image_valued_ckpt (const canary_ckpt *ck, int D, int K)
       continue;
     }
     float *v = canary_tensor_to_f32 (t);
-    if (stored_in_fp16 (t->name))
+    if (stored_in_fp16 (t->name) && (biases_f16 || !g_str_has_suffix (t->name, ".bias")))
       for (gint64 j = 0; j < t->numel; j++)
         v[j] = canary_round_f16 (v[j]);
     if (strstr (t->name, ".conv.batch_norm.")) {
@@ -377,7 +378,7 @@ test_fp16_weights_vs_nemo (gconstpointer data)
   fixture_model fm;
   if (!fixture_model_open_or_fail (model, &fm))
     return;
-  canary_ckpt *rounded = image_valued_ckpt (fm.ck, fm.cfg->enc_d_model, fm.cfg->enc_conv_kernel);
+  canary_ckpt *rounded = image_valued_ckpt (fm.ck, fm.cfg->enc_d_model, fm.cfg->enc_conv_kernel, TRUE);
   GError *err = NULL;
   canary_encoder *enc = canary_encoder_new (fm.cfg, rounded, &err);
   g_assert_no_error (err);
@@ -396,6 +397,154 @@ test_fp16_weights_vs_nemo (gconstpointer data)
   canary_tokenizer_free (tok);
   canary_decoder_free (dec);
   canary_encoder_free (enc);
+  canary_ckpt_free (rounded);
+  fixture_model_close (&fm);
+}
+
+/* ---- The CPU's precision=fp16 against the image's values ------------------------------------- */
+
+/* Encoder output of `enc` on a clip's NeMo features (g_free). */
+static float *
+encode_features (const canary_encoder *enc, const char *model, const char *clip, gsize *n)
+{
+  npy_array a_mel, a_len;
+  fixture_load_npy (model, clip, "mel.npy", &a_mel);
+  fixture_load_npy (model, clip, "mel_len.npy", &a_len);
+  float *mel = npy_to_f32 (&a_mel);
+  GError *err = NULL;
+  canary_encoder_work *work = canary_encoder_work_new (enc, (int) a_mel.shape[a_mel.ndim - 1], &err);
+  g_assert_no_error (err);
+  const float *out;
+  int t_enc, len;
+  g_assert_true (canary_encoder_forward (enc, work, mel, (int) a_mel.shape[a_mel.ndim - 1],
+      (int) npy_get_i64 (&a_len, 0), &out, &t_enc, &len, &err));
+  g_assert_no_error (err);
+  *n = (gsize) t_enc * canary_encoder_out_dim (enc);
+  float *copy = g_memdup2 (out, *n * sizeof (float));
+  canary_encoder_work_free (work);
+  g_free (mel);
+  npy_array_clear (&a_mel);
+  npy_array_clear (&a_len);
+  return copy;
+}
+
+/* Teacher-forced logits of `dec` over NeMo's prompt + beam-1 ids on NeMo's encoder output
+ * (g_free); *rows and *V give the shape. */
+static float *
+teacher_forced_logits (const canary_decoder *dec, int pad, const char *model, const char *clip, int *rows, int *V)
+{
+  npy_array a_enc, a_elen;
+  fixture_load_npy (model, clip, "enc.npy", &a_enc);
+  fixture_load_npy (model, clip, "enc_len.npy", &a_elen);
+  GArray *seq = fixture_load_ids (model, clip, "prompt_ids.npy");
+  GArray *beam1 = fixture_load_ids (model, clip, "beam1_ids.npy");
+  g_array_append_vals (seq, beam1->data, beam1->len);
+  g_array_set_size (seq, MIN (seq->len, (guint) canary_decoder_max_seq_len (dec)));
+  const int H = canary_decoder_hidden (dec), T = (int) (a_enc.numel / H);
+  *V = canary_decoder_vocab (dec);
+  *rows = (int) seq->len;
+  float *enc = npy_to_f32 (&a_enc), *logits = g_new (float, (gsize) *rows * *V);
+  GError *err = NULL;
+  canary_decoder_state *st = canary_decoder_state_new (dec, 1, 0, T, pad, &err);
+  g_assert_no_error (err);
+  g_assert_true (canary_decoder_set_memory (st, enc, T, (int) npy_get_i64 (&a_elen, 0), &err));
+  g_assert_true (canary_decoder_step_all (st, (const gint32 *) seq->data, *rows, 0, logits, &err));
+  g_assert_no_error (err);
+  canary_decoder_state_free (st);
+  g_free (enc);
+  g_array_unref (seq);
+  g_array_unref (beam1);
+  npy_array_clear (&a_enc);
+  npy_array_clear (&a_elen);
+  return logits;
+}
+
+/* The CPU's FP16 path (canary_encoder_use_f16 / canary_decoder_use_f16) and the CUDA image share
+ * the weight conversion (canary_f32_to_f16) and the BatchNorm fold; they differ in the GEMMs'
+ * biases, which the image stores in its activation type (FP16) and the CPU keeps FP32. So the
+ * CPU's FP16 encoder must compute what the FP32 encoder computes on the image's weight values
+ * with FP32 biases, up to FP32 summation order (bound: the FP32 encoder's own, 1e-4 of
+ * max(1, |y|); measured < 1e-6; with the biases rounded too it is 1.3-2.1e-4). The FP16
+ * decoder also stores the cross K/V in FP16 (as the CUDA arena does; an FP32 path on the image's
+ * values does not): one rounding of the
+ * K/V products, which moves a logit by at most u · S (u = 2^-11, S half the row's logit range,
+ * the first-order rule of test_cpu_fp16), bound 1e-4 + 2 · u · S on each row's logits less their
+ * maximum. A weight converted differently (another rounding, a tensor left FP32 on one side)
+ * moves its GEMM's output by up to u = 4.9e-4 relative, beyond the encoder's bound. */
+static void
+test_cpu_fp16_matches_image (gconstpointer data)
+{
+  const char *model = data;
+  fixture_model fm;
+  if (!fixture_model_open_or_fail (model, &fm))
+    return;
+  canary_ckpt *rounded = image_valued_ckpt (fm.ck, fm.cfg->enc_d_model, fm.cfg->enc_conv_kernel, FALSE);
+  GError *err = NULL;
+  canary_encoder *enc_img = canary_encoder_new (fm.cfg, rounded, &err);
+  g_assert_no_error (err);
+  canary_decoder *dec_img = canary_decoder_new (fm.cfg, rounded, &err);
+  g_assert_no_error (err);
+  canary_encoder *enc16 = canary_encoder_new (fm.cfg, fm.ck, &err);
+  g_assert_no_error (err);
+  canary_decoder *dec16 = canary_decoder_new (fm.cfg, fm.ck, &err);
+  g_assert_no_error (err);
+  g_assert_true (canary_encoder_use_f16 (enc16, NULL, NULL, &err));
+  g_assert_true (canary_decoder_use_f16 (dec16, NULL, NULL, &err));
+  g_assert_no_error (err);
+  canary_tokenizer *tok = canary_tokenizer_new (fm.cfg, fm.ar, &err);
+  g_assert_no_error (err);
+  const int pad = canary_tokenizer_pad (tok);
+  GPtrArray *clips = fixture_list_clips (model, "enc.npy");
+  g_assert_cmpuint (clips->len, >, 0);
+  for (guint i = 0; i < clips->len; i++) {
+    const char *clip = clips->pdata[i];
+    gsize n_img, n16;
+    float *y_img = encode_features (enc_img, model, clip, &n_img);
+    float *y16 = encode_features (enc16, model, clip, &n16);
+    g_assert_cmpuint (n_img, ==, n16);
+    double y_max;
+    const double e_diff = max_abs_diff (y16, y_img, n16, &y_max);
+    const double e_rel = e_diff / MAX (1.0, y_max);
+
+    int rows, V, rows16, V16;
+    float *z_img = teacher_forced_logits (dec_img, pad, model, clip, &rows, &V);
+    float *z16 = teacher_forced_logits (dec16, pad, model, clip, &rows16, &V16);
+    g_assert_cmpint (rows, ==, rows16);
+    g_assert_cmpint (V, ==, V16);
+    double worst = 0.0, worst_bound = 0.0, margin = INFINITY;
+    for (int r = 0; r < rows; r++) {
+      const float *a = z_img + (gsize) r * V, *b = z16 + (gsize) r * V;
+      float a_max = -INFINITY, a_min = INFINITY, b_max = -INFINITY;
+      for (int v = 0; v < V; v++) {
+        a_max = MAX (a_max, a[v]);
+        a_min = MIN (a_min, a[v]);
+        b_max = MAX (b_max, b[v]);
+      }
+      const double bound = 1e-4 + 2.0 * 0x1p-11 * (a_max - a_min) / 2.0;
+      double d = 0.0;
+      for (int v = 0; v < V; v++)
+        d = MAX (d, fabs ((double) (b[v] - b_max) - (double) (a[v] - a_max)));
+      if (d > worst) {
+        worst = d;
+        worst_bound = bound;
+      }
+      margin = MIN (margin, bound - d);
+    }
+    g_test_message ("%s/%s: CPU FP16 vs FP32 on the image's values: encoder max |diff| %.3g of max(1, |y|); "
+        "logits (less the row max) max |diff| %.3g, bound there %.3g", model, clip, e_rel, worst, worst_bound);
+    g_assert_cmpfloat (e_rel, <=, 1e-4);
+    g_assert_cmpfloat (margin, >=, 0.0);
+    g_free (y_img);
+    g_free (y16);
+    g_free (z_img);
+    g_free (z16);
+  }
+  g_ptr_array_unref (clips);
+  canary_tokenizer_free (tok);
+  canary_decoder_free (dec16);
+  canary_encoder_free (enc16);
+  canary_decoder_free (dec_img);
+  canary_encoder_free (enc_img);
   canary_ckpt_free (rounded);
   fixture_model_close (&fm);
 }
@@ -1068,6 +1217,9 @@ main (int argc, char **argv)
     char *p3 = g_strdup_printf ("/cuda-host/launch-list/%s", fixture_models[i]);
     char *p4 = g_strdup_printf ("/cuda-host/emulated-decoder/%s", fixture_models[i]);
     char *p5 = g_strdup_printf ("/cuda-host/emulated-window/%s", fixture_models[i]);
+    char *p6 = g_strdup_printf ("/cuda-host/cpu-fp16-matches-image/%s", fixture_models[i]);
+    g_test_add_data_func (p6, fixture_models[i], test_cpu_fp16_matches_image);
+    g_free (p6);
     g_test_add_data_func (p4, fixture_models[i], test_emulated_decoder);
     g_test_add_data_func (p5, fixture_models[i], test_emulated_encoder);
     g_free (p4);
