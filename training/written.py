@@ -25,8 +25,13 @@ the extended one row for row (train.py: `widen_vocabulary`).
 """
 import re
 import struct
+import sys
+from pathlib import Path
 
 import make_corpus
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "reference"))
+from make_fixtures import _pb_fields  # noqa: E402
 
 # The written marks the model learns. Hyphens, quotes and brackets are not among them: hyphens are
 # spaces in the normalised form (the words must correspond), and quotes and brackets in WordNet's
@@ -83,7 +88,8 @@ def written_forms():
 
 
 # --- SentencePiece model files (protobuf), edited without the generated bindings: the venv's
-# protobuf runtime is older than the sentencepiece package's generated code.
+# protobuf runtime is older than the sentencepiece package's generated code. The wire-format
+# reader is the fixture tool's (tests/reference/make_fixtures.py).
 
 def _varint(n):
     out = bytearray()
@@ -97,50 +103,26 @@ def _varint(n):
             return bytes(out)
 
 
-def _read_varint(buf, pos):
-    n = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, pos
+def _field(number, wire, value):
+    """One field, encoded back as _pb_fields read it."""
+    key = _varint(number << 3 | wire)
+    if wire == 0:
+        return key + _varint(value)
+    if wire == 2:
+        return key + _varint(len(value)) + bytes(value)
+    return key + bytes(value)  # fixed32 / fixed64: the raw bytes
 
 
-def _fields(buf):
-    """Top-level fields of a message: (number, wire type, raw bytes of the whole field, payload)."""
-    pos, out = 0, []
-    while pos < len(buf):
-        start = pos
-        key, pos = _read_varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _read_varint(buf, pos)
-            payload = value
-        elif wire == 1:
-            payload, pos = buf[pos:pos + 8], pos + 8
-        elif wire == 5:
-            payload, pos = buf[pos:pos + 4], pos + 4
-        elif wire == 2:
-            n, pos = _read_varint(buf, pos)
-            payload, pos = buf[pos:pos + n], pos + n
-        else:
-            raise ValueError(f"wire type {wire} in a SentencePiece model")
-        out.append((number, wire, buf[start:pos], payload))
-    return out
-
-
-def _piece(field_payload):
+def _piece(payload):
     """(piece, score, type) of a ModelProto.SentencePiece (type 1 = NORMAL when absent)."""
     piece, score, typ = "", 0.0, 1
-    for number, _, _, payload in _fields(field_payload):
+    for number, _, value in _pb_fields(payload):
         if number == 1:
-            piece = payload.decode("utf-8")
+            piece = value.decode("utf-8")
         elif number == 2:
-            score = struct.unpack("<f", payload)[0]
+            score = struct.unpack("<f", value)[0]
         elif number == 3:
-            typ = payload
+            typ = value
     return piece, score, typ
 
 
@@ -161,8 +143,8 @@ def _cased_twin(piece):
 def extend_spm(model_bytes):
     """The SentencePiece model with cased twins and punctuation appended (see the module's
     docstring); returns (new model bytes, [(new piece, twin piece or None)] in id order)."""
-    fields = _fields(model_bytes)
-    pieces = [_piece(p) for n, _, _, p in fields if n == 1]
+    fields = list(_pb_fields(model_bytes))
+    pieces = [_piece(v) for n, _, v in fields if n == 1]
     have = {p for p, _, _ in pieces}
     added = []
     for p, score, typ in pieces:
@@ -179,11 +161,10 @@ def extend_spm(model_bytes):
     vocab_size = len(pieces) + len(added)
     out, inserted = bytearray(), False
     last_piece = max(i for i, f in enumerate(fields) if f[0] == 1)
-    for i, (number, _, raw, payload) in enumerate(fields):
+    for i, (number, wire, value) in enumerate(fields):
         if number == 2:  # trainer_spec: its vocab_size (field 4) follows the pieces
-            spec = b"".join(r for n, _, r, _ in _fields(payload) if n != 4) + b"\x20" + _varint(vocab_size)
-            raw = b"\x12" + _varint(len(spec)) + spec
-        out += raw
+            value = b"".join(_field(*f) for f in _pb_fields(value) if f[0] != 4) + _field(4, 0, vocab_size)
+        out += _field(number, wire, value)
         if i == last_piece:
             out += new_pieces
             inserted = True
@@ -192,7 +173,7 @@ def extend_spm(model_bytes):
 
 
 def pieces_of(model_bytes):
-    return [_piece(p)[0] for n, _, _, p in _fields(model_bytes) if n == 1]
+    return [_piece(v)[0] for n, _, v in _pb_fields(model_bytes) if n == 1]
 
 
 def extend_tokenizer_dir(d):
@@ -204,7 +185,7 @@ def extend_tokenizer_dir(d):
     if PUNCTUATION[0] in pieces_of(old):
         return
     new, added = extend_spm(old)
-    scores = {p: s for p, s, _ in (_piece(f[3]) for f in _fields(new) if f[0] == 1)}
+    scores = {p: s for p, s, _ in (_piece(v) for n, _, v in _pb_fields(new) if n == 1)}
     with open(d / "tokenizer.vocab", "a", encoding="utf-8") as f:
         for p, _ in added:
             f.write(f"{p}\t{scores[p]:g}\n")
