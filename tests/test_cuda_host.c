@@ -371,34 +371,57 @@ fp16_decoder_clip (const canary_decoder *dec, int pad, const char *model, const 
   npy_array_clear (&tf);
 }
 
+/* A fixture model's FP32 CPU encoder and decoder on the image's values (image_valued_ckpt). */
+typedef struct {
+  fixture_model fm;
+  canary_ckpt *rounded;
+  canary_encoder *enc;
+  canary_decoder *dec;
+  int pad;
+} image_valued_model;
+
+static gboolean
+image_valued_open (const char *model, gboolean biases_f16, image_valued_model *m)
+{
+  if (!fixture_model_open_or_fail (model, &m->fm))
+    return FALSE;
+  m->rounded = image_valued_ckpt (m->fm.ck, m->fm.cfg->enc_d_model, m->fm.cfg->enc_conv_kernel, biases_f16);
+  GError *err = NULL;
+  m->enc = canary_encoder_new (m->fm.cfg, m->rounded, &err);
+  g_assert_no_error (err);
+  m->dec = canary_decoder_new (m->fm.cfg, m->rounded, &err);
+  g_assert_no_error (err);
+  canary_tokenizer *tok = canary_tokenizer_new (m->fm.cfg, m->fm.ar, &err);
+  g_assert_no_error (err);
+  m->pad = canary_tokenizer_pad (tok);
+  canary_tokenizer_free (tok);
+  return TRUE;
+}
+
+static void
+image_valued_close (image_valued_model *m)
+{
+  canary_decoder_free (m->dec);
+  canary_encoder_free (m->enc);
+  canary_ckpt_free (m->rounded);
+  fixture_model_close (&m->fm);
+}
+
 static void
 test_fp16_weights_vs_nemo (gconstpointer data)
 {
   const char *model = data;
-  fixture_model fm;
-  if (!fixture_model_open_or_fail (model, &fm))
+  image_valued_model im;
+  if (!image_valued_open (model, TRUE, &im))
     return;
-  canary_ckpt *rounded = image_valued_ckpt (fm.ck, fm.cfg->enc_d_model, fm.cfg->enc_conv_kernel, TRUE);
-  GError *err = NULL;
-  canary_encoder *enc = canary_encoder_new (fm.cfg, rounded, &err);
-  g_assert_no_error (err);
-  canary_decoder *dec = canary_decoder_new (fm.cfg, rounded, &err);
-  g_assert_no_error (err);
-  canary_tokenizer *tok = canary_tokenizer_new (fm.cfg, fm.ar, &err);
-  g_assert_no_error (err);
-  const int pad = canary_tokenizer_pad (tok);
   GPtrArray *clips = fixture_list_clips (model, "enc.npy");
   g_assert_cmpuint (clips->len, >, 0);
   for (guint i = 0; i < clips->len; i++) {
-    fp16_encoder_clip (&fm, enc, model, clips->pdata[i]);
-    fp16_decoder_clip (dec, pad, model, clips->pdata[i]);
+    fp16_encoder_clip (&im.fm, im.enc, model, clips->pdata[i]);
+    fp16_decoder_clip (im.dec, im.pad, model, clips->pdata[i]);
   }
   g_ptr_array_unref (clips);
-  canary_tokenizer_free (tok);
-  canary_decoder_free (dec);
-  canary_encoder_free (enc);
-  canary_ckpt_free (rounded);
-  fixture_model_close (&fm);
+  image_valued_close (&im);
 }
 
 /* ---- The CPU's precision=fp16 against the image's values ------------------------------------- */
@@ -475,25 +498,20 @@ static void
 test_cpu_fp16_matches_image (gconstpointer data)
 {
   const char *model = data;
-  fixture_model fm;
-  if (!fixture_model_open_or_fail (model, &fm))
+  image_valued_model im;
+  if (!image_valued_open (model, FALSE, &im))
     return;
-  canary_ckpt *rounded = image_valued_ckpt (fm.ck, fm.cfg->enc_d_model, fm.cfg->enc_conv_kernel, FALSE);
+  const canary_encoder *enc_img = im.enc;
+  const canary_decoder *dec_img = im.dec;
+  const int pad = im.pad;
   GError *err = NULL;
-  canary_encoder *enc_img = canary_encoder_new (fm.cfg, rounded, &err);
+  canary_encoder *enc16 = canary_encoder_new (im.fm.cfg, im.fm.ck, &err);
   g_assert_no_error (err);
-  canary_decoder *dec_img = canary_decoder_new (fm.cfg, rounded, &err);
-  g_assert_no_error (err);
-  canary_encoder *enc16 = canary_encoder_new (fm.cfg, fm.ck, &err);
-  g_assert_no_error (err);
-  canary_decoder *dec16 = canary_decoder_new (fm.cfg, fm.ck, &err);
+  canary_decoder *dec16 = canary_decoder_new (im.fm.cfg, im.fm.ck, &err);
   g_assert_no_error (err);
   g_assert_true (canary_encoder_use_f16 (enc16, NULL, NULL, &err));
   g_assert_true (canary_decoder_use_f16 (dec16, NULL, NULL, &err));
   g_assert_no_error (err);
-  canary_tokenizer *tok = canary_tokenizer_new (fm.cfg, fm.ar, &err);
-  g_assert_no_error (err);
-  const int pad = canary_tokenizer_pad (tok);
   GPtrArray *clips = fixture_list_clips (model, "enc.npy");
   g_assert_cmpuint (clips->len, >, 0);
   for (guint i = 0; i < clips->len; i++) {
@@ -540,13 +558,9 @@ test_cpu_fp16_matches_image (gconstpointer data)
     g_free (z16);
   }
   g_ptr_array_unref (clips);
-  canary_tokenizer_free (tok);
   canary_decoder_free (dec16);
   canary_encoder_free (enc16);
-  canary_decoder_free (dec_img);
-  canary_encoder_free (enc_img);
-  canary_ckpt_free (rounded);
-  fixture_model_close (&fm);
+  image_valued_close (&im);
 }
 
 /* ---- The arena plan -------------------------------------------------------------------------- */
