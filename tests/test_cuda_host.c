@@ -285,147 +285,6 @@ image_valued_ckpt (const canary_ckpt *ck, int D, int K, gboolean biases_f16)
   return out;
 }
 
-static void
-fp16_encoder_clip (const fixture_model *fm, const canary_encoder *enc, const char *model, const char *clip)
-{
-  npy_array a_mel, a_len, a_enc;
-  fixture_load_npy (model, clip, "mel.npy", &a_mel);
-  fixture_load_npy (model, clip, "mel_len.npy", &a_len);
-  fixture_load_npy (model, clip, "enc.npy", &a_enc);
-  float *mel = npy_to_f32 (&a_mel), *ref = npy_to_f32 (&a_enc);
-  const int frames = (int) a_mel.shape[a_mel.ndim - 1], valid = (int) npy_get_i64 (&a_len, 0);
-  GError *err = NULL;
-  canary_encoder_work *work = canary_encoder_work_new (enc, frames, &err);
-  g_assert_no_error (err);
-  const float *out;
-  int t_enc, len;
-  g_assert_true (canary_encoder_forward (enc, work, mel, frames, valid, &out, &t_enc, &len, &err));
-  g_assert_no_error (err);
-  g_assert_cmpuint ((gsize) t_enc * canary_encoder_out_dim (enc), ==, a_enc.numel);
-  double ref_max;
-  const double diff = max_abs_diff (out, ref, a_enc.numel, &ref_max);
-  const double rel = diff / MAX (1.0, ref_max);
-  g_test_message ("%s/%s: FP16-valued weights, encoder max |diff| %.3g (%.3g of max(1, |NeMo|))", model, clip,
-      diff, rel);
-  g_assert_cmpfloat (rel, <=, FP16_ENC_TOL);
-  canary_encoder_work_free (work);
-  g_free (mel);
-  g_free (ref);
-  npy_array_clear (&a_mel);
-  npy_array_clear (&a_len);
-  npy_array_clear (&a_enc);
-}
-
-static void
-fp16_decoder_clip (const canary_decoder *dec, int pad, const char *model, const char *clip)
-{
-  npy_array a_enc, a_elen, tf;
-  fixture_load_npy (model, clip, "enc.npy", &a_enc);
-  fixture_load_npy (model, clip, "enc_len.npy", &a_elen);
-  fixture_load_npy (model, clip, "tf_logprobs.npy", &tf);
-  GArray *prompt = fixture_load_ids (model, clip, "prompt_ids.npy");
-  GArray *beam1 = fixture_load_ids (model, clip, "beam1_ids.npy");
-  const int H = canary_decoder_hidden (dec), V = canary_decoder_vocab (dec), P = (int) prompt->len;
-  const int T = (int) (a_enc.numel / H);
-  float *enc = npy_to_f32 (&a_enc);
-  GArray *seq = g_array_new (FALSE, FALSE, sizeof (gint32));
-  g_array_append_vals (seq, prompt->data, prompt->len);
-  g_array_append_vals (seq, beam1->data, beam1->len);
-  g_array_set_size (seq, MIN (seq->len, (guint) canary_decoder_max_seq_len (dec)));
-  const int n = (int) seq->len, S = (int) tf.shape[0];
-  GError *err = NULL;
-  canary_decoder_state *st = canary_decoder_state_new (dec, 1, 0, T, pad, &err);
-  g_assert_no_error (err);
-  g_assert_true (canary_decoder_set_memory (st, enc, T, (int) npy_get_i64 (&a_elen, 0), &err));
-  float *logits = g_new (float, (gsize) n * V), *lp = g_new (float, V);
-  g_assert_true (canary_decoder_step_all (st, (const gint32 *) seq->data, n, 0, logits, &err));
-  g_assert_no_error (err);
-  const float *ref = tf.data;
-  double max_err = 0.0, max_rel = 0.0;
-  int agree = 0;
-  for (int s = 0; s < S; s++) {
-    canary_log_softmax (logits + (gsize) (P - 1 + s) * V, V, lp);
-    int a = 0, b = 0;
-    for (int v = 0; v < V; v++) {
-      const double r = ref[(gsize) s * V + v], d = fabs ((double) lp[v] - r);
-      max_err = MAX (max_err, d);
-      max_rel = MAX (max_rel, d / MAX (1.0, fabs (r)));
-      a = lp[v] > lp[a] ? v : a;
-      b = ref[(gsize) s * V + v] > ref[(gsize) s * V + b] ? v : b;
-    }
-    agree += a == b;
-  }
-  g_test_message ("%s/%s: FP16-valued decoder weights, %d rows, max |log-prob diff| %.3g (%.3g relative), "
-      "argmax agrees on %d", model, clip, S, max_err, max_rel, agree);
-  g_assert_cmpfloat (max_err, <=, FP16_TF_TOL);
-  g_assert_cmpfloat ((double) agree, >=, FP16_ARGMAX_AGREE * S);
-  canary_decoder_state_free (st);
-  g_free (logits);
-  g_free (lp);
-  g_free (enc);
-  g_array_unref (seq);
-  g_array_unref (prompt);
-  g_array_unref (beam1);
-  npy_array_clear (&a_enc);
-  npy_array_clear (&a_elen);
-  npy_array_clear (&tf);
-}
-
-/* A fixture model's FP32 CPU encoder and decoder on the image's values (image_valued_ckpt). */
-typedef struct {
-  fixture_model fm;
-  canary_ckpt *rounded;
-  canary_encoder *enc;
-  canary_decoder *dec;
-  int pad;
-} image_valued_model;
-
-static gboolean
-image_valued_open (const char *model, gboolean biases_f16, image_valued_model *m)
-{
-  if (!fixture_model_open_or_fail (model, &m->fm))
-    return FALSE;
-  m->rounded = image_valued_ckpt (m->fm.ck, m->fm.cfg->enc_d_model, m->fm.cfg->enc_conv_kernel, biases_f16);
-  GError *err = NULL;
-  m->enc = canary_encoder_new (m->fm.cfg, m->rounded, &err);
-  g_assert_no_error (err);
-  m->dec = canary_decoder_new (m->fm.cfg, m->rounded, &err);
-  g_assert_no_error (err);
-  canary_tokenizer *tok = canary_tokenizer_new (m->fm.cfg, m->fm.ar, &err);
-  g_assert_no_error (err);
-  m->pad = canary_tokenizer_pad (tok);
-  canary_tokenizer_free (tok);
-  return TRUE;
-}
-
-static void
-image_valued_close (image_valued_model *m)
-{
-  canary_decoder_free (m->dec);
-  canary_encoder_free (m->enc);
-  canary_ckpt_free (m->rounded);
-  fixture_model_close (&m->fm);
-}
-
-static void
-test_fp16_weights_vs_nemo (gconstpointer data)
-{
-  const char *model = data;
-  image_valued_model im;
-  if (!image_valued_open (model, TRUE, &im))
-    return;
-  GPtrArray *clips = fixture_list_clips (model, "enc.npy");
-  g_assert_cmpuint (clips->len, >, 0);
-  for (guint i = 0; i < clips->len; i++) {
-    fp16_encoder_clip (&im.fm, im.enc, model, clips->pdata[i]);
-    fp16_decoder_clip (im.dec, im.pad, model, clips->pdata[i]);
-  }
-  g_ptr_array_unref (clips);
-  image_valued_close (&im);
-}
-
-/* ---- The CPU's precision=fp16 against the image's values ------------------------------------- */
-
 /* Encoder output of `enc` on a clip's NeMo features (g_free). */
 static float *
 encode_features (const canary_encoder *enc, const char *model, const char *clip, gsize *n)
@@ -481,6 +340,116 @@ teacher_forced_logits (const canary_decoder *dec, int pad, const char *model, co
   npy_array_clear (&a_elen);
   return logits;
 }
+
+static void
+fp16_encoder_clip (const canary_encoder *enc, const char *model, const char *clip)
+{
+  npy_array a_enc;
+  fixture_load_npy (model, clip, "enc.npy", &a_enc);
+  float *ref = npy_to_f32 (&a_enc);
+  gsize n;
+  float *out = encode_features (enc, model, clip, &n);
+  g_assert_cmpuint (n, ==, a_enc.numel);
+  double ref_max;
+  const double diff = max_abs_diff (out, ref, a_enc.numel, &ref_max);
+  const double rel = diff / MAX (1.0, ref_max);
+  g_test_message ("%s/%s: FP16-valued weights, encoder max |diff| %.3g (%.3g of max(1, |NeMo|))", model, clip,
+      diff, rel);
+  g_assert_cmpfloat (rel, <=, FP16_ENC_TOL);
+  g_free (out);
+  g_free (ref);
+  npy_array_clear (&a_enc);
+}
+
+static void
+fp16_decoder_clip (const canary_decoder *dec, int pad, const char *model, const char *clip)
+{
+  npy_array tf;
+  fixture_load_npy (model, clip, "tf_logprobs.npy", &tf);
+  GArray *prompt = fixture_load_ids (model, clip, "prompt_ids.npy");
+  const int P = (int) prompt->len, S = (int) tf.shape[0];
+  int n, V;
+  float *logits = teacher_forced_logits (dec, pad, model, clip, &n, &V);
+  float *lp = g_new (float, V);
+  const float *ref = tf.data;
+  double max_err = 0.0, max_rel = 0.0;
+  int agree = 0;
+  for (int s = 0; s < S; s++) {
+    canary_log_softmax (logits + (gsize) (P - 1 + s) * V, V, lp);
+    int a = 0, b = 0;
+    for (int v = 0; v < V; v++) {
+      const double r = ref[(gsize) s * V + v], d = fabs ((double) lp[v] - r);
+      max_err = MAX (max_err, d);
+      max_rel = MAX (max_rel, d / MAX (1.0, fabs (r)));
+      a = lp[v] > lp[a] ? v : a;
+      b = ref[(gsize) s * V + v] > ref[(gsize) s * V + b] ? v : b;
+    }
+    agree += a == b;
+  }
+  g_test_message ("%s/%s: FP16-valued decoder weights, %d rows, max |log-prob diff| %.3g (%.3g relative), "
+      "argmax agrees on %d", model, clip, S, max_err, max_rel, agree);
+  g_assert_cmpfloat (max_err, <=, FP16_TF_TOL);
+  g_assert_cmpfloat ((double) agree, >=, FP16_ARGMAX_AGREE * S);
+  g_free (logits);
+  g_free (lp);
+  g_array_unref (prompt);
+  npy_array_clear (&tf);
+}
+
+/* A fixture model's FP32 CPU encoder and decoder on the image's values (image_valued_ckpt). */
+typedef struct {
+  fixture_model fm;
+  canary_ckpt *rounded;
+  canary_encoder *enc;
+  canary_decoder *dec;
+  int pad;
+} image_valued_model;
+
+static gboolean
+image_valued_open (const char *model, gboolean biases_f16, image_valued_model *m)
+{
+  if (!fixture_model_open_or_fail (model, &m->fm))
+    return FALSE;
+  m->rounded = image_valued_ckpt (m->fm.ck, m->fm.cfg->enc_d_model, m->fm.cfg->enc_conv_kernel, biases_f16);
+  GError *err = NULL;
+  m->enc = canary_encoder_new (m->fm.cfg, m->rounded, &err);
+  g_assert_no_error (err);
+  m->dec = canary_decoder_new (m->fm.cfg, m->rounded, &err);
+  g_assert_no_error (err);
+  canary_tokenizer *tok = canary_tokenizer_new (m->fm.cfg, m->fm.ar, &err);
+  g_assert_no_error (err);
+  m->pad = canary_tokenizer_pad (tok);
+  canary_tokenizer_free (tok);
+  return TRUE;
+}
+
+static void
+image_valued_close (image_valued_model *m)
+{
+  canary_decoder_free (m->dec);
+  canary_encoder_free (m->enc);
+  canary_ckpt_free (m->rounded);
+  fixture_model_close (&m->fm);
+}
+
+static void
+test_fp16_weights_vs_nemo (gconstpointer data)
+{
+  const char *model = data;
+  image_valued_model im;
+  if (!image_valued_open (model, TRUE, &im))
+    return;
+  GPtrArray *clips = fixture_list_clips (model, "enc.npy");
+  g_assert_cmpuint (clips->len, >, 0);
+  for (guint i = 0; i < clips->len; i++) {
+    fp16_encoder_clip (im.enc, model, clips->pdata[i]);
+    fp16_decoder_clip (im.dec, im.pad, model, clips->pdata[i]);
+  }
+  g_ptr_array_unref (clips);
+  image_valued_close (&im);
+}
+
+/* ---- The CPU's precision=fp16 against the image's values ------------------------------------- */
 
 /* The CPU's FP16 path (canary_encoder_use_f16 / canary_decoder_use_f16) and the CUDA image share
  * the weight conversion (canary_f32_to_f16) and the BatchNorm fold; they differ in the GEMMs'

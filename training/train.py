@@ -424,11 +424,16 @@ def widen_vocabulary(model, old_state, old_ctc, n_old):
     return ctc
 
 
+def state_vocab(model_state):
+    """Rows of a state_dict's output head: its vocabulary size (NeMo's padding included)."""
+    return model_state["log_softmax.mlp.layer0.bias"].shape[0]
+
+
 def load_weights(model, model_state, ctc_state=None):
     """Loads a state_dict (and its CTC head's, or None) into `model`, widened where it was trained
     before the cased tokenizer; returns the CTC state to load into the model's head."""
-    n_old = model_state["log_softmax.mlp.layer0.bias"].shape[0]
-    if n_old != model.log_softmax.mlp.layer0.bias.shape[0]:
+    n_old = state_vocab(model_state)
+    if n_old != state_vocab(model.state_dict()):
         print(f"vocabulary widened {n_old} -> {len(vocabulary(model))} (cased pieces and punctuation)", flush=True)
         return widen_vocabulary(model, model_state, ctc_state, n_old)
     model.load_state_dict(model_state)
@@ -485,7 +490,7 @@ def main():
     state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
     init_from = None  # (step, epoch, train_seconds) of the --init model, when starting from it
     init_ctc = None  # the CTC head's state when starting from --init (or a widened checkpoint)
-    if state and state["model"]["log_softmax.mlp.layer0.bias"].shape != model.log_softmax.mlp.layer0.bias.shape:
+    if state and state_vocab(state["model"]) != state_vocab(model.state_dict()):
         # A checkpoint of a run from before the cased tokenizer: its weights, widened, with a fresh
         # optimiser (the moment estimates have the old shapes) and a re-warmup, as from --init.
         init_ctc = load_weights(model, state["model"], state["ctc_head"])
