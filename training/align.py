@@ -9,7 +9,7 @@ every token on frames; a word's spikes are its tokens' frames. CTC spikes are na
 span is widened to the midpoints between its spikes and its neighbours' (the first and last words
 by 0.1 s): the spans tile the speech, and a cut keeps the words whose span's middle it holds.
 
-Usage: align.py WORK CKPT [--splits train,extra] [--reuse DIR] [--save DIR]
+Usage: align.py WORK CKPT [--splits train,extra,variety] [--reuse DIR] [--save DIR]
 CKPT: train.py's last.pt, or an exported .nemo with its .ctc.pt beside it.
 Writes WORK/audio/<split>.align.jsonl: one line per manifest row, {"spans": [[start_s, end_s],
 ...]} with one span per word of its text, or {"spans": null} where no path exists (fewer frames
@@ -116,7 +116,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("work", type=Path)
     ap.add_argument("ckpt", type=Path)
-    ap.add_argument("--splits", default="train,extra")
+    ap.add_argument("--splits", default="train,extra,variety")
     ap.add_argument("--batch-seconds", type=float, default=120.0)
     ap.add_argument("--reuse", type=Path, help="take matching rows' spans from DIR/<split>.align.jsonl.xz")
     ap.add_argument("--save", type=Path, help="write the existing alignments to DIR, keyed; align nothing")

@@ -24,9 +24,12 @@ VENV=${NEMO_VENV:-$repo/tests/reference/.venv}
 # session's run was lost with its machine; the next started again from the step-40 375 model, with
 # the cased tokenizer and written forms for <|pnc|> (written.py), the cosine re-fitted at step
 # 41 185 to end at 48 000 (0.55 s/step on that machine: what fits before the session's release).
-STEPS=${STEPS:-48000}
-SCHEDULE_FROM=${SCHEDULE_FROM:-40400}
-LR=${LR:-2.5e-4}
+# The sixth (2026-12-07, 2nd session): peak 2e-4 at step 48 000 (+300 warmup), cosine to 62 000,
+# with the variety split (synth.py: espeak-ng's other voice variants, read from the written form)
+# added from step ~48 500 on.
+STEPS=${STEPS:-62000}
+SCHEDULE_FROM=${SCHEDULE_FROM:-48000}
+LR=${LR:-2e-4}
 WARMUP=${WARMUP:-300}
 # The schedule runs over STEPS (HOURS=0): the hours trained accumulate across sessions (the
 # .train.json beside the model), and a session's CPU is often shared, so a time-based schedule
@@ -52,10 +55,11 @@ export CUDA_VISIBLE_DEVICES= PYTHONHASHSEED=0
 [ -f "$WORK/corpus/extra.txt" ] || "$py" "$here/make_corpus.py" "$WORK/corpus" --seed "$SEED"
 [ -f "$WORK/audio/train.jsonl" ] || "$py" "$here/synth.py" "$WORK/corpus" "$WORK/audio" --seed "$SEED"
 [ -f "$WORK/audio/extra.jsonl" ] || "$py" "$here/synth.py" "$WORK/corpus" "$WORK/audio" --seed "$SEED" --splits extra
+[ -f "$WORK/audio/variety.jsonl" ] || "$py" "$here/synth.py" "$WORK/corpus" "$WORK/audio" --seed "$SEED" --splits variety
 # Word times for cutting training items mid-sentence: the CTC head of the last checkpoint, or
 # the one exported beside the committed model. Rows whose clip, duration and text match the
 # committed alignments (synthesis is seeded) take their spans from there instead (19 min saved).
-if [ ! -f "$WORK/audio/extra.align.jsonl" ]; then
+if [ ! -f "$WORK/audio/extra.align.jsonl" ] || [ ! -f "$WORK/audio/variety.align.jsonl" ]; then
   ckpt="$WORK/run/last.pt"; [ -f "$ckpt" ] || ckpt="$repo/examples/models/canary-default.nemo"
   "$py" "$here/align.py" "$WORK" "$ckpt" --reuse "$here/alignments"
 fi

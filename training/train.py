@@ -14,7 +14,9 @@ segments) continues where the last session stopped instead of restarting.
 Data: epoch 0 runs single utterances shortest-first (the alignment is learned on short clips);
 from epoch --join-from-epoch on, half the training items are several utterances joined with
 pauses into segments of up to --join-seconds, as the element's 10 s windows hold several
-sentences and pauses.
+sentences and pauses. The variety split (synth.py) repeats training sentences in espeak-ng's
+other voice variants, read from their written form, so that <|pnc|> commas and question marks
+have pauses and rises to be heard in.
 
 Usage:
   train.py WORK OUT_DIR [--steps N] [--hours H] [--batch-seconds S] [--threads 2] [--init M.nemo]
@@ -477,9 +479,9 @@ def main():
     ap.add_argument("--save-minutes", type=float, default=10.0)
     ap.add_argument("--export", type=Path)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--train-split", default="train,extra",
+    ap.add_argument("--train-split", default="train,extra,variety",
                     help="comma-separated manifests under WORK/audio to train on (a missing one is skipped "
-                         "with a note: extra.jsonl came later than train.jsonl)")
+                         "with a note: extra.jsonl and variety.jsonl came later than train.jsonl)")
     ap.add_argument("--log-every", type=int, default=50)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
