@@ -90,6 +90,14 @@ def report(rows, hyps, out):
         e = sum(edit_distance(ref, hyp) for ref, hyp in pairs)
         n = sum(len(ref) for ref, _ in pairs)
         print(f"written-form WER {100 * e / n:.2f} % ({e}/{n} words, capitals and punctuation count)")
+        print(f"written form exact: {sum(ref == hyp for ref, hyp in pairs)}/{len(pairs)}; "
+              f"starts with a capital: {sum(bool(hyp) and hyp[0][:1].isupper() for _, hyp in pairs)}/{len(pairs)}")
+        for mark in written.PUNCTUATION:
+            # Per utterance, the marks both have (min of the counts), over the reference's count:
+            # whether the model writes the marks the speech has, not where within the sentence.
+            have = [(" ".join(ref).count(mark), " ".join(hyp).count(mark)) for ref, hyp in pairs]
+            print(f"  {mark!r}: reference {sum(r for r, _ in have)}, transcripts {sum(h for _, h in have)}, "
+                  f"in the same utterance {sum(min(r, h) for r, h in have)}")
 
 
 def longform(model, rows, seconds, out):
