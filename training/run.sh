@@ -24,10 +24,10 @@ VENV=${NEMO_VENV:-$repo/tests/reference/.venv}
 # session's run was lost with its machine; the next started again from the step-40 375 model, with
 # the cased tokenizer and written forms for <|pnc|> (written.py), the cosine re-fitted at step
 # 41 185 to end at 48 000 (0.55 s/step on that machine: what fits before the session's release).
-# The sixth (2026-12-07, 2nd session): peak 2e-4 at step 48 000 (+300 warmup), cosine to 62 000,
+# The sixth (2026-12-07, 2nd session): peak 2e-4 at step 48 000 (+300 warmup), cosine to 59 000,
 # with the variety split (synth.py: espeak-ng's other voice variants, read from the written form)
-# added from step ~48 500 on.
-STEPS=${STEPS:-62000}
+# added from the start (step 48 000).
+STEPS=${STEPS:-59000}
 SCHEDULE_FROM=${SCHEDULE_FROM:-48000}
 LR=${LR:-2e-4}
 WARMUP=${WARMUP:-300}
