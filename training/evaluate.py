@@ -13,6 +13,7 @@
         # through `canarytranscribe ! webvttenc` (10 s windows, or VAD segments) and scores the
         # joined cues; with vad also the fraction of the audio that went to the model
   evaluate.py compare A.jsonl B.jsonl                          # how many transcripts are identical
+  evaluate.py voices OUT.jsonl                                 # WER per voice (engine and voice name)
 
 Element runs need the plugin on GST_PLUGIN_PATH (e.g. build/gst). Prints "WER x.xx % (errors/words)",
 on normalised text (wer.py), and with --pnc yes also the WER of the written form (written.py),
@@ -129,9 +130,9 @@ def longform(model, rows, seconds, out):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["nemo", "element", "longform", "compare"])
+    ap.add_argument("mode", choices=["nemo", "element", "longform", "compare", "voices"])
     ap.add_argument("a")
-    ap.add_argument("b")
+    ap.add_argument("b", nargs="?")
     ap.add_argument("out", nargs="?")
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--limit", type=int, default=0)
@@ -153,6 +154,15 @@ def main():
         for r in x:
             if y[r["audio_filepath"]]["pred_text"] != r["pred_text"]:
                 print(f"  {Path(r['audio_filepath']).name}: {r['pred_text']!r} vs {y[r['audio_filepath']]['pred_text']!r}")
+        return
+    if a.mode == "voices":
+        by_voice = {}
+        for r in map(json.loads, open(a.a)):
+            # "espeak-ng en-gb-x-gbcwmd+m7 -s150 -p50 reverb20" -> "espeak-ng en-gb-x-gbcwmd+m7"
+            by_voice.setdefault(" ".join(r["voice"].split()[:2]), []).append((r["text"], r["pred_text"]))
+        for v, pairs in sorted(by_voice.items()):
+            e, n = wer(pairs)
+            print(f"{v}: {len(pairs)} clips, WER {100 * e / n:.2f} % ({e}/{n})")
         return
     rows = [json.loads(l) for l in open(a.b)]
     if a.limit:
