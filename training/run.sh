@@ -25,9 +25,10 @@ VENV=${NEMO_VENV:-$repo/tests/reference/.venv}
 # the cased tokenizer and written forms for <|pnc|> (written.py), the cosine re-fitted at step
 # 41 185 to end at 48 000 (0.55 s/step on that machine: what fits before the session's release).
 # The sixth (2026-12-07, 2nd session): peak 2e-4 at step 48 000 (+300 warmup), cosine to 59 000,
-# with the variety split (synth.py: espeak-ng's other voice variants, read from the written form)
-# added from the start (step 48 000).
-STEPS=${STEPS:-59000}
+# re-fitted at step 52 645 to end at 58 000 (0.62 s/step: what fits before the release), with the
+# variety split (synth.py: espeak-ng's other voice variants, read from the written form) from the
+# start (step 48 000).
+STEPS=${STEPS:-58000}
 SCHEDULE_FROM=${SCHEDULE_FROM:-48000}
 LR=${LR:-2e-4}
 WARMUP=${WARMUP:-300}
