@@ -142,6 +142,8 @@ def main():
     ap.add_argument("--pnc", choices=["yes", "no"], default="yes",
                     help="ask for punctuation and capitals (<|pnc|>) or normalised text (<|nopnc|>)")
     a = ap.parse_args()
+    if a.mode != "voices" and a.b is None:
+        ap.error(f"{a.mode} needs a second argument (see the usage above)")
     global PRECISION, SEGMENTATION, PNC
     PRECISION = a.precision
     SEGMENTATION = a.segmentation
