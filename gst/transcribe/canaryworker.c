@@ -635,6 +635,9 @@ worker_process (GstCanaryTranscribe *self, canary_model *model, canary_state *st
   }
   if (text && is_blank (text))
     g_clear_pointer (&text, g_free);
+  /* The window's own text, before the merge drops what the previous window already said. */
+  GST_LOG_OBJECT (self, "engine text for %" GST_TIME_FORMAT ": '%s'", GST_TIME_ARGS (job->pts),
+      text ? text : "");
   if (job->merge && self->prev_text && text)
     res->text = canary_text_merge (self->prev_text, text);
   else
