@@ -46,8 +46,8 @@
  *
  * With overlap > 0 the words spoken in the shared audio come out of both windows; the element
  * drops, from the start of the new window's text, the longest run of words that repeats the end of
- * the previous window's text (compared without case and punctuation, tolerating one cut word at
- * the end of the previous text and up to two at the start of the new one; see canarytextmerge.c).
+ * the previous window's text (compared without case and punctuation, tolerating the words cut at
+ * either window's edge and a word spelt two ways; see canarytextmerge.c).
  * Words that do not match are always kept, so nothing is lost when the model hears the shared audio
  * differently twice.
  *
