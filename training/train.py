@@ -277,10 +277,10 @@ def render_item(item, audio, rng):
     return np.concatenate(parts)
 
 
-def speed_perturb(x, rng, p, max_change=0.1):
-    """Resample by a factor of 1 +- max_change with probability p (Ko et al., "Audio augmentation for speech
-    recognition", 2015): tempo, pitch and formants move together, as between a longer and a shorter
-    vocal tract. The voices the model never heard are its largest error (test_unseen 46 % against
+def speed_perturb(x, rng, p, max_change):
+    """Resample by a factor of 1 +- max_change with probability p (Ko et al., "Audio augmentation
+    for speech recognition", 2015): tempo, pitch and formants move together, as between a longer
+    and a shorter vocal tract. The voices the model never heard are its largest error (test_unseen 46 % against
     test_seen 17 % on the same sentences at step 20 666); the TTS engines' own rate and pitch
     controls leave the formants where each voice has them. 0.85-1.15 (--speed-max 0.15), tried from
     step 58 000 to 67 000 for the worst unseen voice (ked_diphone, 49 % WER, worst on its fastest
@@ -334,7 +334,7 @@ class FormantWarp(torch.nn.Module):
         return self.spec_augment(input_spec=input_spec, length=length)
 
 
-def augment(x, rng, noise=True, speed_p=0.0, speed_max=0.1):
+def augment(x, rng, speed_max, noise=True, speed_p=0.0):
     """Speed perturbation, then gain and additive noise (white or brown) at 5-40 dB SNR on half
     the utterances."""
     x = speed_perturb(x.astype(np.float32) / 32768.0, rng, speed_p, speed_max)
