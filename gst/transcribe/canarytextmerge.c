@@ -166,9 +166,10 @@ count_repeated_words (const WordList *prev, const WordList *next)
         guint exact;
         if (!runs_match (prev, np - a - k, next, b, k, &exact))
           continue;
-        if ((a || b) && k < 2 && !(a <= 1 && exact == 1 &&
+        /* A skip needs two words, or one long word (a one-word run is exact: runs_match). */
+        if ((a || b) && k < 2 && !(a <= 1 &&
                 g_utf8_strlen (g_ptr_array_index (next->keys, b), -1) >= MIN_ANCHOR_CHARS))
-          break;                /* a skip needs two words, or one long exact word */
+          break;
         if (k > best_k || (k == best_k && (a + b < best_skip || (a + b == best_skip && exact > best_exact)))) {
           best_k = k;
           best_skip = a + b;
