@@ -149,6 +149,9 @@ def main():
         "dev": lambda: (same(read("dev")), "seen"),
         "test_seen": lambda: (same(read("test")), "seen"),
         "test_unseen": lambda: (same(read("test")), "unseen"),
+        # The dev sentences in the unseen voices: choosing between checkpoints on unseen voices
+        # without looking at test_unseen (not made by default: run.sh asks for it).
+        "dev_unseen": lambda: (same(read("dev")), "unseen"),
         # One rendering each: these sentences are for text variety (make_corpus.py)
         "extra": lambda: (same(read("extra")), "seen"),
         # Voice variety and spoken punctuation (pauses at commas, a question's rise): the
