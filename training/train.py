@@ -455,7 +455,8 @@ def grow_encoder(model, old_state):
     old last layer's gain and shift therefore move to the new last layer, and the LayerNorms
     between are plain (gain 1, shift 0): the old last layer emits a normalised stream, each new
     layer re-normalises it to itself (up to LayerNorm's eps), and the last applies the old gain
-    and shift. Exact up to that eps (the encoder's output differs by ~1e-5 relative)."""
+    and shift. Exact up to that eps (the encoder's output differed by 3.9e-6 relative on an
+    example clip, 6 -> 8 layers)."""
     n_old, n_new = encoder_layers(old_state), encoder_layers(model.state_dict())
     state = dict(model.state_dict())
     state.update(old_state)
@@ -550,7 +551,11 @@ def main():
                   or encoder_layers(state["model"]) != encoder_layers(model.state_dict())):
         # A checkpoint of a run from before the cased tokenizer or with fewer encoder layers: its
         # weights, widened or grown, with a fresh optimiser (the moment estimates have the old
-        # shapes) and a re-warmup, as from --init.
+        # shapes) and a re-warmup, as from --init. Exporting it as it is would lose its step.
+        if a.export:
+            sys.exit(f"{ckpt_path}: {encoder_layers(state['model'])} encoder layers and "
+                     f"{state_vocab(state['model'])} outputs, the model {encoder_layers(model.state_dict())} and "
+                     f"{state_vocab(model.state_dict())}: export with the --enc-layers it was trained with")
         init_ctc = load_weights(model, state["model"], state["ctc_head"])
         init_from = (state["step"], state["epoch"] + 1, state["train_seconds"])
         print(f"{ckpt_path}: step {state['step']}, widened or grown (fresh optimiser)", flush=True)
